@@ -1,0 +1,1 @@
+"""A Slack app that puts OpenAI assistants into Slack."""

@@ -1,0 +1,157 @@
+"""Wiring: clients, store, engine and listeners; Socket Mode or HTTP; graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+from openai import AsyncOpenAI
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import OPENAI_DEFAULT_BASE_URL, Settings
+from bot.conversation import Conversations
+from bot.engine.assistants import AssistantsEngine
+from bot.engine.base import Engine, EngineError
+from bot.slack.listeners import events
+from bot.slack.render import SlackSurface
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+RETIREMENT_NOTE = (
+    "OpenAI retired its Assistants API on 2026-08-26, so api.openai.com no longer serves "
+    "assistants, threads or runs. Set BOT_ENGINE=responses to use the Responses and "
+    "Conversations APIs, or point OPENAI_BASE_URL at a server that still speaks the "
+    "Assistants API."
+)
+
+
+class StartupError(Exception):
+    """The bot cannot start; the message says why and what to do."""
+
+
+def make_openai_client(settings: Settings) -> AsyncOpenAI:
+    return AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
+
+
+def make_engine(settings: Settings) -> Engine:
+    return AssistantsEngine(make_openai_client(settings))
+
+
+def make_slack_client(settings: Settings) -> AsyncWebClient:
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+
+
+async def check_assistant(engine: Engine, settings: Settings) -> str:
+    """The default assistant's description, or StartupError saying what is wrong."""
+    assistant_id = settings.assistant_id or ""
+    where = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    try:
+        info = await engine.get_assistant(assistant_id)
+    except EngineError as exc:
+        if exc.code == "api_not_served":
+            raise StartupError(
+                f"{where} does not serve the Assistants API. {RETIREMENT_NOTE}"
+            ) from exc
+        raise StartupError(f"Could not look up ASSISTANT_ID at {where}: {exc.message}") from exc
+    if info is None:
+        message = f"ASSISTANT_ID {assistant_id} was not found at {where}."
+        if settings.uses_openai_itself and engine.name == "assistants":
+            message += " " + RETIREMENT_NOTE
+        raise StartupError(message)
+    return f"{info.name} ({info.id}, model {info.model})"
+
+
+@dataclass
+class Bot:
+    """A running bot: everything `start` built, so tests and `stop` can reach it."""
+
+    settings: Settings
+    store: Store
+    engine: Engine
+    slack: AsyncApp
+    conversations: Conversations
+    port: int | None = None
+    _runner: web.AppRunner | None = None
+    _socket: AsyncSocketModeHandler | None = None
+
+    async def stop(self) -> None:
+        """Stop taking events, finish (bounded) what is in flight, then close everything."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.conversations.drain(self.settings.shutdown_grace)
+        await self.engine.close()
+        await self.store.close()
+        log.info("event=stopped")
+
+
+async def start(settings: Settings, engine: Engine | None = None) -> Bot:
+    """Build and start the bot: checks the backend, opens the store, connects to Slack."""
+    engine = engine or make_engine(settings)
+    try:
+        described = await check_assistant(engine, settings)
+    except BaseException:
+        await engine.close()
+        raise
+    log.info("event=assistant_found assistant=%r engine=%s", described, engine.name)
+
+    store = await Store.open(settings.database_path)
+    client = make_slack_client(settings)
+    try:
+        auth = await client.auth_test()
+    except SlackApiError as exc:
+        await store.close()
+        await engine.close()
+        raise StartupError(
+            f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) at {settings.slack_api_url}."
+        ) from exc
+    identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
+    slack = AsyncApp(
+        client=client,
+        signing_secret=settings.slack_signing_secret or "",
+        request_verification_enabled=not settings.socket_mode,
+    )
+    conversations = Conversations(
+        store,
+        engine,
+        SlackSurface(client),
+        settings.assistant_id or "",
+        turn_timeout=settings.turn_timeout,
+        max_turns_in_flight=settings.max_turns_in_flight,
+    )
+    events.register(slack, conversations, identity, settings.answer_bots)
+    bot = Bot(settings, store, engine, slack, conversations)
+
+    if settings.socket_mode:
+        bot._socket = AsyncSocketModeHandler(slack, settings.slack_app_token)
+        await bot._socket.connect_async()  # type: ignore[no-untyped-call]
+        log.info("event=started mode=socket")
+    else:
+        bot._runner = web.AppRunner(slack.web_app(path="/slack/events"), access_log=None)
+        await bot._runner.setup()
+        site = web.TCPSite(bot._runner, port=settings.port)
+        await site.start()
+        bot.port = bot._runner.addresses[0][1]
+        log.info("event=started mode=http port=%s path=/slack/events", bot.port)
+    await conversations.resume_open_turns()
+    return bot
+
+
+async def run_until_stopped(settings: Settings) -> None:
+    """`python -m bot`: run until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bot = await start(settings)
+    await stop.wait()
+    log.info("event=stopping grace_seconds=%s", settings.shutdown_grace)
+    await bot.stop()

@@ -1,0 +1,189 @@
+"""Settings: the one place that reads the environment (and `.env`, through python-dotenv)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SLACK_DEFAULT_API_URL = "https://slack.com/api/"
+ENGINES = ("assistants", "responses")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """Start-up cannot go on; each problem is one line a person can act on."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str
+    slack_app_token: str | None
+    slack_signing_secret: str | None
+    slack_api_url: str
+    openai_api_key: str
+    openai_base_url: str | None
+    assistant_id: str | None
+    engine: str
+    database_path: Path
+    port: int
+    log_level: str
+    answer_bots: bool
+    turn_timeout: float
+    max_turns_in_flight: int
+    shutdown_grace: float
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @property
+    def uses_openai_itself(self) -> bool:
+        base = (self.openai_base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
+        return base.startswith("https://api.openai.com")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+) -> Settings:
+    """Read settings from `environ` (default: the process environment) over the `.env` file.
+
+    Raises ConfigError listing every problem at once, so an operator fixes them in one go.
+    """
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    reader = _Reader(values)
+
+    bot_token = reader.required(
+        "SLACK_BOT_TOKEN",
+        prefix="xoxb-",
+        where="the Bot User OAuth Token on your app's OAuth & Permissions page",
+    )
+    app_token = reader.optional(
+        "SLACK_APP_TOKEN",
+        prefix="xapp-",
+        where="an app-level token with connections:write, from Basic Information > App-Level Tokens",
+    )
+    signing_secret = reader.optional("SLACK_SIGNING_SECRET")
+    if app_token is None and not signing_secret:
+        reader.problems.append(
+            "SLACK_SIGNING_SECRET is required in HTTP mode (no SLACK_APP_TOKEN set): copy the "
+            "Signing Secret from your app's Basic Information page, or set SLACK_APP_TOKEN to "
+            "use Socket Mode."
+        )
+    slack_api_url = reader.url("SLACK_API_URL", SLACK_DEFAULT_API_URL)
+    if not slack_api_url.endswith("/"):
+        slack_api_url += "/"
+    api_key = reader.required(
+        "OPENAI_API_KEY", where="an API key from https://platform.openai.com/api-keys"
+    )
+    base_url = reader.optional("OPENAI_BASE_URL")
+    if base_url is not None:
+        base_url = reader.url("OPENAI_BASE_URL", base_url)
+    engine = reader.choice("BOT_ENGINE", "assistants", ENGINES)
+    assistant_id = reader.optional("ASSISTANT_ID")
+    if engine == "assistants":
+        if assistant_id is None:
+            reader.problems.append(
+                "ASSISTANT_ID is required with BOT_ENGINE=assistants: the id of the assistant "
+                "that answers by default (asst_…), from the platform's Assistants page or "
+                "`python -m bot assistants list`."
+            )
+        elif not assistant_id.startswith("asst_"):
+            reader.problems.append(
+                f"ASSISTANT_ID must be an assistant id like asst_…, got {assistant_id[:12]!r}."
+            )
+    settings = Settings(
+        slack_bot_token=bot_token,
+        slack_app_token=app_token,
+        slack_signing_secret=signing_secret,
+        slack_api_url=slack_api_url,
+        openai_api_key=api_key,
+        openai_base_url=base_url,
+        assistant_id=assistant_id,
+        engine=engine,
+        database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
+        port=reader.integer("PORT", 3000, 1, 65535),
+        log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        answer_bots=reader.boolean("ANSWER_BOTS", False),
+        turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),
+        max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
+        shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+class _Reader:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.problems: list[str] = []
+
+    def optional(self, name: str, prefix: str | None = None, where: str = "") -> str | None:
+        value = self.values.get(name, "").strip()
+        if not value:
+            return None
+        if prefix and not value.startswith(prefix):
+            self.problems.append(f"{name} must start with {prefix!r}: use {where}.")
+        return value
+
+    def required(self, name: str, prefix: str | None = None, where: str = "") -> str:
+        value = self.optional(name, prefix, where)
+        if value is None:
+            self.problems.append(f"{name} is missing: set it to {where}.")
+            return ""
+        return value
+
+    def url(self, name: str, default: str) -> str:
+        value = self.values.get(name, "").strip() or default
+        if not value.startswith(("http://", "https://")):
+            self.problems.append(f"{name} must be an http(s) URL, got {value!r}.")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...], upper: bool = False) -> str:
+        value = self.values.get(name, "").strip() or default
+        value = value.upper() if upper else value.lower()
+        if value not in allowed:
+            self.problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        return int(self.number(name, default, low, high, kind=int))
+
+    def number(
+        self, name: str, default: float, low: float, high: float, kind: type = float
+    ) -> float:
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            what = "a whole number" if kind is int else "a number"
+            self.problems.append(f"{name} must be {what} from {low:g} to {high:g}; got {raw!r}.")
+            return default
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.values.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name} must be true or false; got {raw!r}.")
+        return default

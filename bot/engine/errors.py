@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import openai
+
+from bot.engine.base import EngineError
+
+
+def engine_error(exc: openai.OpenAIError) -> EngineError:
+    """An SDK exception in engine-neutral words (the SDK has already retried what it retries)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return EngineError("timeout", "the request to the assistant service timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return EngineError("connection_error", "could not connect to the assistant service")
+    if isinstance(exc, openai.RateLimitError):
+        return EngineError("rate_limit_exceeded", exc.message)
+    if isinstance(exc, openai.APIStatusError):
+        return EngineError(exc.code or f"http_{exc.status_code}", exc.message)
+    return EngineError("client_error", str(exc))

@@ -1,0 +1,23 @@
+"""The core's own words for what arrives from a chat: plain data, no Slack or OpenAI types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConversationKey:
+    """One chat thread: the workspace, the channel and the thread's root message."""
+
+    team_id: str
+    channel_id: str
+    thread_ts: str
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    key: ConversationKey
+    ts: str  # the message's own timestamp (equals key.thread_ts for a thread's first message)
+    user_id: str
+    text: str
+    is_direct: bool = False  # sent in a DM with the bot

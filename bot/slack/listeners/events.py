@@ -1,0 +1,95 @@
+"""Messages and @mentions: the gate (what the bot ignores) and the route (what it answers)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.conversation import Conversations
+from bot.messages import ConversationKey, IncomingMessage
+
+log = logging.getLogger(__name__)
+
+# Message subtypes that are a person saying something; every other subtype (edits, deletions,
+# joins, topic changes, bot messages…) is ignored.
+SPOKEN_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message"}
+EMPTY_MESSAGE_HELP = (
+    "Hi! Write your question after the mention, like `@assistant what's our refund policy?`, "
+    "and I'll answer in a thread."
+)
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    user_id: str
+    bot_id: str
+
+
+def register(
+    app: AsyncApp, conversations: Conversations, identity: BotIdentity, answer_bots: bool
+) -> None:
+    mention = re.compile(rf"<@{re.escape(identity.user_id)}(?:\|[^>]*)?>")
+
+    async def take(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        message = _to_message(body, event, identity, answer_bots, mention)
+        if message is None:
+            return
+        direct_or_mention = message.is_direct or mention.search(event.get("text") or "")
+        if not direct_or_mention and not await conversations.is_conversation(message.key):
+            return
+        if not message.text:
+            if event.get("type") == "app_mention" or message.is_direct:
+                await client.chat_postEphemeral(
+                    channel=message.key.channel_id,
+                    user=message.user_id,
+                    thread_ts=event.get("thread_ts"),
+                    text=EMPTY_MESSAGE_HELP,
+                )
+            return
+        taken = await conversations.submit(message)
+        log.info(
+            "event=message_%s channel=%s ts=%s event_id=%s",
+            "taken" if taken else "duplicate",
+            message.key.channel_id,
+            message.ts,
+            body.get("event_id"),
+        )
+
+    app.event("app_mention")(take)
+    app.event("message")(take)
+
+
+def _to_message(
+    body: dict[str, Any],
+    event: dict[str, Any],
+    identity: BotIdentity,
+    answer_bots: bool,
+    mention: re.Pattern[str],
+) -> IncomingMessage | None:
+    """The message the bot may answer, or None for what it must ignore."""
+    if event.get("subtype") not in SPOKEN_SUBTYPES or event.get("hidden"):
+        return None
+    user = event.get("user")
+    if user == identity.user_id or event.get("bot_id") == identity.bot_id:
+        return None
+    if event.get("bot_id") and not answer_bots:
+        return None
+    channel = event.get("channel")
+    ts = event.get("ts")
+    if not channel or not ts:
+        return None
+    team = event.get("team") or body.get("team_id") or ""
+    text = mention.sub("", event.get("text") or "").strip()
+    is_direct = event.get("channel_type") == "im" or str(channel).startswith("D")
+    return IncomingMessage(
+        key=ConversationKey(team, channel, event.get("thread_ts") or ts),
+        ts=ts,
+        user_id=user or event.get("bot_id") or "",
+        text=text,
+        is_direct=is_direct,
+    )

@@ -1,0 +1,156 @@
+"""Fixtures: the two emulators on 127.0.0.1 and the real bot wired to them by base URL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import app
+from bot.config import Settings, load_settings
+from bot.slack.render import THINKING
+from tests.emulators.openai import OpenAIEmulator
+from tests.emulators.slack import Message, SlackEmulator
+
+# Coroutines that carry the bot's work on an event: Bolt's listener runner and the turn workers.
+BOT_WORK = ("run_ack_function_asynchronously", "Conversations._work", "run_message_listeners")
+
+GENERAL = "C0GENERAL"
+ALICE = "U0ALICE"
+BOB = "U0BOB"
+
+
+@pytest.fixture
+async def openai_emu() -> AsyncIterator[OpenAIEmulator]:
+    emu = OpenAIEmulator()
+    await emu.start()
+    yield emu
+    await emu.stop()
+    assert emu.spec_violations == [], "\n".join(emu.spec_violations)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackEmulator]:
+    emu = SlackEmulator()
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest.fixture
+def assistant_id(openai_emu: OpenAIEmulator) -> str:
+    return openai_emu.add_assistant(
+        name="Helper", model="gpt-4o", instructions="You help.", description="General help"
+    )
+
+
+def bot_env(
+    slack: SlackEmulator, openai_emu: OpenAIEmulator, db: Path, mode: str, **extra: str
+) -> dict[str, str]:
+    env = {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": slack.signing_secret,
+        "SLACK_API_URL": slack.api_url,
+        "OPENAI_API_KEY": openai_emu.api_key,
+        "OPENAI_BASE_URL": openai_emu.base_url,
+        "DATABASE_PATH": str(db),
+        "PORT": "0",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+    }
+    if mode == "socket":
+        env["SLACK_APP_TOKEN"] = slack.app_token
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Harness:
+    """Starts, stops and restarts the real bot against the emulators."""
+
+    slack: SlackEmulator
+    openai: OpenAIEmulator
+    db: Path
+    mode: str = "http"
+    env: dict[str, str] = field(default_factory=dict)
+    bot: app.Bot | None = None
+
+    def settings(self) -> Settings:
+        return load_settings(
+            bot_env(self.slack, self.openai, self.db, self.mode, **self.env), env_file=None
+        )
+
+    async def start(self, **env: str) -> app.Bot:
+        self.env.update(env)
+        self.bot = await app.start(self.settings())
+        if self.mode == "http":
+            self.slack.events_url = f"http://127.0.0.1:{self.bot.port}/slack/events"
+        else:
+            self.slack.events_url = None
+            await self.slack.wait_socket_connected()
+        return self.bot
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.stop()
+            self.bot = None
+
+    async def drain_idle(self) -> None:
+        """Wait until every event delivered so far has been fully handled by the bot.
+
+        Bolt runs each listener in a task of its own after the ack; turns run in the bot's
+        per-conversation workers. Both live in this event loop, so waiting for them is exact.
+        """
+        while True:
+            busy = [
+                task
+                for task in asyncio.all_tasks()
+                if task is not asyncio.current_task()
+                and any(name in repr(task.get_coro()) for name in BOT_WORK)
+            ]
+            if not busy:
+                return
+            await asyncio.wait(busy, timeout=15)
+
+    async def restart(self) -> app.Bot:
+        await self.stop()
+        return await self.start()
+
+
+@pytest.fixture
+async def harness(
+    slack: SlackEmulator, openai_emu: OpenAIEmulator, assistant_id: str, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    h = Harness(slack, openai_emu, tmp_path / "bot.sqlite3", env={"ASSISTANT_ID": assistant_id})
+    yield h
+    await h.stop()
+
+
+@pytest.fixture
+async def bot(harness: Harness) -> AsyncIterator[Harness]:
+    """The bot running in HTTP mode."""
+    await harness.start()
+    yield harness
+
+
+def answers(slack: SlackEmulator, channel: str, thread_ts: str) -> list[Message]:
+    """The bot's finished messages in a thread (placeholders still thinking are left out)."""
+    return [m for m in slack.bot_replies(channel, thread_ts) if m.text != THINKING]
+
+
+async def wait_answers(
+    slack: SlackEmulator, channel: str, thread_ts: str, count: int, timeout: float = 15.0
+) -> list[Message]:
+    await slack.wait_for(lambda: len(answers(slack, channel, thread_ts)) >= count, timeout)
+    return answers(slack, channel, thread_ts)
+
+
+def texts(messages: list[Message]) -> list[str]:
+    return [m.text for m in messages]
+
+
+Predicate = Callable[[], bool]
+Json = dict[str, Any]

@@ -1,0 +1,113 @@
+"""The emulated model: what the OpenAI emulator answers, scripted by each test.
+
+Both API families the emulator serves (Assistants runs and Responses) take their replies from one
+`ScriptedModel`, so a scenario test scripts the model once and runs unchanged on either engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ToolCallSpec:
+    """A function call the model makes; `arguments` is the JSON string the model writes."""
+
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True)
+class CitationSpec:
+    """A file_search citation: `quote` is cited from the uploaded file named `filename`."""
+
+    filename: str
+    quote: str = ""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """A file code_interpreter produced: PNG bytes for an image, anything else for a file."""
+
+    filename: str
+    content: bytes
+    is_image: bool = True
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model turn.
+
+    Exactly one outcome applies, checked in this order: `fail`, `incomplete`, `expire`,
+    `stream_cut`, `tool_calls`, else text. After the tool outputs arrive, the run continues with
+    `after_tools` (default: a text reply that quotes the outputs it received).
+    """
+
+    text: str | None = None
+    tool_calls: Sequence[ToolCallSpec] = ()
+    after_tools: Reply | None = None
+    fail: tuple[str, str] | None = None  # (code, message), e.g. ("server_error", "boom")
+    incomplete: str | None = None  # reason, e.g. "max_output_tokens" / "max_completion_tokens"
+    expire: bool = False  # the run expires (Assistants) / the response fails with a timeout
+    stream_cut: bool = False  # the SSE stream ends without a final status event
+    latency: float | None = None  # overrides ScriptedModel.latency for this reply
+    citations: Sequence[CitationSpec] = ()
+    outputs: Sequence[ImageSpec] = ()
+
+
+@dataclass
+class TurnContext:
+    """What the model sees when it answers: the conversation's user texts so far, oldest first."""
+
+    user_texts: list[str]
+    instructions: str | None
+    assistant_name: str | None
+    tool_outputs: list[str] = field(default_factory=list)
+
+
+def default_reply(context: TurnContext) -> Reply:
+    """A deterministic answer that proves memory: it names the last message and counts them."""
+    last = context.user_texts[-1] if context.user_texts else ""
+    return Reply(text=f"You said: {last} (message {len(context.user_texts)} of this conversation)")
+
+
+class ScriptedModel:
+    def __init__(self) -> None:
+        self.latency: float = 0.0  # seconds before the first output of every reply
+        self.chunk_size: int = 8  # characters per text delta
+        self.chunk_delay: float = 0.0  # seconds between text deltas
+        self.respond: Callable[[TurnContext], Reply] = default_reply
+        self._queue: deque[Reply] = deque()
+        self.turns: list[TurnContext] = []
+        self.gate: asyncio.Event | None = None  # when set by a test, replies wait until it is set
+
+    def enqueue(self, *replies: Reply) -> None:
+        """The next runs answer with these replies, in order; after them, `respond` answers."""
+        self._queue.extend(replies)
+
+    def next_reply(self, context: TurnContext) -> Reply:
+        self.turns.append(context)
+        if self._queue:
+            return self._queue.popleft()
+        return self.respond(context)
+
+    def continue_after_tools(self, reply: Reply, context: TurnContext) -> Reply:
+        """The turn after `reply`'s tool calls were answered; `context.tool_outputs` holds them."""
+        self.turns.append(context)
+        if reply.after_tools is not None:
+            return reply.after_tools
+        return Reply(text="The tools returned: " + "; ".join(context.tool_outputs))
+
+    async def wait_before_output(self, reply: Reply) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        delay = self.latency if reply.latency is None else reply.latency
+        if delay:
+            await asyncio.sleep(delay)
+
+    def chunks(self, text: str) -> list[str]:
+        size = max(1, self.chunk_size)
+        return [text[i : i + size] for i in range(0, len(text), size)] or [""]

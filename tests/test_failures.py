@@ -1,0 +1,83 @@
+"""When the backend fails, the thread says so in plain words and the next message works."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ALICE, GENERAL, Harness, wait_answers
+from tests.emulators.model import Reply
+
+
+async def ask_twice_after(bot: Harness, first_reply: Reply | None = None) -> list[str]:
+    """Mention the bot (the model answering `first_reply`), then follow up in the thread."""
+    slack = bot.slack
+    if first_reply is not None:
+        bot.openai.model.enqueue(first_reply)
+    ts = await slack.mention(ALICE, GENERAL, "first question")
+    await wait_answers(slack, GENERAL, ts, 1)
+    await slack.post(ALICE, GENERAL, "second question", thread_ts=ts)
+    replies = await wait_answers(slack, GENERAL, ts, 2)
+    assert len(bot.openai.threads) == 1
+    return [m.text for m in replies]
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (Reply(fail=("server_error", "boom")), "had an internal error"),
+        (Reply(fail=("rate_limit_exceeded", "slow down")), "rate limited"),
+        (Reply(expire=True), "run expired"),
+        (Reply(stream_cut=True, text="Half an ans"), "cut off"),
+    ],
+    ids=["run-failed", "run-rate-limited", "run-expired", "stream-cut"],
+)
+async def test_a_failed_run_is_explained_and_the_thread_goes_on(
+    bot: Harness, reply: Reply, words: str
+) -> None:
+    first, second = await ask_twice_after(bot, reply)
+    assert first.startswith(":warning:") and words in first
+    assert "next message in this thread will work" in first
+    assert second == "You said: second question (message 2 of this conversation)"
+
+
+async def test_an_incomplete_answer_is_shown_with_a_note(bot: Harness) -> None:
+    first, second = await ask_twice_after(
+        bot, Reply(text="The first half", incomplete="max_completion_tokens")
+    )
+    assert first.startswith("The first half")
+    assert "incomplete: the answer reached its length limit" in first
+    assert second.startswith("You said: second question")
+
+
+async def test_rate_limits_that_outlast_the_retries_are_explained(bot: Harness) -> None:
+    bot.openai.fail_next("/v1/threads", 429, times=3, retry_after=0)
+    first, second = await ask_twice_after(bot)
+    assert "rate limited" in first
+    assert second.startswith("You said: second question")
+
+
+async def test_a_single_rate_limit_is_retried_without_the_person_noticing(bot: Harness) -> None:
+    bot.openai.fail_next("/v1/threads", 429, times=1, retry_after=0)
+    slack = bot.slack
+    ts = await slack.mention(ALICE, GENERAL, "hello")
+    replies = await wait_answers(slack, GENERAL, ts, 1)
+    assert replies[0].text == "You said: hello (message 1 of this conversation)"
+
+
+async def test_server_errors_that_outlast_the_retries_are_explained(bot: Harness) -> None:
+    bot.openai.fail_next("/v1/threads", 500, times=3, retry_after=0)
+    first, second = await ask_twice_after(bot)
+    assert first.startswith(":warning: The assistant could not answer")
+    assert second.startswith("You said: second question")
+
+
+async def test_a_turn_that_takes_too_long_is_stopped_and_the_thread_goes_on(
+    harness: Harness,
+) -> None:
+    await harness.start(TURN_TIMEOUT_SECONDS="1")
+    harness.openai.model.enqueue(Reply(text="too late", latency=30))
+    first, second = await ask_twice_after(harness)
+    assert "took too long" in first
+    assert second.startswith("You said: second question")
+    statuses = [run.status for run in harness.openai.runs.values()]
+    assert statuses.count("cancelled") == 1, "the stuck run was cancelled to free the thread"

@@ -1,0 +1,137 @@
+"""What an operator sees: settings, start-up checks, `check`, signatures, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import app
+from tests.conftest import ALICE, GENERAL, Harness, bot_env, wait_answers
+
+
+async def run_bot(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 30
+) -> tuple[int, str, str]:
+    """Run `python -m bot ARGS` as an operator would; the emulators keep serving meanwhile."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_missing_and_malformed_settings_stop_start_up_with_one_line_each(
+    tmp_path: Path,
+) -> None:
+    code, out, err = await run_bot(
+        env={"SLACK_BOT_TOKEN": "xoxp-user-token", "PORT": "eighty", "BOT_ENGINE": "magic"},
+        cwd=tmp_path,
+    )
+    assert code == 2
+    assert "Traceback" not in err
+    problems = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert any(line.startswith("  - SLACK_BOT_TOKEN must start with 'xoxb-'") for line in problems)
+    assert any("SLACK_SIGNING_SECRET is required in HTTP mode" in line for line in problems)
+    assert any(line.startswith("  - OPENAI_API_KEY is missing") for line in problems)
+    assert any(line.startswith("  - PORT must be a whole number") for line in problems)
+    assert any(line.startswith("  - BOT_ENGINE must be one of assistants, responses") for line in problems)
+    assert "xoxp-user-token" not in err, "a secret is never echoed back"
+
+
+async def test_settings_come_from_a_dotenv_file_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=xoxb-from-dotenv\nOPENAI_API_KEY=sk-x\n")
+    code, _, err = await run_bot(env={}, cwd=tmp_path)
+    assert code == 2
+    assert "SLACK_BOT_TOKEN" not in err and "OPENAI_API_KEY" not in err
+    assert "ASSISTANT_ID is required" in err
+
+
+async def test_check_reports_what_it_found_on_both_apis(
+    harness: Harness, tmp_path: Path
+) -> None:
+    env = bot_env(harness.slack, harness.openai, tmp_path / "db.sqlite3", "http")
+    code, out, _ = await run_bot("check", env=env | harness.env, cwd=tmp_path)
+    assert code == 0, out
+    assert "engine: assistants" in out
+    assert "slack: ok, team" in out and "bot user U0BOT" in out
+    assert "assistant: ok, Helper (asst_" in out
+
+
+async def test_check_fails_clearly_for_an_unknown_assistant(
+    harness: Harness, tmp_path: Path
+) -> None:
+    env = bot_env(harness.slack, harness.openai, tmp_path / "db.sqlite3", "http")
+    code, out, _ = await run_bot("check", env=env | {"ASSISTANT_ID": "asst_nope"}, cwd=tmp_path)
+    assert code == 1
+    assert "assistant: FAILED ASSISTANT_ID asst_nope was not found" in out
+
+
+async def test_start_up_explains_the_assistants_api_retirement(harness: Harness) -> None:
+    harness.openai.assistants_retired = True
+    with pytest.raises(app.StartupError) as raised:
+        await harness.start()
+    message = str(raised.value)
+    assert "retired its Assistants API on 2026-08-26" in message
+    assert "BOT_ENGINE=responses" in message
+
+
+async def test_a_forged_signature_gets_401_and_no_answer(bot: Harness) -> None:
+    slack = bot.slack
+    event = slack.message_event(ALICE, GENERAL, f"<@{slack.bot_user_id}> hi") | {
+        "type": "app_mention"
+    }
+    body = slack.envelope(event)
+    status, _ = await slack.send_raw(
+        body,
+        {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": str(int(asyncio.get_running_loop().time())),
+            "X-Slack-Signature": "v0=" + "0" * 64,
+        },
+    )
+    assert status == 401
+    await bot.drain_idle()
+    assert bot.openai.model.turns == []
+    assert slack.calls_to("chat.postMessage") == []
+
+
+async def test_sigterm_lets_the_answer_in_progress_finish(
+    harness: Harness, tmp_path: Path
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()
+    env = bot_env(slack, openai, tmp_path / "db.sqlite3", "socket") | harness.env
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await slack.wait_socket_connected(timeout=20)
+        ts = await slack.mention(ALICE, GENERAL, "finish this please")
+        await slack.wait_for(lambda: len(openai.model.turns) == 1)
+        process.send_signal(signal.SIGTERM)
+        openai.model.gate.set()
+        replies = await wait_answers(slack, GENERAL, ts, 1)
+        assert replies[0].text.startswith("You said: finish this please")
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

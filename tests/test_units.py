@@ -1,0 +1,89 @@
+"""Pure pieces with many cases: splitting long Markdown, reading settings, redacting logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.__main__ import RedactSecrets
+from bot.config import ConfigError, load_settings
+from bot.slack.render import split_markdown
+
+MINIMAL = {
+    "SLACK_BOT_TOKEN": "xoxb-1",
+    "SLACK_SIGNING_SECRET": "s",
+    "OPENAI_API_KEY": "sk-1",
+    "ASSISTANT_ID": "asst_1",
+}
+
+
+def test_short_markdown_stays_whole() -> None:
+    assert split_markdown("# Title\n\nbody") == ["# Title\n\nbody"]
+
+
+def test_long_markdown_splits_between_paragraphs_and_keeps_every_word() -> None:
+    text = "\n\n".join(f"paragraph {n} " + "x" * 90 for n in range(50))
+    pieces = split_markdown(text, limit=1000)
+    assert all(len(p) <= 1000 for p in pieces)
+    assert "\n\n".join(pieces) == text
+    assert all(p.startswith("paragraph") for p in pieces)
+
+
+def test_a_code_block_cut_in_two_is_closed_and_reopened() -> None:
+    code = "\n".join(f"print({n})" for n in range(300))
+    text = f"Here:\n\n```python\n{code}\n```\n\nDone."
+    pieces = split_markdown(text, limit=1000)
+    assert len(pieces) > 1
+    for piece in pieces:
+        assert len(piece) <= 1000
+        assert piece.count("```") % 2 == 0, "every piece renders its code as code"
+    assert pieces[1].startswith("```python\n")
+    lines = [line for p in pieces for line in p.splitlines() if line.startswith("print(")]
+    assert lines == [f"print({n})" for n in range(300)]
+
+
+def test_text_without_spaces_is_cut_hard_and_kept_whole() -> None:
+    text = "a" * 2500
+    pieces = split_markdown(text, limit=1000)
+    assert "".join(pieces) == text and all(len(p) <= 1000 for p in pieces)
+
+
+def test_settings_defaults() -> None:
+    settings = load_settings(MINIMAL, env_file=None)
+    assert settings.engine == "assistants"
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.port == 3000
+    assert str(settings.database_path) == "bot.sqlite3"
+    assert not settings.socket_mode
+
+
+def test_socket_mode_needs_no_signing_secret() -> None:
+    env = MINIMAL | {"SLACK_APP_TOKEN": "xapp-1", "SLACK_SIGNING_SECRET": ""}
+    assert load_settings(env, env_file=None).socket_mode
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("SLACK_APP_TOKEN", "xoxb-wrong", "SLACK_APP_TOKEN must start with 'xapp-'"),
+        ("ASSISTANT_ID", "helper", "ASSISTANT_ID must be an assistant id like asst_"),
+        ("SLACK_API_URL", "slack.com/api", "SLACK_API_URL must be an http(s) URL"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG"),
+        ("ANSWER_BOTS", "maybe", "ANSWER_BOTS must be true or false"),
+        ("TURN_TIMEOUT_SECONDS", "0", "TURN_TIMEOUT_SECONDS must be a number from 1 to 3600"),
+    ],
+)
+def test_each_bad_setting_is_named(name: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(MINIMAL | {name: value}, env_file=None)
+    assert any(problem.startswith(words) for problem in raised.value.problems)
+
+
+def test_tokens_never_reach_a_log_line() -> None:
+    record = logging.LogRecord(
+        "slack_sdk", logging.DEBUG, __file__, 1, "headers %s", ({"Authorization": "Bearer xoxb-123-abc"},), None
+    )
+    RedactSecrets().filter(record)
+    assert "xoxb-123-abc" not in record.getMessage()
+    assert "redacted" in record.getMessage()
