@@ -10,6 +10,7 @@ import sys
 
 from bot import app
 from bot.config import ConfigError, Settings, load_settings
+from bot.store import Store
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
 
@@ -49,9 +50,11 @@ async def check(settings: Settings) -> int:
     except Exception as exc:
         ok = False
         print(f"slack: FAILED auth.test at {settings.slack_api_url}: {_reason(exc)}")
-    engine = app.make_engine(settings)
+    store = await Store.open(settings.database_path)
+    engine = app.make_engine(settings, store)
     try:
-        print(f"assistant: ok, {await app.check_assistant(engine, settings)}")
+        await app.load_assistants_file(engine, settings)
+        print(f"assistant: ok, {app.describe(await app.check_assistant(engine, settings))}")
     except app.StartupError as exc:
         ok = False
         print(f"assistant: FAILED {exc}")
@@ -60,6 +63,7 @@ async def check(settings: Settings) -> int:
         print(f"assistant: FAILED {_reason(exc)}")
     finally:
         await engine.close()
+        await store.close()
     return 0 if ok else 1
 
 

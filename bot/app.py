@@ -14,10 +14,13 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.assistants import AssistantDefinition, DefinitionError, load_definitions
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings
 from bot.conversation import Conversations
 from bot.engine.assistants import AssistantsEngine
 from bot.engine.base import Engine, EngineError
+from bot.engine.catalog import sync_assistants
+from bot.engine.responses import ResponsesEngine
 from bot.slack.listeners import events
 from bot.slack.render import SlackSurface
 from bot.store import Store
@@ -40,16 +43,35 @@ def make_openai_client(settings: Settings) -> AsyncOpenAI:
     return AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
 
 
-def make_engine(settings: Settings) -> Engine:
-    return AssistantsEngine(make_openai_client(settings))
+def make_engine(settings: Settings, store: Store) -> Engine:
+    client = make_openai_client(settings)
+    if settings.engine == "responses":
+        return ResponsesEngine(client, store)
+    return AssistantsEngine(client)
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
     return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
 
 
-async def check_assistant(engine: Engine, settings: Settings) -> str:
-    """The default assistant's description, or StartupError saying what is wrong."""
+async def load_assistants_file(engine: Engine, settings: Settings) -> None:
+    if settings.assistants_file is None:
+        return
+    try:
+        definitions = load_definitions(settings.assistants_file)
+    except DefinitionError as exc:
+        raise StartupError(f"ASSISTANTS_FILE: {exc}") from exc
+    result = await sync_assistants(engine, definitions)
+    log.info(
+        "event=assistants_loaded created=%d updated=%d unchanged=%d",
+        len(result.created),
+        len(result.updated),
+        len(result.unchanged),
+    )
+
+
+async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefinition:
+    """The default assistant, or StartupError saying what is wrong."""
     assistant_id = settings.assistant_id or ""
     where = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
     try:
@@ -65,7 +87,11 @@ async def check_assistant(engine: Engine, settings: Settings) -> str:
         if settings.uses_openai_itself and engine.name == "assistants":
             message += " " + RETIREMENT_NOTE
         raise StartupError(message)
-    return f"{info.name} ({info.id}, model {info.model})"
+    return info
+
+
+def describe(assistant: AssistantDefinition) -> str:
+    return f"{assistant.name} ({assistant.id}, model {assistant.model})"
 
 
 @dataclass
@@ -95,15 +121,16 @@ class Bot:
 
 async def start(settings: Settings, engine: Engine | None = None) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack."""
-    engine = engine or make_engine(settings)
+    store = await Store.open(settings.database_path)
+    engine = engine or make_engine(settings, store)
     try:
-        described = await check_assistant(engine, settings)
+        await load_assistants_file(engine, settings)
+        default = await check_assistant(engine, settings)
     except BaseException:
         await engine.close()
+        await store.close()
         raise
-    log.info("event=assistant_found assistant=%r engine=%s", described, engine.name)
-
-    store = await Store.open(settings.database_path)
+    log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
     client = make_slack_client(settings)
     try:
         auth = await client.auth_test()
@@ -123,7 +150,7 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         store,
         engine,
         SlackSurface(client),
-        settings.assistant_id or "",
+        default.id,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
@@ -139,7 +166,7 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         await bot._runner.setup()
         site = web.TCPSite(bot._runner, port=settings.port)
         await site.start()
-        bot.port = bot._runner.addresses[0][1]
+        bot.port = next(a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2)
         log.info("event=started mode=http port=%s path=/slack/events", bot.port)
     await conversations.resume_open_turns()
     return bot

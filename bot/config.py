@@ -32,6 +32,7 @@ class Settings:
     openai_api_key: str
     openai_base_url: str | None
     assistant_id: str | None
+    assistants_file: Path | None
     engine: str
     database_path: Path
     port: int
@@ -92,6 +93,14 @@ def load_settings(
         base_url = reader.url("OPENAI_BASE_URL", base_url)
     engine = reader.choice("BOT_ENGINE", "assistants", ENGINES)
     assistant_id = reader.optional("ASSISTANT_ID")
+    assistants_file = reader.optional("ASSISTANTS_FILE")
+    if assistants_file and not Path(assistants_file).is_file():
+        reader.problems.append(f"ASSISTANTS_FILE {assistants_file!r} is not a file.")
+    if engine == "responses" and assistant_id is None:
+        reader.problems.append(
+            "ASSISTANT_ID is required: the name (or id) of the assistant that answers by "
+            "default, defined in ASSISTANTS_FILE or with `python -m bot assistants create`."
+        )
     if engine == "assistants":
         if assistant_id is None:
             reader.problems.append(
@@ -111,9 +120,10 @@ def load_settings(
         openai_api_key=api_key,
         openai_base_url=base_url,
         assistant_id=assistant_id,
+        assistants_file=Path(assistants_file) if assistants_file else None,
         engine=engine,
         database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
-        port=reader.integer("PORT", 3000, 1, 65535),
+        port=reader.integer("PORT", 3000, 0, 65535),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         answer_bots=reader.boolean("ANSWER_BOTS", False),
         turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),

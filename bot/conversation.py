@@ -148,7 +148,13 @@ class Conversations:
 
     def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
         reply = asyncio.create_task(self.surface.begin(message))
-        self._queues.setdefault(message.key, deque()).append(_Queued(turn_id, message, reply))
+        queue = self._queues.setdefault(message.key, deque())
+        # Answer in the order the messages were written, even when their events arrive (or are
+        # taken) out of order; the head of the queue may already be running, so it stays first.
+        position = len(queue)
+        while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
+            position -= 1
+        queue.insert(position, _Queued(turn_id, message, reply))
         if message.key not in self._workers:
             self._workers[message.key] = asyncio.create_task(self._work(message.key))
 
@@ -251,6 +257,11 @@ class Conversations:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _ts_order(ts: str) -> tuple[int, int]:
+    seconds, _, sequence = ts.partition(".")
+    return int(seconds), int(sequence or 0)
 
 
 async def _quietly(awaitable: object) -> None:

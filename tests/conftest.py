@@ -41,13 +41,6 @@ async def slack() -> AsyncIterator[SlackEmulator]:
     await emu.stop()
 
 
-@pytest.fixture
-def assistant_id(openai_emu: OpenAIEmulator) -> str:
-    return openai_emu.add_assistant(
-        name="Helper", model="gpt-4o", instructions="You help.", description="General help"
-    )
-
-
 def bot_env(
     slack: SlackEmulator, openai_emu: OpenAIEmulator, db: Path, mode: str, **extra: str
 ) -> dict[str, str]:
@@ -74,6 +67,7 @@ class Harness:
     slack: SlackEmulator
     openai: OpenAIEmulator
     db: Path
+    engine: str = "assistants"
     mode: str = "http"
     env: dict[str, str] = field(default_factory=dict)
     bot: app.Bot | None = None
@@ -98,6 +92,22 @@ class Harness:
             await self.bot.stop()
             self.bot = None
 
+    def backend_conversations(self) -> int:
+        """How many backend conversations exist (Assistants threads or Conversations)."""
+        if self.engine == "assistants":
+            return len(self.openai.threads)
+        return len(self.openai.responses_api.conversations)
+
+    def backend_runs(self) -> int:
+        if self.engine == "assistants":
+            return len(self.openai.runs)
+        return len(self.openai.responses_api.responses)
+
+    @property
+    def conversation_path(self) -> str:
+        """The path that creates a backend conversation, for injecting failures into it."""
+        return "/v1/threads" if self.engine == "assistants" else "/v1/conversations"
+
     async def drain_idle(self) -> None:
         """Wait until every event delivered so far has been fully handled by the bot.
 
@@ -120,11 +130,46 @@ class Harness:
         return await self.start()
 
 
+HELPER_DEFINITION = """
+assistants:
+  - name: Helper
+    model: gpt-4o
+    instructions: You help.
+    description: General help
+"""
+
+
+@pytest.fixture(params=["assistants", "responses"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Scenario tests run on both engines: the Slack behaviour must not depend on the backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def engine_env(engine: str, openai_emu: OpenAIEmulator, tmp_path: Path) -> dict[str, str]:
+    if engine == "assistants":
+        assistant = openai_emu.add_assistant(
+            name="Helper", model="gpt-4o", instructions="You help.", description="General help"
+        )
+        return {"BOT_ENGINE": "assistants", "ASSISTANT_ID": assistant}
+    definitions = tmp_path / "assistants.yaml"
+    definitions.write_text(HELPER_DEFINITION)
+    return {
+        "BOT_ENGINE": "responses",
+        "ASSISTANT_ID": "Helper",
+        "ASSISTANTS_FILE": str(definitions),
+    }
+
+
 @pytest.fixture
 async def harness(
-    slack: SlackEmulator, openai_emu: OpenAIEmulator, assistant_id: str, tmp_path: Path
+    slack: SlackEmulator,
+    openai_emu: OpenAIEmulator,
+    engine: str,
+    engine_env: dict[str, str],
+    tmp_path: Path,
 ) -> AsyncIterator[Harness]:
-    h = Harness(slack, openai_emu, tmp_path / "bot.sqlite3", env={"ASSISTANT_ID": assistant_id})
+    h = Harness(slack, openai_emu, tmp_path / "bot.sqlite3", engine=engine, env=dict(engine_env))
     yield h
     await h.stop()
 

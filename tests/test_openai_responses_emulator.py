@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.responses import FunctionToolParam, ResponseInputParam
 
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, ToolCallSpec
 from tests.emulators.openai import OpenAIEmulator
@@ -16,11 +16,15 @@ from tests.emulators.openai_responses import ResponsesState
 
 MODEL = "gpt-4o"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-WEATHER_TOOL: dict[str, Any] = {
+WEATHER_TOOL: FunctionToolParam = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
     "strict": True,
 }
 
@@ -56,7 +60,11 @@ async def test_a_streamed_response_on_a_conversation_follows_the_documented_even
     assert conversation.metadata == {"slack_thread": "C1/123.4"}
 
     stream = await client.responses.create(
-        model=MODEL, conversation=conversation.id, input="hello there", instructions="Be brief.", stream=True
+        model=MODEL,
+        conversation=conversation.id,
+        input="hello there",
+        instructions="Be brief.",
+        stream=True,
     )
     events = [event async for event in stream]
 
@@ -80,7 +88,10 @@ async def test_a_streamed_response_on_a_conversation_follows_the_documented_even
     completed = events[-1]
     assert completed.type == "response.completed"
     assert completed.response.output_text == said("hello there", 1)
-    assert completed.response.conversation is not None and completed.response.conversation.id == conversation.id
+    assert (
+        completed.response.conversation is not None
+        and completed.response.conversation.id == conversation.id
+    )
     assert completed.response.usage is not None and completed.response.usage.total_tokens > 0
     assert emu.model.turns[-1].instructions == "Be brief."
 
@@ -91,8 +102,10 @@ async def test_a_streamed_response_on_a_conversation_follows_the_documented_even
     ]
     newest_first = await client.conversations.items.list(conversation.id)
     assert [item.id for item in newest_first.data] == [item.id for item in reversed(items.data)]
-    fetched = await client.conversations.items.retrieve(items.data[0].id, conversation_id=conversation.id)
-    assert fetched.id == items.data[0].id
+    first_id = items.data[0].id
+    assert first_id is not None
+    fetched = await client.conversations.items.retrieve(first_id, conversation_id=conversation.id)
+    assert fetched.id == first_id
 
 
 async def test_the_stream_helper_accumulates_text_and_the_conversation_remembers(
@@ -101,22 +114,30 @@ async def test_the_stream_helper_accumulates_text_and_the_conversation_remembers
     conversation = await client.conversations.create(
         items=[{"type": "message", "role": "user", "content": "an earlier note"}]
     )
-    async with client.responses.stream(model=MODEL, conversation=conversation.id, input="first") as stream:
-        snapshots = [event.snapshot async for event in stream if event.type == "response.output_text.delta"]
+    async with client.responses.stream(
+        model=MODEL, conversation=conversation.id, input="first"
+    ) as stream:
+        snapshots = [
+            event.snapshot async for event in stream if event.type == "response.output_text.delta"
+        ]
         first = await stream.get_final_response()
     assert snapshots[-1] == first.output_text == said("first", 2)
 
     second = await client.responses.create(
-        model=MODEL, conversation={"id": conversation.id}, input=[{"role": "user", "content": "second"}]
+        model=MODEL,
+        conversation={"id": conversation.id},
+        input=[{"role": "user", "content": "second"}],
     )
     assert second.output_text == said("second", 3)
     items = await client.conversations.items.list(conversation.id, order="asc", limit=2)
-    assert items.has_more and len(items.data) == 2
+    assert items.has_more and len(items.data) == 2 and items.last_id
     rest = await client.conversations.items.list(conversation.id, order="asc", after=items.last_id)
     assert len(rest.data) == 3 and not rest.has_more
 
 
-async def test_previous_response_id_chains_memory_and_input_items_are_listed(client: AsyncOpenAI) -> None:
+async def test_previous_response_id_chains_memory_and_input_items_are_listed(
+    client: AsyncOpenAI,
+) -> None:
     first = await client.responses.create(model=MODEL, input="one")
     second = await client.responses.create(model=MODEL, input="two", previous_response_id=first.id)
     assert second.output_text == said("two", 2)
@@ -135,7 +156,10 @@ async def test_a_function_call_round_trip_continues_with_the_scripted_answer(
     emu: OpenAIEmulator, client: AsyncOpenAI
 ) -> None:
     emu.model.enqueue(
-        Reply(tool_calls=[ToolCallSpec("get_weather", '{"city": "Oslo"}')], after_tools=Reply(text="Sunny in Oslo."))
+        Reply(
+            tool_calls=[ToolCallSpec("get_weather", '{"city": "Oslo"}')],
+            after_tools=Reply(text="Sunny in Oslo."),
+        )
     )
     conversation = await client.conversations.create()
     async with client.responses.stream(
@@ -143,7 +167,10 @@ async def test_a_function_call_round_trip_continues_with_the_scripted_answer(
     ) as stream:
         kinds = [event.type async for event in stream]
         asked = await stream.get_final_response()
-    assert "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+    assert (
+        "response.function_call_arguments.delta" in kinds
+        and "response.function_call_arguments.done" in kinds
+    )
     call = asked.output[0]
     assert call.type == "function_call" and call.name == "get_weather"
     assert call.arguments == '{"city": "Oslo"}'
@@ -166,7 +193,12 @@ async def test_a_function_call_round_trip_continues_with_the_scripted_answer(
     ]
     assert emu.model.turns[-1].tool_outputs == ["sunny, 21C"]
     items = await client.conversations.items.list(conversation.id, order="asc")
-    assert [item.type for item in items.data] == ["message", "function_call", "function_call_output", "message"]
+    assert [item.type for item in items.data] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
 
 
 async def test_tool_outputs_without_a_scripted_continuation_are_quoted(
@@ -176,23 +208,30 @@ async def test_tool_outputs_without_a_scripted_continuation_are_quoted(
     asked = await client.responses.create(model=MODEL, input="go", tools=[WEATHER_TOOL])
     calls = [item for item in asked.output if item.type == "function_call"]
     assert [c.name for c in calls] == ["a", "b"]
-    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": f"out-{c.name}"} for c in calls]
-    answered = await client.responses.create(model=MODEL, input=outputs, previous_response_id=asked.id)
+    outputs: ResponseInputParam = [
+        {"type": "function_call_output", "call_id": c.call_id, "output": f"out-{c.name}"}
+        for c in calls
+    ]
+    answered = await client.responses.create(
+        model=MODEL, input=outputs, previous_response_id=asked.id
+    )
     assert "out-a" in answered.output_text and "out-b" in answered.output_text
 
     with pytest.raises(openai.BadRequestError) as stray:
         await client.responses.create(
-            model=MODEL, input=[{"type": "function_call_output", "call_id": "call_nope", "output": "x"}]
+            model=MODEL,
+            input=[{"type": "function_call_output", "call_id": "call_nope", "output": "x"}],
         )
     assert "call_nope" in stray.value.message
 
 
-async def test_failed_incomplete_expired_and_cut_responses(emu: OpenAIEmulator, client: AsyncOpenAI) -> None:
+async def test_failed_incomplete_expired_and_cut_responses(
+    emu: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
     emu.model.enqueue(
         Reply(fail=("server_error", "boom")),
         Reply(text="partial answer", incomplete="max_completion_tokens"),
         Reply(expire=True),
-        Reply(text="this text is cut off halfway through the stream"),
     )
     stream = await client.responses.create(model=MODEL, input="a", stream=True)
     events = [event async for event in stream]
@@ -201,14 +240,23 @@ async def test_failed_incomplete_expired_and_cut_responses(emu: OpenAIEmulator, 
 
     incomplete = await client.responses.create(model=MODEL, input="b")
     assert incomplete.status == "incomplete"
-    assert incomplete.incomplete_details is not None and incomplete.incomplete_details.reason == "max_output_tokens"
+    assert (
+        incomplete.incomplete_details is not None
+        and incomplete.incomplete_details.reason == "max_output_tokens"
+    )
     assert incomplete.output_text == "partial answer"
 
     expired = await client.responses.create(model=MODEL, input="c")
-    assert expired.status == "failed" and expired.error is not None and "timed out" in expired.error.message
+    assert (
+        expired.status == "failed"
+        and expired.error is not None
+        and "timed out" in expired.error.message
+    )
 
     conversation = await client.conversations.create()
-    emu.model.enqueue(Reply(text="this text is cut off halfway through the stream", stream_cut=True))
+    emu.model.enqueue(
+        Reply(text="this text is cut off halfway through the stream", stream_cut=True)
+    )
     async with client.responses.stream(model=MODEL, input="d", conversation=conversation.id) as cut:
         kinds = [event.type async for event in cut]
         with pytest.raises(RuntimeError):
@@ -217,7 +265,9 @@ async def test_failed_incomplete_expired_and_cut_responses(emu: OpenAIEmulator, 
     assert not [kind for kind in kinds if kind in ("response.failed", "response.incomplete")]
     cut_record = state(emu).last_response()
     assert cut_record.status == "failed"
-    assert state(emu).conversation_items[conversation.id] == [], "a broken turn leaves the conversation alone"
+    assert state(emu).conversation_items[conversation.id] == [], (
+        "a broken turn leaves the conversation alone"
+    )
 
 
 async def test_a_second_response_on_a_busy_conversation_is_refused_as_locked(
@@ -225,7 +275,9 @@ async def test_a_second_response_on_a_busy_conversation_is_refused_as_locked(
 ) -> None:
     emu.model.gate = asyncio.Event()
     conversation = await client.conversations.create()
-    stream = await client.responses.create(model=MODEL, conversation=conversation.id, input="first", stream=True)
+    stream = await client.responses.create(
+        model=MODEL, conversation=conversation.id, input="first", stream=True
+    )
 
     with pytest.raises(openai.BadRequestError) as locked:
         await client.responses.create(model=MODEL, conversation=conversation.id, input="second")
@@ -244,8 +296,11 @@ async def test_a_second_response_on_a_busy_conversation_is_refused_as_locked(
 async def test_citations_become_file_citation_annotations_after_a_file_search_call(
     emu: OpenAIEmulator, client: AsyncOpenAI
 ) -> None:
-    uploaded = await client.files.create(file=("handbook.txt", b"Refunds take 14 days."), purpose="assistants")
-    store = await client.vector_stores.create(name="kb", file_ids=[uploaded.id])
+    uploaded = await client.files.create(
+        file=("handbook.txt", b"Refunds take 14 days."), purpose="assistants"
+    )
+    store = await client.vector_stores.create(name="kb")
+    await client.vector_stores.files.create_and_poll(uploaded.id, vector_store_id=store.id)
     text = "Refunds take 14 days. Ask support for more."
     emu.model.enqueue(Reply(text=text, citations=[CitationSpec("handbook.txt", "14 days")]))
 
@@ -259,7 +314,9 @@ async def test_citations_become_file_citation_annotations_after_a_file_search_ca
         response = await stream.get_final_response()
 
     assert "response.output_text.annotation.added" in kinds
-    assert kinds.index("response.file_search_call.completed") < kinds.index("response.output_text.delta")
+    assert kinds.index("response.file_search_call.completed") < kinds.index(
+        "response.output_text.delta"
+    )
     search, message = response.output
     assert search.type == "file_search_call" and search.queries == ["how long do refunds take?"]
     assert search.results and search.results[0].file_id == uploaded.id
@@ -275,7 +332,9 @@ async def test_citations_become_file_citation_annotations_after_a_file_search_ca
 async def test_code_interpreter_files_are_cited_and_downloadable_from_the_container(
     emu: OpenAIEmulator, client: AsyncOpenAI
 ) -> None:
-    data = await client.files.create(file=("sales.csv", b"month,total\njan,3\n"), purpose="assistants")
+    data = await client.files.create(
+        file=("sales.csv", b"month,total\njan,3\n"), purpose="assistants"
+    )
     emu.model.enqueue(Reply(text="Here is the chart.", outputs=[ImageSpec("chart.png", PNG)]))
     stream = await client.responses.create(
         model=MODEL,
@@ -286,7 +345,9 @@ async def test_code_interpreter_files_are_cited_and_downloadable_from_the_contai
     )
     events = [event async for event in stream]
     kinds = [event.type for event in events]
-    assert kinds.index("response.code_interpreter_call.completed") < kinds.index("response.output_text.delta")
+    assert kinds.index("response.code_interpreter_call.completed") < kinds.index(
+        "response.output_text.delta"
+    )
     final = events[-1]
     assert final.type == "response.completed"
     call, message = final.response.output
@@ -299,17 +360,26 @@ async def test_code_interpreter_files_are_cited_and_downloadable_from_the_contai
     cited = message.content[0].text[annotation.start_index : annotation.end_index]
     assert "chart.png" in cited
 
-    content = await client.containers.files.content.retrieve(annotation.file_id, container_id=call.container_id)
+    content = await client.containers.files.content.retrieve(
+        annotation.file_id, container_id=call.container_id
+    )
     assert content.read() == PNG
     listed = await client.containers.files.list(call.container_id)
-    assert sorted(item.path for item in listed.data) == ["/mnt/data/chart.png", "/mnt/data/sales.csv"]
-    meta = await client.containers.files.retrieve(annotation.file_id, container_id=call.container_id)
+    assert sorted(item.path for item in listed.data) == [
+        "/mnt/data/chart.png",
+        "/mnt/data/sales.csv",
+    ]
+    meta = await client.containers.files.retrieve(
+        annotation.file_id, container_id=call.container_id
+    )
     assert meta.bytes == len(PNG) and meta.source == "assistant"
 
     # Without `include`, outputs are null as in the real API; the annotation still names the file.
     emu.model.enqueue(Reply(text="Again.", outputs=[ImageSpec("chart.png", PNG)]))
     plain = await client.responses.create(
-        model=MODEL, input="again", tools=[{"type": "code_interpreter", "container": call.container_id}]
+        model=MODEL,
+        input="again",
+        tools=[{"type": "code_interpreter", "container": call.container_id}],
     )
     assert plain.output[0].type == "code_interpreter_call" and plain.output[0].outputs is None
     assert plain.output[0].container_id == call.container_id
@@ -324,7 +394,9 @@ async def test_containers_can_be_created_listed_and_fetched(client: AsyncOpenAI)
         await client.containers.retrieve("cntr_missing")
 
 
-async def test_only_background_responses_can_be_cancelled(emu: OpenAIEmulator, client: AsyncOpenAI) -> None:
+async def test_only_background_responses_can_be_cancelled(
+    emu: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
     done = await client.responses.create(model=MODEL, input="quick")
     with pytest.raises(openai.BadRequestError):
         await client.responses.cancel(done.id)
@@ -336,13 +408,28 @@ async def test_only_background_responses_can_be_cancelled(emu: OpenAIEmulator, c
     assert cancelled.status == "cancelled"
     assert (await client.responses.retrieve(queued.id)).status == "cancelled"
 
+    stream = await client.responses.create(
+        model=MODEL, input="slow stream", background=True, stream=True
+    )
+    created = await stream.__anext__()
+    assert created.type == "response.created" and created.response.status == "queued"
+    assert (await client.responses.cancel(created.response.id)).status == "cancelled"
+    emu.model.gate.set()
+    rest = [event.type async for event in stream]
+    assert not [kind for kind in rest if kind.startswith("response.output")]
+    assert "response.completed" not in rest
+    assert (await client.responses.retrieve(created.response.id)).status == "cancelled"
+
 
 async def test_conversations_can_be_updated_given_items_and_deleted(client: AsyncOpenAI) -> None:
     conversation = await client.conversations.create()
     updated = await client.conversations.update(conversation.id, metadata={"k": "v"})
     assert updated.metadata == {"k": "v"}
     added = await client.conversations.items.create(
-        conversation.id, items=[{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}]
+        conversation.id,
+        items=[
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
+        ],
     )
     assert len(added.data) == 1
     deleted = await client.conversations.delete(conversation.id)

@@ -13,6 +13,13 @@ import pytest
 from bot import app
 from tests.conftest import ALICE, GENERAL, Harness, bot_env, wait_answers
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """Only the given settings, plus what finds Python and this checkout's `bot` package."""
+    return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), **env}
+
 
 async def run_bot(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 30
@@ -23,7 +30,7 @@ async def run_bot(
         "-m",
         "bot",
         *args,
-        env={"PATH": os.environ.get("PATH", ""), **env},
+        env=process_env(env),
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -35,7 +42,7 @@ async def run_bot(
 async def test_missing_and_malformed_settings_stop_start_up_with_one_line_each(
     tmp_path: Path,
 ) -> None:
-    code, out, err = await run_bot(
+    code, _, err = await run_bot(
         env={"SLACK_BOT_TOKEN": "xoxp-user-token", "PORT": "eighty", "BOT_ENGINE": "magic"},
         cwd=tmp_path,
     )
@@ -46,7 +53,9 @@ async def test_missing_and_malformed_settings_stop_start_up_with_one_line_each(
     assert any("SLACK_SIGNING_SECRET is required in HTTP mode" in line for line in problems)
     assert any(line.startswith("  - OPENAI_API_KEY is missing") for line in problems)
     assert any(line.startswith("  - PORT must be a whole number") for line in problems)
-    assert any(line.startswith("  - BOT_ENGINE must be one of assistants, responses") for line in problems)
+    assert any(
+        line.startswith("  - BOT_ENGINE must be one of assistants, responses") for line in problems
+    )
     assert "xoxp-user-token" not in err, "a secret is never echoed back"
 
 
@@ -59,12 +68,12 @@ async def test_settings_come_from_a_dotenv_file_too(tmp_path: Path) -> None:
 
 
 async def test_check_reports_what_it_found_on_both_apis(
-    harness: Harness, tmp_path: Path
+    harness: Harness, engine: str, tmp_path: Path
 ) -> None:
     env = bot_env(harness.slack, harness.openai, tmp_path / "db.sqlite3", "http")
     code, out, _ = await run_bot("check", env=env | harness.env, cwd=tmp_path)
     assert code == 0, out
-    assert "engine: assistants" in out
+    assert f"engine: {engine}" in out
     assert "slack: ok, team" in out and "bot user U0BOT" in out
     assert "assistant: ok, Helper (asst_" in out
 
@@ -78,6 +87,7 @@ async def test_check_fails_clearly_for_an_unknown_assistant(
     assert "assistant: FAILED ASSISTANT_ID asst_nope was not found" in out
 
 
+@pytest.mark.parametrize("engine", ["assistants"])
 async def test_start_up_explains_the_assistants_api_retirement(harness: Harness) -> None:
     harness.openai.assistants_retired = True
     with pytest.raises(app.StartupError) as raised:
@@ -107,9 +117,7 @@ async def test_a_forged_signature_gets_401_and_no_answer(bot: Harness) -> None:
     assert slack.calls_to("chat.postMessage") == []
 
 
-async def test_sigterm_lets_the_answer_in_progress_finish(
-    harness: Harness, tmp_path: Path
-) -> None:
+async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_path: Path) -> None:
     slack, openai = harness.slack, harness.openai
     openai.model.gate = asyncio.Event()
     env = bot_env(slack, openai, tmp_path / "db.sqlite3", "socket") | harness.env
@@ -117,7 +125,7 @@ async def test_sigterm_lets_the_answer_in_progress_finish(
         sys.executable,
         "-m",
         "bot",
-        env={"PATH": os.environ.get("PATH", ""), **env},
+        env=process_env(env),
         cwd=tmp_path,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

@@ -82,7 +82,13 @@ def test_each_bad_setting_is_named(name: str, value: str, words: str) -> None:
 
 def test_tokens_never_reach_a_log_line() -> None:
     record = logging.LogRecord(
-        "slack_sdk", logging.DEBUG, __file__, 1, "headers %s", ({"Authorization": "Bearer xoxb-123-abc"},), None
+        "slack_sdk",
+        logging.DEBUG,
+        __file__,
+        1,
+        "headers %s",
+        ({"Authorization": "Bearer xoxb-123-abc"},),
+        None,
     )
     RedactSecrets().filter(record)
     assert "xoxb-123-abc" not in record.getMessage()

@@ -15,8 +15,8 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from bot.assistants import AssistantDefinition
 from bot.engine.base import (
-    AssistantInfo,
     Completed,
     EngineError,
     EngineEvent,
@@ -43,7 +43,7 @@ class AssistantsEngine:
     async def close(self) -> None:
         await self.client.close()
 
-    async def get_assistant(self, assistant_id: str) -> AssistantInfo | None:
+    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
         try:
             assistant = await self.client.beta.assistants.retrieve(assistant_id)
         except openai.NotFoundError as exc:
@@ -52,13 +52,38 @@ class AssistantsEngine:
             return None
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
-        return AssistantInfo(
-            id=assistant.id,
-            name=assistant.name or assistant.id,
-            model=assistant.model,
-            description=assistant.description or "",
-            tools=tuple(tool.type for tool in assistant.tools),
-        )
+        return _definition(assistant)
+
+    async def list_assistants(self) -> list[AssistantDefinition]:
+        try:
+            return [_definition(a) async for a in self.client.beta.assistants.list(limit=100)]
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+
+    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition:
+        try:
+            created = await self.client.beta.assistants.create(**_fields(definition))
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        return _definition(created)
+
+    async def update_assistant(
+        self, assistant_id: str, definition: AssistantDefinition
+    ) -> AssistantDefinition:
+        try:
+            updated = await self.client.beta.assistants.update(assistant_id, **_fields(definition))
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        return _definition(updated)
+
+    async def delete_assistant(self, assistant_id: str) -> bool:
+        try:
+            deleted = await self.client.beta.assistants.delete(assistant_id)
+        except openai.NotFoundError:
+            return False
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        return bool(deleted.deleted)
 
     async def create_conversation(self) -> str:
         try:
@@ -133,6 +158,43 @@ class AssistantsEngine:
                     run = await self.client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
         except (openai.OpenAIError, TimeoutError) as exc:
             log.warning("event=cancel_run_failed thread=%s run=%s error=%s", thread_id, run_id, exc)
+
+
+def _definition(assistant: Any) -> AssistantDefinition:
+    return AssistantDefinition(
+        id=assistant.id,
+        name=assistant.name or assistant.id,
+        model=assistant.model,
+        instructions=assistant.instructions or "",
+        description=assistant.description or "",
+        tools=tuple(tool.model_dump(exclude_none=True) for tool in assistant.tools),
+        tool_resources=(
+            assistant.tool_resources.model_dump(exclude_none=True)
+            if assistant.tool_resources
+            else {}
+        ),
+        temperature=assistant.temperature,
+        top_p=assistant.top_p,
+        metadata=dict(assistant.metadata or {}),
+    )
+
+
+def _fields(definition: AssistantDefinition) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": definition.name,
+        "model": definition.model,
+        "instructions": definition.instructions,
+        "description": definition.description,
+        "tools": list(definition.tools),
+        "metadata": definition.metadata,
+    }
+    if definition.tool_resources:
+        fields["tool_resources"] = definition.tool_resources
+    if definition.temperature is not None:
+        fields["temperature"] = definition.temperature
+    if definition.top_p is not None:
+        fields["top_p"] = definition.top_p
+    return fields
 
 
 class _Answer:

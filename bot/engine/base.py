@@ -9,14 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
-@dataclass(frozen=True)
-class AssistantInfo:
-    id: str
-    name: str
-    model: str
-    description: str = ""
-    tools: tuple[str, ...] = ()
+from bot.assistants import AssistantDefinition
 
 
 @dataclass(frozen=True)
@@ -88,9 +81,19 @@ class EngineError(Exception):
 class Engine(Protocol):
     name: str
 
-    async def get_assistant(self, assistant_id: str) -> AssistantInfo | None:
-        """The assistant, or None when the backend does not know it."""
+    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
+        """The assistant (by id; the Responses engine also takes a name), or None if unknown."""
         ...
+
+    async def list_assistants(self) -> list[AssistantDefinition]: ...
+
+    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition: ...
+
+    async def update_assistant(
+        self, assistant_id: str, definition: AssistantDefinition
+    ) -> AssistantDefinition: ...
+
+    async def delete_assistant(self, assistant_id: str) -> bool: ...
 
     async def create_conversation(self) -> str:
         """A new backend conversation (an Assistants thread, a Conversations conversation)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.assistants import AssistantDefinition
 from bot.messages import ConversationKey
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds the version).
@@ -50,6 +51,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX turns_conversation ON turns (team_id, channel_id, thread_ts);
     CREATE INDEX turns_open ON turns (status) WHERE status IN ('queued', 'running');
+    """,
+    """
+    CREATE TABLE assistants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        definition TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
     """,
 )
 
@@ -230,3 +240,36 @@ class Store:
         ) as cursor:
             rows = await cursor.fetchall()
         return [(row[0], row[1]) for row in rows]
+
+    # --- the bot's own assistant definitions (Responses engine) ------------------------------
+
+    async def list_definitions(self) -> list[AssistantDefinition]:
+        async with self._db.execute(
+            "SELECT id, definition FROM assistants ORDER BY name"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [AssistantDefinition.from_json(row[0], row[1]) for row in rows]
+
+    async def get_definition(self, id_or_name: str) -> AssistantDefinition | None:
+        async with self._db.execute(
+            "SELECT id, definition FROM assistants WHERE id = ? OR name = ?",
+            (id_or_name, id_or_name),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return AssistantDefinition.from_json(row[0], row[1]) if row else None
+
+    async def save_definition(self, definition: AssistantDefinition) -> None:
+        """Insert or replace by id; a definition's name stays unique."""
+        now = time.time()
+        await self._db.execute(
+            "INSERT INTO assistants (id, name, definition, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+            " definition = excluded.definition, updated_at = excluded.updated_at",
+            (definition.id, definition.name, definition.to_json(), now, now),
+        )
+        await self._db.commit()
+
+    async def delete_definition(self, assistant_id: str) -> bool:
+        cursor = await self._db.execute("DELETE FROM assistants WHERE id = ?", (assistant_id,))
+        await self._db.commit()
+        return cursor.rowcount == 1

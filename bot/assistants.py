@@ -1,0 +1,168 @@
+"""Assistant definitions: name, model, instructions, tools and sampling, validated field by field.
+
+One shape for both engines: the Assistants engine sends them to the backend's `/assistants`;
+the Responses engine keeps them in the bot's own store (OpenAI's prompt objects are not used).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TOOL_TYPES = ("code_interpreter", "file_search", "function")
+FIELDS = (
+    "id",
+    "name",
+    "model",
+    "instructions",
+    "description",
+    "tools",
+    "tool_resources",
+    "temperature",
+    "top_p",
+    "metadata",
+    "suggested_prompts",
+)
+
+
+class DefinitionError(ValueError):
+    """An invalid definition; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AssistantDefinition:
+    name: str
+    model: str
+    instructions: str = ""
+    description: str = ""
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_resources: dict[str, Any] = field(default_factory=dict)
+    temperature: float | None = None
+    top_p: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    suggested_prompts: tuple[str, ...] = ()
+    id: str = ""
+
+    @property
+    def tool_types(self) -> tuple[str, ...]:
+        return tuple(str(tool["type"]) for tool in self.tools)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "model": self.model,
+                "instructions": self.instructions,
+                "description": self.description,
+                "tools": list(self.tools),
+                "tool_resources": self.tool_resources,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "metadata": self.metadata,
+                "suggested_prompts": list(self.suggested_prompts),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, assistant_id: str, text: str) -> AssistantDefinition:
+        return parse_definition({**json.loads(text), "id": assistant_id})
+
+
+def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
+    if not isinstance(raw, Mapping):
+        raise DefinitionError(f"{where}: expected a table of fields, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise DefinitionError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"{where}: 'name' is required (a non-empty string)")
+    where = f"assistant {name!r}"
+    model = raw.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise DefinitionError(f"{where}: 'model' is required, e.g. model = \"gpt-4.1\"")
+    for text_field in ("instructions", "description"):
+        if not isinstance(raw.get(text_field, ""), str):
+            raise DefinitionError(f"{where}: {text_field!r} must be text")
+    tools = tuple(
+        _parse_tool(tool, f"{where}: tools[{i}]") for i, tool in enumerate(raw.get("tools") or ())
+    )
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
+        raise DefinitionError(f"{where}: 'metadata' must be a table of text values")
+    resources = raw.get("tool_resources") or {}
+    if not isinstance(resources, Mapping):
+        raise DefinitionError(f"{where}: 'tool_resources' must be a table")
+    prompts = raw.get("suggested_prompts") or ()
+    if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
+        raise DefinitionError(f"{where}: 'suggested_prompts' must be a list of text")
+    return AssistantDefinition(
+        id=str(raw.get("id") or ""),
+        name=name.strip(),
+        model=model.strip(),
+        instructions=raw.get("instructions") or "",
+        description=raw.get("description") or "",
+        tools=tools,
+        tool_resources=dict(resources),
+        temperature=_number(raw, "temperature", 0.0, 2.0, where),
+        top_p=_number(raw, "top_p", 0.0, 1.0, where),
+        metadata={str(k): str(v) for k, v in metadata.items()},
+        suggested_prompts=tuple(prompts),
+    )
+
+
+def _parse_tool(tool: Any, where: str) -> dict[str, Any]:
+    if isinstance(tool, str):
+        tool = {"type": tool}
+    if not isinstance(tool, Mapping) or tool.get("type") not in TOOL_TYPES:
+        kind = tool.get("type") if isinstance(tool, Mapping) else tool
+        raise DefinitionError(
+            f"{where}: unknown tool type {kind!r} (known: {', '.join(TOOL_TYPES)})"
+        )
+    if tool["type"] == "function":
+        function = tool.get("function")
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise DefinitionError(f"{where}: a function tool needs function.name")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, Mapping):
+            raise DefinitionError(f"{where}: function.parameters must be a JSON schema object")
+    return dict(tool)
+
+
+def _number(raw: Mapping[str, Any], name: str, low: float, high: float, where: str) -> float | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise DefinitionError(
+            f"{where}: {name!r} must be a number from {low:g} to {high:g}, got {value!r}"
+        )
+    return float(value)
+
+
+def load_definitions(path: Path) -> list[AssistantDefinition]:
+    """Definitions from a YAML or TOML file: a list under `assistants` (or `[[assistants]]`)."""
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise DefinitionError(
+            f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}"
+        ) from exc
+    entries = data.get("assistants") if isinstance(data, Mapping) else None
+    if not isinstance(entries, list) or not entries:
+        raise DefinitionError(f"{path}: expected a non-empty list under 'assistants'")
+    definitions = [
+        parse_definition(entry, f"{path}: assistants[{i}]") for i, entry in enumerate(entries)
+    ]
+    names = [d.name for d in definitions]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DefinitionError(f"{path}: the name {duplicated[0]!r} is used twice")
+    return definitions

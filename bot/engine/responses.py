@@ -1,0 +1,219 @@
+"""The Responses + Conversations engine: what OpenAI serves today.
+
+A Slack thread maps to a Conversations API conversation; each turn is one streamed
+`responses.create(conversation=…)`, repeated with `function_call_output` items while the model
+calls functions. Assistants are the bot's own definitions, kept in its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from bot.assistants import AssistantDefinition
+from bot.engine.base import (
+    Completed,
+    EngineEvent,
+    Failed,
+    Incomplete,
+    TextDelta,
+    ToolCall,
+    ToolCallsRequired,
+    ToolRunner,
+    Usage,
+)
+from bot.engine.errors import engine_error
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+# A conversation is locked while a response on it runs; ours finish before the next turn starts,
+# so a lock is only seen after a lost stream, and is waited out (about 30 s at most).
+LOCK_RETRIES = 10
+
+
+class ResponsesEngine:
+    name = "responses"
+
+    def __init__(self, client: AsyncOpenAI, store: Store) -> None:
+        self.client = client
+        self.store = store
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
+        return await self.store.get_definition(assistant_id)
+
+    async def list_assistants(self) -> list[AssistantDefinition]:
+        return await self.store.list_definitions()
+
+    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition:
+        created = replace(definition, id=definition.id or f"asst_bot_{secrets.token_hex(8)}")
+        await self.store.save_definition(created)
+        return created
+
+    async def update_assistant(
+        self, assistant_id: str, definition: AssistantDefinition
+    ) -> AssistantDefinition:
+        updated = replace(definition, id=assistant_id)
+        await self.store.save_definition(updated)
+        return updated
+
+    async def delete_assistant(self, assistant_id: str) -> bool:
+        return await self.store.delete_definition(assistant_id)
+
+    async def create_conversation(self) -> str:
+        try:
+            conversation = await self.client.conversations.create()
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        return conversation.id
+
+    async def run(
+        self, conversation_id: str, assistant_id: str, text: str, run_tools: ToolRunner
+    ) -> AsyncIterator[EngineEvent]:
+        definition = await self.store.get_definition(assistant_id)
+        if definition is None:
+            yield Failed("assistant_not_found", f"no assistant {assistant_id!r} is defined")
+            return
+        request = _request(definition)
+        pending_input: Any = [{"role": "user", "content": text}]
+        texts: list[str] = []
+        response_id: str | None = None
+        finished = False
+        try:
+            while True:
+                stream = await self._create(request, conversation_id, pending_input)
+                outcome: EngineEvent | None = None
+                async with stream:
+                    async for event in stream:
+                        kind = event.type
+                        if kind == "response.created":
+                            response_id = event.response.id
+                        elif kind == "response.output_text.delta" and event.delta:
+                            yield TextDelta(event.delta)
+                        elif kind in (
+                            "response.completed",
+                            "response.failed",
+                            "response.incomplete",
+                        ):
+                            outcome = _outcome(event.response, texts)
+                            break
+                        elif kind == "error":
+                            outcome = Failed(
+                                event.code or "server_error", event.message, response_id
+                            )
+                            break
+                if outcome is None:
+                    yield Failed(
+                        "stream_ended", "the stream ended before the response finished", response_id
+                    )
+                    return
+                if not isinstance(outcome, ToolCallsRequired):
+                    yield outcome
+                    return
+                yield outcome
+                outputs = await run_tools(outcome.calls)
+                pending_input = [
+                    {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
+                    for o in outputs
+                ]
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        finally:
+            if not finished and response_id:
+                # Timed out or cut off: cancel it, or it holds the conversation's lock.
+                await asyncio.shield(self._cancel(response_id))
+
+    async def _cancel(self, response_id: str) -> None:
+        try:
+            async with asyncio.timeout(10):
+                await self.client.responses.cancel(response_id)
+        except (openai.OpenAIError, TimeoutError) as exc:
+            log.warning("event=cancel_response_failed response=%s error=%s", response_id, exc)
+
+    async def _create(self, request: dict[str, Any], conversation_id: str, items: Any) -> Any:
+        """Start a streamed response; wait out a lock left by a response that is still ending."""
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return await self.client.responses.create(
+                    **request, conversation=conversation_id, input=items, stream=True
+                )
+            except openai.APIStatusError as exc:
+                if exc.code != "conversation_locked" or attempt == LOCK_RETRIES - 1:
+                    raise
+                await asyncio.sleep(min(0.25 * 2**attempt, 4.0))
+        raise AssertionError("unreachable")
+
+
+def _request(definition: AssistantDefinition) -> dict[str, Any]:
+    # Background mode makes a response cancellable, so a turn that times out frees the conversation.
+    request: dict[str, Any] = {"model": definition.model, "store": True, "background": True}
+    if definition.instructions:
+        request["instructions"] = definition.instructions
+    tools = [t for t in (_tool(tool, definition) for tool in definition.tools) if t is not None]
+    if tools:
+        request["tools"] = tools
+    if definition.temperature is not None:
+        request["temperature"] = definition.temperature
+    if definition.top_p is not None:
+        request["top_p"] = definition.top_p
+    if definition.metadata:
+        request["metadata"] = definition.metadata
+    return request
+
+
+def _tool(tool: dict[str, Any], definition: AssistantDefinition) -> dict[str, Any] | None:
+    """An Assistants-style tool definition in the Responses API's shape (None: nothing to use)."""
+    kind = tool["type"]
+    if kind == "function":
+        function = tool["function"]
+        return {
+            "type": "function",
+            "name": function["name"],
+            "description": function.get("description", ""),
+            "parameters": function.get("parameters", {"type": "object", "properties": {}}),
+            "strict": bool(function.get("strict", False)),
+        }
+    if kind == "file_search":
+        stores = definition.tool_resources.get("file_search", {}).get("vector_store_ids", [])
+        return {"type": "file_search", "vector_store_ids": list(stores)} if stores else None
+    if kind == "code_interpreter":
+        files = definition.tool_resources.get("code_interpreter", {}).get("file_ids", [])
+        return {"type": "code_interpreter", "container": {"type": "auto", "file_ids": list(files)}}
+    return dict(tool)
+
+
+def _outcome(response: Any, texts: list[str]) -> EngineEvent:
+    """A finished response as an engine event; `texts` gathers the answer across tool rounds."""
+    if response.output_text:
+        texts.append(response.output_text)
+    text = "\n\n".join(texts)
+    if response.status == "failed":
+        error = response.error
+        code, message = (error.code, error.message) if error else ("server_error", "")
+        return Failed(str(code), message, response.id)
+    if response.status == "incomplete":
+        details = response.incomplete_details
+        return Incomplete((details.reason if details else None) or "unknown", text, response.id)
+    calls = tuple(
+        ToolCall(item.call_id, item.name, item.arguments)
+        for item in response.output
+        if item.type == "function_call"
+    )
+    if calls:
+        return ToolCallsRequired(calls)
+    usage = response.usage
+    return Completed(
+        text,
+        response.id,
+        Usage(usage.input_tokens, usage.output_tokens) if usage else Usage(),
+    )
