@@ -79,6 +79,12 @@ INCOMPLETE_WORDS = {
 }
 
 
+INTERRUPTED = (
+    ":warning: The bot restarted while answering this message, so the answer was lost. "
+    "Please send it again."
+)
+
+
 def failure_text(code: str, message: str) -> str:
     words = FAILURE_WORDS.get(code) or f"The assistant could not answer ({code}: {message})."
     return f":warning: {words} Your next message in this thread will work as usual."
@@ -139,12 +145,7 @@ class Conversations:
             if turn.status == "queued":
                 self._enqueue(turn.turn_id, message)
                 continue
-            reply = await self.surface.begin(message)
-            await reply.fail(
-                ":warning: The bot restarted while answering this message, so the answer was "
-                "lost. Please send it again."
-            )
-            await self.store.update_turn(turn.turn_id, "failed", error="interrupted by restart")
+            await self._interrupted(turn.turn_id, await self.surface.begin(message))
 
     def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
         reply = asyncio.create_task(self.surface.begin(message))
@@ -206,6 +207,10 @@ class Conversations:
                     elif isinstance(event, Failed):
                         await reply.fail(failure_text(event.code, event.message))
                         run_id, error = event.run_id, f"{event.code}: {event.message}"
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
+            await asyncio.shield(self._interrupted(item.turn_id, reply))
+            raise
         except TimeoutError:
             error = "timeout"
             await reply.fail(failure_text("timeout", ""))
@@ -232,6 +237,10 @@ class Conversations:
             run_id,
         )
 
+    async def _interrupted(self, turn_id: int, reply: Reply) -> None:
+        await _quietly(reply.fail(INTERRUPTED))
+        await self.store.update_turn(turn_id, "failed", error="interrupted by restart")
+
     async def _conversation_for(self, key: ConversationKey) -> ConversationRecord:
         record = await self.store.get_conversation(key)
         if record is not None and record.engine == self.engine.name:
@@ -247,9 +256,9 @@ class Conversations:
         Turns that never started stay queued in the store and are answered after the restart.
         """
         self._accepting = False
-        for queue in self._queues.values():
-            while len(queue) > 1:
-                queue.pop().reply.cancel()
+        waiting = [queue.pop() for queue in self._queues.values() for _ in range(len(queue) - 1)]
+        for item in waiting:
+            await _quietly(_say_restarting(item))
         workers = list(self._workers.values())
         if not workers:
             return
@@ -257,6 +266,11 @@ class Conversations:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _say_restarting(item: _Queued) -> None:
+    reply = await item.reply
+    await reply.fail("_The bot is restarting; it will answer this message when it is back._")
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

@@ -143,3 +143,27 @@ async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_restart_answers_what_was_waiting_and_explains_what_was_cut_off(
+    harness: Harness,
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()
+    await harness.start(SHUTDOWN_GRACE_SECONDS="0.2")
+    ts = await slack.mention(ALICE, GENERAL, "one")
+    await slack.post(ALICE, GENERAL, "two", thread_ts=ts)
+    await slack.post(ALICE, GENERAL, "three", thread_ts=ts)
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 3)
+    await harness.stop()
+    shown = [m.text for m in slack.bot_replies(GENERAL, ts)]
+    assert "restarted while answering this message" in shown[0]
+    assert all("will answer this message when it is back" in text for text in shown[1:])
+
+    openai.model.gate.set()
+    await harness.start()
+    await slack.wait_for(
+        lambda: sum(m.text.startswith("You said") for m in slack.bot_replies(GENERAL, ts)) == 2
+    )
+    answered = [m.text for m in slack.bot_replies(GENERAL, ts) if m.text.startswith("You said")]
+    assert answered[0].startswith("You said: two") and answered[1].startswith("You said: three")
