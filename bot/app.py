@@ -87,6 +87,10 @@ async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefini
         if settings.uses_openai_itself and engine.name == "assistants":
             message += " " + RETIREMENT_NOTE
         raise StartupError(message)
+    try:
+        await engine.verify(info)
+    except EngineError as exc:
+        raise StartupError(f"Assistant {info.name!r} cannot run at {where}: {exc.message}") from exc
     return info
 
 

@@ -83,3 +83,10 @@ async def test_a_turn_that_takes_too_long_is_stopped_and_the_thread_goes_on(
     if harness.engine == "assistants":
         statuses = [run.status for run in harness.openai.runs.values()]
         assert statuses.count("cancelled") == 1, "the stuck run was cancelled to free the thread"
+
+
+async def test_a_network_failure_is_explained_and_the_thread_goes_on(bot: Harness) -> None:
+    bot.openai.fail_next(bot.conversation_path, 0, times=3)
+    first, second = await ask_twice_after(bot)
+    assert "could not reach the assistant service" in first
+    assert second.startswith("You said: second question")

@@ -167,3 +167,22 @@ async def test_a_restart_answers_what_was_waiting_and_explains_what_was_cut_off(
     )
     answered = [m.text for m in slack.bot_replies(GENERAL, ts) if m.text.startswith("You said")]
     assert answered[0].startswith("You said: two") and answered[1].startswith("You said: three")
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_start_up_names_an_assistant_whose_model_the_backend_lacks(
+    harness: Harness,
+) -> None:
+    harness.openai.models.discard("gpt-4o")
+    with pytest.raises(app.StartupError) as raised:
+        await harness.start()
+    assert "Assistant 'Helper' cannot run" in str(raised.value)
+    assert "the model 'gpt-4o' is not available" in str(raised.value)
+
+
+async def test_start_up_says_when_the_openai_key_is_refused(harness: Harness) -> None:
+    harness.env["OPENAI_API_KEY"] = "sk-wrong"
+    with pytest.raises(app.StartupError) as raised:
+        await harness.start()
+    assert "OPENAI_API_KEY was refused" in str(raised.value)
+    assert "sk-wrong" not in str(raised.value)

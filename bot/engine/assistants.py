@@ -54,6 +54,9 @@ class AssistantsEngine:
             raise engine_error(exc) from exc
         return _definition(assistant)
 
+    async def verify(self, assistant: AssistantDefinition) -> None:
+        """Nothing more to do: the backend itself returned this assistant."""
+
     async def list_assistants(self) -> list[AssistantDefinition]:
         try:
             return [_definition(a) async for a in self.client.beta.assistants.list(limit=100)]

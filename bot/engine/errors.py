@@ -11,6 +11,8 @@ def engine_error(exc: openai.OpenAIError) -> EngineError:
         return EngineError("timeout", "the request to the assistant service timed out")
     if isinstance(exc, openai.APIConnectionError):
         return EngineError("connection_error", "could not connect to the assistant service")
+    if isinstance(exc, openai.AuthenticationError):
+        return EngineError("invalid_api_key", "OPENAI_API_KEY was refused by the assistant service")
     if isinstance(exc, openai.RateLimitError):
         return EngineError("rate_limit_exceeded", exc.message)
     if isinstance(exc, openai.APIStatusError):

@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from bot.assistants import AssistantDefinition
 from bot.engine.base import (
     Completed,
+    EngineError,
     EngineEvent,
     Failed,
     Incomplete,
@@ -51,6 +52,16 @@ class ResponsesEngine:
 
     async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
         return await self.store.get_definition(assistant_id)
+
+    async def verify(self, assistant: AssistantDefinition) -> None:
+        try:
+            await self.client.models.retrieve(assistant.model)
+        except openai.NotFoundError as exc:
+            raise EngineError(
+                "model_not_found", f"the model {assistant.model!r} is not available to this key"
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
 
     async def list_assistants(self) -> list[AssistantDefinition]:
         return await self.store.list_definitions()

@@ -186,6 +186,7 @@ class OpenAIEmulator:
         self.model = model or ScriptedModel()
         self.api_key = "sk-test-key"
         self.assistants_retired = False
+        self.models: set[str] = {"gpt-4o", "gpt-4o-mini", "gpt-4.1"}  # what /v1/models/{id} knows
         self.indexing_delay = 0.05
         self.poll_after_ms = 10  # sent as `openai-poll-after-ms`, so SDK pollers poll quickly
         self.requests: list[RecordedRequest] = []
@@ -288,7 +289,7 @@ class OpenAIEmulator:
         retry_after: float | None = None,
     ) -> None:
         """Answer the next `times` requests under `path_prefix` (with or without `/v1`) with an
-        OpenAI error of this HTTP status. `retry_after` (seconds) is sent as `retry-after` and
+        OpenAI error of this HTTP status (0: drop the connection unanswered). `retry_after` (seconds) is sent as `retry-after` and
         `retry-after-ms`; the SDK waits that long when it is above 0."""
         prefix = path_prefix if path_prefix.startswith("/v1") else "/v1" + path_prefix
         method = method.upper() if method else None
@@ -449,6 +450,10 @@ class OpenAIEmulator:
             if rule.method is not None and rule.method != request.method:
                 continue
             rule.times -= 1
+            if rule.status == 0:  # a network failure: the connection drops without an answer
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError
             code = "rate_limit_exceeded" if rule.status == 429 else None
             response = self.error(
                 rule.status,
@@ -469,6 +474,7 @@ class OpenAIEmulator:
         r = "/v1"
         app.router.add_routes(
             [
+                web.get(f"{r}/models/{{model}}", self._get_model),
                 web.post(f"{r}/assistants", self._create_assistant),
                 web.get(f"{r}/assistants", self._list_assistants),
                 web.get(f"{r}/assistants/{{assistant_id}}", self._get_assistant),
@@ -527,6 +533,17 @@ class OpenAIEmulator:
                 ),
             ]
         )
+
+    async def _get_model(self, request: web.Request) -> web.StreamResponse:
+        model = request.match_info["model"]
+        if model not in self.models:
+            return self.error(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        data = {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+        return self.json(data, "Model")
 
     def _page(self, request: web.Request, items: Sequence[JSON], schema: str) -> web.Response:
         """A cursor page (limit, order, after, before) of `items`, which are oldest first."""

@@ -31,6 +31,7 @@ SERVED_PREFIXES = (
     "/responses",
     "/conversations",
     "/containers",
+    "/models",
 )
 # Named schemas kept even when no path references them (the SSE event unions).
 EXTRA_SCHEMAS = ("AssistantStreamEvent", "ResponseStreamEvent", "ErrorResponse")
