@@ -88,7 +88,8 @@ class AssistantChooser:
         return await self.for_new_conversation(key.team_id, key.channel_id)
 
     async def assistants(self) -> list[AssistantDefinition]:
-        return await self.engine.list_assistants()
+        """Every assistant, by name (the backend lists newest first; people look for names)."""
+        return sorted(await self.engine.list_assistants(), key=lambda a: (a.name.casefold(), a.id))
 
     def may_set_default(self, user_id: str, is_direct: bool) -> bool:
         """A DM's default is its person's; a channel's is everyone's, or only the admins'."""

@@ -19,6 +19,7 @@ from bot.slack.describe import SHORTCUT_NAME, assistant_line, escape, name_of, w
 log = logging.getLogger(__name__)
 
 COMMAND = "/assistant"
+MAX_LISTED = 150  # lines in one ephemeral answer; the CLI lists them all
 HELP = (
     "*`/assistant`* chooses which assistant answers here.\n"
     "• `/assistant list`: the assistants, and the one that answers here\n"
@@ -56,6 +57,8 @@ async def _answer(chooser: AssistantChooser, command: dict[str, Any]) -> str:
         if not assistants:
             return "There are no assistants yet; an operator adds them with `python -m bot assistants`."
         lines = [assistant_line(a, here=a.id == here.assistant_id) for a in assistants]
+        if len(lines) > MAX_LISTED:
+            lines = [*lines[:MAX_LISTED], f"…and {len(lines) - MAX_LISTED} more."]
         return (
             f"*Assistants* ({len(assistants)}):\n"
             + "\n".join(lines)
