@@ -36,14 +36,14 @@ def add_parser(commands: Any) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every assistant, one per line")
     show = actions.add_parser("show", help="one assistant in full")
-    show.add_argument("name", help="name or id")
+    show.add_argument("assistant", metavar="NAME", help="name or id")
     create = actions.add_parser("create", help="a new assistant")
     _definition_flags(create)
     update = actions.add_parser("update", help="change the given fields of an assistant")
-    update.add_argument("name", help="name or id")
+    update.add_argument("assistant", metavar="NAME", help="name or id")
     _definition_flags(update)
     delete = actions.add_parser("delete", help="delete an assistant")
-    delete.add_argument("name", help="name or id")
+    delete.add_argument("assistant", metavar="NAME", help="name or id")
     sync = actions.add_parser(
         "sync", help="make the assistants match a YAML or TOML file (created and updated by name)"
     )
@@ -96,21 +96,21 @@ async def _act(args: argparse.Namespace, engine: Engine) -> None:
     if args.action == "list":
         _print_list(await engine.list_assistants())
     elif args.action == "show":
-        _print_one(await _find(engine, args.name))
+        _print_one(await _find(engine, args.assistant))
     elif args.action == "create":
         definition = parse_definition(_flags(args))
         await _name_is_free(engine, definition.name)
         created = await engine.create_assistant(definition)
         print(f"created {created.name} ({created.id})")
     elif args.action == "update":
-        current = await _find(engine, args.name)
+        current = await _find(engine, args.assistant)
         definition = parse_definition({**_fields(current), **_flags(args)})
         if definition.name.casefold() != current.name.casefold():
             await _name_is_free(engine, definition.name)
         updated = await engine.update_assistant(current.id, definition)
         print(f"updated {updated.name} ({updated.id})")
     elif args.action == "delete":
-        doomed = await _find(engine, args.name)
+        doomed = await _find(engine, args.assistant)
         if not await engine.delete_assistant(doomed.id):
             raise CliError(f"{doomed.name} ({doomed.id}) was already gone")
         print(f"deleted {doomed.name} ({doomed.id})")
