@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bot.assistants import AssistantDefinition
+from bot.config import ConfigError, load_settings
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, TurnContext
 from tests.emulators.slack import SlackEmulator
@@ -379,3 +380,20 @@ async def test_the_list_covers_every_page_of_the_backends_assistants(harness: Ha
     assert "*Agent 001*" in shown and "*Agent 105*" in shown
     pages = [r for r in harness.openai.requests if r.method == "GET" and r.path == "/v1/assistants"]
     assert len(pages) >= 2 and any("after" in r.query for r in pages)
+
+
+def test_assistant_admins_must_be_slack_user_ids() -> None:
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_APP_TOKEN": "xapp-1",
+        "OPENAI_API_KEY": "sk-1",
+        "ASSISTANT_ID": "asst_1",
+    }
+    settings = load_settings(env | {"ASSISTANT_ADMINS": " U0BOB ,W0CAROL,"}, env_file=None)
+    assert settings.assistant_admins == {"U0BOB", "W0CAROL"}
+    assert load_settings(env, env_file=None).assistant_admins == frozenset()
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env | {"ASSISTANT_ADMINS": "U0BOB, @alice"}, env_file=None)
+    assert raised.value.problems == [
+        "ASSISTANT_ADMINS must be Slack user ids like U0123ABCD, comma-separated; got '@alice'."
+    ]
