@@ -82,6 +82,8 @@ class AssistantChooser:
         return Choice(self.global_default_id, "global")
 
     async def for_thread(self, key: ConversationKey) -> Choice:
+        """The thread's own assistant (also one chosen before the bot took part in it), else
+        what a new conversation here gets."""
         record = await self.store.get_conversation(key)
         if record is not None and record.engine == self.engine.name:
             return Choice(record.assistant_id, "thread")

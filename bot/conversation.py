@@ -248,15 +248,11 @@ class Conversations:
         """The thread's conversation, created on its first turn; read anew on every turn, so a
         switched assistant answers from the next turn on."""
         record = await self.store.get_conversation(key)
-        if record is not None and record.engine == self.engine.name:
-            if record.backend_id:
-                return record
-            assistant_id = record.assistant_id  # switched before the bot took part in the thread
-        else:
-            choice = await self.chooser.for_new_conversation(key.team_id, key.channel_id)
-            assistant_id = choice.assistant_id
+        if record is not None and record.engine == self.engine.name and record.backend_id:
+            return record
+        choice = await self.chooser.for_thread(key)
         backend_id = await self.engine.create_conversation()
-        record = ConversationRecord(key, self.engine.name, backend_id, assistant_id)
+        record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
 
