@@ -1,4 +1,5 @@
-"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs."""
+"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
+`python -m bot assistants …` manages the assistants."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import logging
 import re
 import sys
 
-from bot import app
-from bot.config import ConfigError, Settings, load_settings
+from bot import app, cli_assistants
+from bot.config import ConfigError, Settings, load_backend_settings, load_settings
 from bot.store import Store
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
@@ -78,12 +79,20 @@ def _reason(exc: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="run the bot (the default)")
+    commands.add_parser("check", help="check the settings and reach both APIs")
+    cli_assistants.add_parser(commands)
     args = parser.parse_args(argv)
     try:
+        if args.command == "assistants":
+            backend = load_backend_settings()
+            setup_logging(backend.log_level)
+            return asyncio.run(cli_assistants.run(args, backend))
         settings = load_settings()
     except ConfigError as exc:
-        print("The bot cannot start; fix these settings (environment or .env):", file=sys.stderr)
+        what = "This command" if args.command == "assistants" else "The bot"
+        print(f"{what} cannot start; fix these settings (environment or .env):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2

@@ -14,14 +14,15 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.assistant_choice import AssistantChooser
 from bot.assistants import AssistantDefinition, DefinitionError, load_definitions
-from bot.config import OPENAI_DEFAULT_BASE_URL, Settings
+from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings, Settings
 from bot.conversation import Conversations
 from bot.engine.assistants import AssistantsEngine
 from bot.engine.base import Engine, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.engine.responses import ResponsesEngine
-from bot.slack.listeners import events
+from bot.slack.listeners import commands, events, home, shortcuts
 from bot.slack.render import SlackSurface
 from bot.store import Store
 
@@ -39,11 +40,11 @@ class StartupError(Exception):
     """The bot cannot start; the message says why and what to do."""
 
 
-def make_openai_client(settings: Settings) -> AsyncOpenAI:
+def make_openai_client(settings: Settings | BackendSettings) -> AsyncOpenAI:
     return AsyncOpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
 
 
-def make_engine(settings: Settings, store: Store) -> Engine:
+def make_engine(settings: Settings | BackendSettings, store: Store) -> Engine:
     client = make_openai_client(settings)
     if settings.engine == "responses":
         return ResponsesEngine(client, store)
@@ -150,15 +151,20 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not settings.socket_mode,
     )
+    chooser = AssistantChooser(store, engine, default.id, settings.assistant_admins)
     conversations = Conversations(
         store,
         engine,
         SlackSurface(client),
         default.id,
+        chooser=chooser,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
     events.register(slack, conversations, identity, settings.answer_bots)
+    commands.register(slack, chooser)
+    shortcuts.register(slack, chooser, conversations)
+    home.register(slack, chooser)
     bot = Bot(settings, store, engine, slack, conversations)
 
     if settings.socket_mode:

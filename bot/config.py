@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class Settings:
     turn_timeout: float
     max_turns_in_flight: int
     shutdown_grace: float
+    assistant_admins: frozenset[str] = frozenset()
 
     @property
     def socket_mode(self) -> bool:
@@ -59,10 +61,7 @@ def load_settings(
 
     Raises ConfigError listing every problem at once, so an operator fixes them in one go.
     """
-    values: dict[str, str] = {}
-    if env_file and Path(env_file).is_file():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
+    values = _values(environ, env_file)
     reader = _Reader(values)
 
     bot_token = reader.required(
@@ -129,10 +128,58 @@ def load_settings(
         turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),
         max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
         shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
+        assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
     )
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """What `python -m bot assistants …` needs: the backend only, no Slack and no default."""
+
+    openai_api_key: str
+    openai_base_url: str | None
+    engine: str
+    database_path: Path
+    log_level: str
+
+    @property
+    def uses_openai_itself(self) -> bool:
+        base = (self.openai_base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
+        return base.startswith("https://api.openai.com")
+
+
+def load_backend_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+) -> BackendSettings:
+    values = _values(environ, env_file)
+    reader = _Reader(values)
+    api_key = reader.required(
+        "OPENAI_API_KEY", where="an API key from https://platform.openai.com/api-keys"
+    )
+    base_url = reader.optional("OPENAI_BASE_URL")
+    if base_url is not None:
+        base_url = reader.url("OPENAI_BASE_URL", base_url)
+    settings = BackendSettings(
+        openai_api_key=api_key,
+        openai_base_url=base_url,
+        engine=reader.choice("BOT_ENGINE", "assistants", ENGINES),
+        database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
+        log_level=reader.choice("LOG_LEVEL", "WARNING", LOG_LEVELS, upper=True),
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def _values(environ: Mapping[str, str] | None, env_file: str | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return values
 
 
 class _Reader:
@@ -186,6 +233,16 @@ class _Reader:
             self.problems.append(f"{name} must be {what} from {low:g} to {high:g}; got {raw!r}.")
             return default
         return float(value)
+
+    def user_ids(self, name: str) -> frozenset[str]:
+        """Comma-separated Slack user ids (U… or W…); empty: none."""
+        ids = [part.strip() for part in self.values.get(name, "").split(",") if part.strip()]
+        wrong = [i for i in ids if not re.fullmatch(r"[UW][A-Z0-9]{2,}", i)]
+        if wrong:
+            self.problems.append(
+                f"{name} must be Slack user ids like U0123ABCD, comma-separated; got {wrong[0]!r}."
+            )
+        return frozenset(ids)
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name, "").strip().lower()

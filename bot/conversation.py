@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
     Completed,
     Engine,
@@ -107,6 +108,7 @@ class Conversations:
         surface: Surface,
         default_assistant_id: str,
         *,
+        chooser: AssistantChooser | None = None,
         tools: ToolBox | None = None,
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
@@ -115,6 +117,7 @@ class Conversations:
         self.engine = engine
         self.surface = surface
         self.default_assistant_id = default_assistant_id
+        self.chooser = chooser or AssistantChooser(store, engine, default_assistant_id)
         self.tools: ToolBox = tools or NoTools()
         self.turn_timeout = turn_timeout
         self._in_flight = asyncio.Semaphore(max_turns_in_flight)
@@ -242,11 +245,14 @@ class Conversations:
         await self.store.update_turn(turn_id, "failed", error="interrupted by restart")
 
     async def _conversation_for(self, key: ConversationKey) -> ConversationRecord:
+        """The thread's conversation, created on its first turn; read anew on every turn, so a
+        switched assistant answers from the next turn on."""
         record = await self.store.get_conversation(key)
-        if record is not None and record.engine == self.engine.name:
+        if record is not None and record.engine == self.engine.name and record.backend_id:
             return record
+        choice = await self.chooser.for_thread(key)
         backend_id = await self.engine.create_conversation()
-        record = ConversationRecord(key, self.engine.name, backend_id, self.default_assistant_id)
+        record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
 

@@ -59,7 +59,12 @@ class AssistantsEngine:
 
     async def list_assistants(self) -> list[AssistantDefinition]:
         try:
+            # The SDK's async iteration follows the pages (has_more, after=last id).
             return [_definition(a) async for a in self.client.beta.assistants.list(limit=100)]
+        except openai.NotFoundError as exc:
+            if "Invalid URL" in exc.message:
+                raise EngineError("api_not_served", exc.message) from exc
+            raise engine_error(exc) from exc
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
 

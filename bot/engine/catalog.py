@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.assistants import AssistantDefinition
 from bot.engine.base import Engine
@@ -41,5 +42,35 @@ async def sync_assistants(
 
 
 def _same(current: AssistantDefinition, wanted: AssistantDefinition) -> bool:
-    fields = ("model", "instructions", "description", "tools", "temperature", "top_p", "metadata")
-    return all(getattr(current, f) == getattr(wanted, f) for f in fields)
+    """Whether the backend already holds what the definition says.
+
+    A sampling setting the definition leaves out, and keys the backend adds to tools and
+    resources (defaults like a function's `strict`), do not count as differences.
+    """
+    return (
+        all(
+            getattr(current, f) == getattr(wanted, f)
+            for f in ("model", "instructions", "description", "metadata")
+        )
+        and all(
+            getattr(wanted, f) is None or getattr(current, f) == getattr(wanted, f)
+            for f in ("temperature", "top_p")
+        )
+        and _covers(current.tools, wanted.tools)
+        and _covers(current.tool_resources, wanted.tool_resources)
+    )
+
+
+def _covers(current: Any, wanted: Any) -> bool:
+    """`current` has every value `wanted` sets (lists: the same length, item by item)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(current, Mapping) and all(
+            _covers(current.get(key), value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list | tuple):
+        return (
+            isinstance(current, list | tuple)
+            and len(current) == len(wanted)
+            and all(_covers(c, w) for c, w in zip(current, wanted, strict=True))
+        )
+    return bool(current == wanted)

@@ -73,6 +73,17 @@ class ConversationRecord:
 
 
 @dataclass(frozen=True)
+class ChannelSetting:
+    """A channel's (or a DM's) default assistant for new conversations, and who set it when."""
+
+    team_id: str
+    channel_id: str
+    assistant_id: str
+    set_by: str
+    set_at: float
+
+
+@dataclass(frozen=True)
 class PendingTurn:
     turn_id: int
     key: ConversationKey
@@ -148,6 +159,23 @@ class Store:
         )
         await self._db.commit()
 
+    async def set_thread_assistant(
+        self, key: ConversationKey, engine: str, assistant_id: str
+    ) -> None:
+        """Switch a thread's assistant. A thread without a backend conversation yet gets a row
+        with an empty backend id; its first turn creates the conversation and keeps this choice."""
+        now = time.time()
+        await self._db.execute(
+            "INSERT INTO conversations (team_id, channel_id, thread_ts, engine, backend_id,"
+            " assistant_id, created_at, updated_at) VALUES (?, ?, ?, ?, '', ?, ?, ?)"
+            " ON CONFLICT (team_id, channel_id, thread_ts) DO UPDATE SET"
+            " backend_id = CASE WHEN engine = excluded.engine THEN backend_id ELSE '' END,"
+            " engine = excluded.engine, assistant_id = excluded.assistant_id,"
+            " updated_at = excluded.updated_at",
+            (key.team_id, key.channel_id, key.thread_ts, engine, assistant_id, now, now),
+        )
+        await self._db.commit()
+
     async def has_conversation(self, key: ConversationKey) -> bool:
         """True once any message of this thread was taken (even before its backend thread exists)."""
         async with self._db.execute(
@@ -160,6 +188,39 @@ class Store:
         async with self._db.execute("SELECT COUNT(*) FROM conversations") as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
+
+    # --- channel settings ----------------------------------------------------------------
+
+    async def get_channel_setting(self, team_id: str, channel_id: str) -> ChannelSetting | None:
+        async with self._db.execute(
+            "SELECT assistant_id, set_by, set_at FROM channel_settings"
+            " WHERE team_id = ? AND channel_id = ?",
+            (team_id, channel_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return ChannelSetting(team_id, channel_id, row[0], row[1], row[2]) if row else None
+
+    async def set_channel_setting(
+        self, team_id: str, channel_id: str, assistant_id: str, set_by: str
+    ) -> None:
+        await self._db.execute(
+            "INSERT INTO channel_settings (team_id, channel_id, assistant_id, set_by, set_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (team_id, channel_id) DO UPDATE SET"
+            " assistant_id = excluded.assistant_id, set_by = excluded.set_by,"
+            " set_at = excluded.set_at",
+            (team_id, channel_id, assistant_id, set_by, time.time()),
+        )
+        await self._db.commit()
+
+    async def list_channel_settings(self, team_id: str) -> list[ChannelSetting]:
+        """The workspace's channel and DM defaults, most recently set first."""
+        async with self._db.execute(
+            "SELECT channel_id, assistant_id, set_by, set_at FROM channel_settings"
+            " WHERE team_id = ? ORDER BY set_at DESC",
+            (team_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [ChannelSetting(team_id, row[0], row[1], row[2], row[3]) for row in rows]
 
     # --- turns ----------------------------------------------------------------------------
 

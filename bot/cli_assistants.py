@@ -1,0 +1,229 @@
+"""`python -m bot assistants …`: list, show, create, update, delete and sync assistants.
+
+With BOT_ENGINE=assistants these call the backend's /assistants; with BOT_ENGINE=responses they
+manage the bot's own definitions in its database. Output is plain lines; an error is one line on
+stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot import app
+from bot.assistant_choice import match_assistant
+from bot.assistants import AssistantDefinition, DefinitionError, load_definitions, parse_definition
+from bot.config import BackendSettings
+from bot.engine.base import Engine, EngineError
+from bot.engine.catalog import sync_assistants
+from bot.store import Store
+
+
+class CliError(Exception):
+    """What went wrong, in one line."""
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "assistants",
+        help="manage assistants (list, show, create, update, delete, sync)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every assistant, one per line")
+    show = actions.add_parser("show", help="one assistant in full")
+    show.add_argument("assistant", metavar="NAME", help="name or id")
+    create = actions.add_parser("create", help="a new assistant")
+    _definition_flags(create)
+    update = actions.add_parser("update", help="change the given fields of an assistant")
+    update.add_argument("assistant", metavar="NAME", help="name or id")
+    _definition_flags(update)
+    delete = actions.add_parser("delete", help="delete an assistant")
+    delete.add_argument("assistant", metavar="NAME", help="name or id")
+    sync = actions.add_parser(
+        "sync", help="make the assistants match a YAML or TOML file (created and updated by name)"
+    )
+    sync.add_argument("file", type=Path, help="assistants.yaml or assistants.toml")
+    sync.add_argument(
+        "--prune", action="store_true", help="also delete assistants the file does not name"
+    )
+
+
+def _definition_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--model", help="e.g. gpt-4.1")
+    parser.add_argument("--instructions")
+    parser.add_argument("--description")
+    parser.add_argument(
+        "--tool",
+        action="append",
+        dest="tools",
+        metavar="TYPE",
+        help="code_interpreter or file_search; repeat for both (update: replaces the tools)",
+    )
+    parser.add_argument("--temperature", type=float, help="0 to 2")
+    parser.add_argument("--top-p", type=float, dest="top_p", help="0 to 1")
+
+
+async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
+    # The Assistants engine keeps nothing locally: don't create a database file for it.
+    store = await Store.open(
+        settings.database_path if settings.engine == "responses" else ":memory:"
+    )
+    engine = app.make_engine(settings, store)
+    try:
+        await _act(args, engine)
+    except (CliError, DefinitionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:
+        message = exc.message
+        if exc.code == "api_not_served":
+            message = f"the server does not serve the Assistants API. {app.RETIREMENT_NOTE}"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.close()
+        await store.close()
+    return 0
+
+
+async def _act(args: argparse.Namespace, engine: Engine) -> None:
+    if args.action == "list":
+        _print_list(await engine.list_assistants())
+    elif args.action == "show":
+        _print_one(await _find(engine, args.assistant))
+    elif args.action == "create":
+        definition = parse_definition(_flags(args))
+        await _name_is_free(engine, definition.name)
+        created = await engine.create_assistant(definition)
+        print(f"created {created.name} ({created.id})")
+    elif args.action == "update":
+        current = await _find(engine, args.assistant)
+        definition = parse_definition({**_fields(current), **_flags(args)})
+        if definition.name.casefold() != current.name.casefold():
+            await _name_is_free(engine, definition.name)
+        updated = await engine.update_assistant(current.id, definition)
+        print(f"updated {updated.name} ({updated.id})")
+    elif args.action == "delete":
+        doomed = await _find(engine, args.assistant)
+        if not await engine.delete_assistant(doomed.id):
+            raise CliError(f"{doomed.name} ({doomed.id}) was already gone")
+        print(f"deleted {doomed.name} ({doomed.id})")
+    elif args.action == "sync":
+        if not args.file.is_file():
+            raise CliError(f"{args.file} is not a file")
+        result = await sync_assistants(engine, load_definitions(args.file), prune=args.prune)
+        for label, names in (
+            ("created", result.created),
+            ("updated", result.updated),
+            ("unchanged", result.unchanged),
+            ("deleted", result.deleted),
+        ):
+            for name in names:
+                print(f"{label}: {name}")
+        print(
+            f"sync done: {len(result.created)} created, {len(result.updated)} updated, "
+            f"{len(result.unchanged)} unchanged, {len(result.deleted)} deleted"
+        )
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The definition fields given on the command line (those left out are not in the dict)."""
+    names = ("name", "model", "instructions", "description", "tools", "temperature", "top_p")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _fields(definition: AssistantDefinition) -> dict[str, Any]:
+    return {
+        "name": definition.name,
+        "model": definition.model,
+        "instructions": definition.instructions,
+        "description": definition.description,
+        "tools": list(definition.tools),
+        "tool_resources": definition.tool_resources,
+        "temperature": definition.temperature,
+        "top_p": definition.top_p,
+        "metadata": definition.metadata,
+    }
+
+
+async def _find(engine: Engine, name: str) -> AssistantDefinition:
+    """By id or whole name (any case); never by a prefix, so `delete` removes what was named."""
+    assistants = await engine.list_assistants()
+    for assistant in assistants:
+        if assistant.id == name:
+            return assistant
+    named = [a for a in assistants if a.name.casefold() == name.strip().casefold()]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(a.id for a in named)
+        raise CliError(f"{len(named)} assistants are named {name!r} ({ids}); give the id")
+    match = match_assistant(name, assistants)
+    near = match.ambiguous or match.close or ((match.found,) if match.found else ())
+    hint = f"; did you mean {', '.join(repr(a.name) for a in near)}?" if near else ""
+    raise CliError(f"no assistant named {name!r}{hint}")
+
+
+async def _name_is_free(engine: Engine, name: str) -> None:
+    for assistant in await engine.list_assistants():
+        if assistant.name.casefold() == name.casefold():
+            raise CliError(
+                f"an assistant named {assistant.name!r} already exists ({assistant.id}); "
+                "use `assistants update`"
+            )
+
+
+def _print_list(assistants: list[AssistantDefinition]) -> None:
+    if not assistants:
+        print("No assistants.")
+        return
+    rows = [
+        (a.name, a.id, a.model, ", ".join(a.tool_types) or "-", _line(a.description))
+        for a in assistants
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _print_one(assistant: AssistantDefinition) -> None:
+    tools = [
+        f"function {tool['function']['name']}" if tool["type"] == "function" else tool["type"]
+        for tool in assistant.tools
+    ]
+    lines = [
+        ("name", assistant.name),
+        ("id", assistant.id),
+        ("model", assistant.model),
+        ("description", assistant.description or "-"),
+        ("tools", ", ".join(tools) or "-"),
+        (
+            "tool_resources",
+            json.dumps(assistant.tool_resources) if assistant.tool_resources else "-",
+        ),
+        ("temperature", _number(assistant.temperature)),
+        ("top_p", _number(assistant.top_p)),
+        ("metadata", ", ".join(f"{k}={v}" for k, v in assistant.metadata.items()) or "-"),
+    ]
+    for label, value in lines:
+        print(f"{label}: {value}")
+    print("instructions:")
+    for line in (assistant.instructions or "-").splitlines():
+        print(f"  {line}")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _line(text: str) -> str:
+    first = " ".join(text.split())
+    return first if len(first) <= 60 else first[:59] + "…"

@@ -1,0 +1,115 @@
+"""The app's Home tab: the assistants, the defaults in effect, and how to use the bot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.assistant_choice import AssistantChooser
+from bot.assistants import AssistantDefinition
+from bot.engine.base import EngineError
+from bot.slack.describe import SHORTCUT_NAME, assistant_line, name_of
+
+log = logging.getLogger(__name__)
+
+SECTION_LIMIT = 3000  # characters of text in one section block
+MAX_LINES = 20  # channel defaults listed before "and N more"
+
+HOW_TO = (
+    "• *Mention me* in a channel and I answer in a thread; reply there to go on.\n"
+    "• *DM me* and I answer there too.\n"
+    "• `/assistant list`, `/assistant use NAME`, `/assistant current`: choose which assistant "
+    "answers new conversations in a channel (or in your DM with me).\n"
+    f"• *{SHORTCUT_NAME}* (the message shortcut, under ⋮ on a message in a thread): switch the "
+    "assistant of one thread."
+)
+
+
+def register(app: AsyncApp, chooser: AssistantChooser) -> None:
+    async def home_opened(
+        event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        if event.get("tab") != "home":
+            return
+        user = event["user"]
+        team = body.get("team_id") or ""
+        view = await home_view(chooser, team, user, event.get("channel") or "")
+        await client.views_publish(user_id=user, view=view)
+
+    app.event("app_home_opened")(home_opened)
+
+
+async def home_view(
+    chooser: AssistantChooser, team_id: str, user_id: str, dm_channel: str
+) -> dict[str, Any]:
+    blocks: list[dict[str, Any]] = [_header("How to use me"), _section(HOW_TO)]
+    try:
+        assistants = await chooser.assistants()
+    except EngineError as exc:
+        log.warning("event=home_list_failed code=%s", exc.code)
+        blocks.append(
+            _section(f":warning: I could not reach the assistant service ({exc.message}).")
+        )
+        return {"type": "home", "blocks": blocks}
+    blocks += [
+        {"type": "divider"},
+        _header("Defaults"),
+        _section(await _defaults(chooser, team_id, dm_channel, assistants)),
+    ]
+    blocks += [{"type": "divider"}, _header(f"Assistants ({len(assistants)})")]
+    blocks += [_section(text) for text in _chunks([assistant_line(a) for a in assistants])][:90]
+    return {"type": "home", "blocks": blocks}
+
+
+async def _defaults(
+    chooser: AssistantChooser,
+    team_id: str,
+    dm_channel: str,
+    assistants: Sequence[AssistantDefinition],
+) -> str:
+    lines = [f"*Global default:* {name_of(chooser.global_default_id, assistants)}"]
+    settings = await chooser.channel_defaults(team_id)
+    mine = next((s for s in settings if s.channel_id == dm_channel), None)
+    if mine is not None:
+        lines.append(f"*Your DM with me:* {name_of(mine.assistant_id, assistants)}")
+    channels = [s for s in settings if not s.channel_id.startswith("D")]
+    if channels:
+        lines.append("*Channel defaults:*")
+        lines += [
+            f"• <#{s.channel_id}>: {name_of(s.assistant_id, assistants)} (set by <@{s.set_by}>)"
+            for s in channels[:MAX_LINES]
+        ]
+        if len(channels) > MAX_LINES:
+            lines.append(f"…and {len(channels) - MAX_LINES} more channels.")
+    else:
+        lines.append("No channel has a default of its own; every channel uses the global default.")
+    who = (
+        "everyone"
+        if not chooser.admins
+        else ", ".join(f"<@{admin}>" for admin in sorted(chooser.admins))
+    )
+    lines.append(f"_Who may change a channel's default: {who}._")
+    return "\n".join(lines)
+
+
+def _chunks(lines: list[str]) -> list[str]:
+    """Lines joined into texts that each fit one section block."""
+    chunks: list[str] = []
+    for line in lines:
+        if chunks and len(chunks[-1]) + 1 + len(line) <= SECTION_LIMIT:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line[:SECTION_LIMIT])
+    return chunks or ["No assistants yet."]
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text}}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}

@@ -1,0 +1,168 @@
+"""The message shortcut "Switch assistant for this thread": a picker, then the switch.
+
+Slash commands do not fire inside threads, so this is how a thread changes its assistant. The
+thread keeps its backend conversation; its next turn runs the chosen assistant, and the thread
+says who switched it to what. On a message outside any bot conversation the choice is kept for
+that thread and applies once someone mentions the bot there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.assistant_choice import AssistantChooser
+from bot.assistants import AssistantDefinition
+from bot.conversation import Conversations
+from bot.engine.base import EngineError
+from bot.messages import ConversationKey
+from bot.slack.describe import escape, name_of, one_line, why
+
+log = logging.getLogger(__name__)
+
+SHORTCUT = "switch_thread_assistant"
+PICKER = "switch_thread_assistant_picker"
+BLOCK, ACTION = "assistant", "choice"
+MAX_OPTIONS = 100  # a static_select holds at most 100 options
+
+
+def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversations) -> None:
+    async def open_picker(ack: Any, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        message = shortcut.get("message") or {}
+        key = ConversationKey(
+            shortcut["team"]["id"],
+            shortcut["channel"]["id"],
+            message.get("thread_ts") or shortcut["message_ts"],
+        )
+        try:
+            assistants = await chooser.assistants()
+            current = await chooser.for_thread(key)
+        except EngineError as exc:
+            await _tell(
+                shortcut, f":warning: I could not reach the assistant service ({exc.message})."
+            )
+            return
+        if not assistants:
+            await _tell(shortcut, "There are no assistants to choose from yet.")
+            return
+        metadata = {
+            "team": key.team_id,
+            "channel": key.channel_id,
+            "thread_ts": key.thread_ts,
+            "response_url": shortcut.get("response_url", ""),
+        }
+        intro = (
+            f"{name_of(current.assistant_id, assistants)} answers this thread now: "
+            f"{why(current, key.channel_id, key.channel_id.startswith('D'))}.\n"
+            "Pick the assistant for the thread's next messages. It continues the same "
+            "conversation, so it sees what was said so far."
+        )
+        await client.views_open(
+            trigger_id=shortcut["trigger_id"],
+            view=_picker(assistants, current.assistant_id, intro, json.dumps(metadata)),
+        )
+
+    async def switch(
+        ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        metadata = json.loads(view["private_metadata"])
+        key = ConversationKey(metadata["team"], metadata["channel"], metadata["thread_ts"])
+        selected = view["state"]["values"][BLOCK][ACTION]["selected_option"]["value"]
+        try:
+            assistant = await chooser.engine.get_assistant(selected)
+        except EngineError as exc:
+            await ack(
+                response_action="errors",
+                errors={BLOCK: f"I could not reach the assistant service ({exc.message})."},
+            )
+            return
+        if assistant is None:
+            await ack(
+                response_action="errors",
+                errors={BLOCK: "That assistant no longer exists; pick another one."},
+            )
+            return
+        await ack()
+        user = body["user"]["id"]
+        await chooser.switch_thread(key, assistant.id)
+        log.info(
+            "event=thread_assistant_switched channel=%s thread=%s assistant=%s user=%s",
+            key.channel_id,
+            key.thread_ts,
+            assistant.id,
+            user,
+        )
+        when = (
+            "from the next message on"
+            if await conversations.is_conversation(key)
+            else "once someone mentions me in this thread"
+        )
+        text = f"<@{user}> switched this thread to *{escape(assistant.name)}*. It answers {when}."
+        try:
+            await client.chat_postMessage(
+                channel=key.channel_id, thread_ts=key.thread_ts, text=text
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            log.warning("event=switch_notice_failed channel=%s error=%s", key.channel_id, error)
+            if metadata.get("response_url"):
+                await AsyncWebhookClient(metadata["response_url"]).send(
+                    text=f"{text}\n(I could not say so in the thread: {error}. "
+                    "Invite me to the channel with `/invite`.)",
+                    response_type="ephemeral",
+                )
+
+    app.shortcut(SHORTCUT)(open_picker)
+    app.view(PICKER)(switch)
+
+
+def _option(assistant: AssistantDefinition) -> dict[str, Any]:
+    option: dict[str, Any] = {
+        "text": {"type": "plain_text", "text": one_line(assistant.name, 75) or assistant.id},
+        "value": assistant.id,
+    }
+    summary = one_line(" · ".join(filter(None, [assistant.model, assistant.description])), 75)
+    if summary:
+        option["description"] = {"type": "plain_text", "text": summary}
+    return option
+
+
+def _picker(
+    assistants: list[AssistantDefinition], current_id: str, intro: str, metadata: str
+) -> dict[str, Any]:
+    options = [_option(a) for a in assistants[:MAX_OPTIONS]]
+    select: dict[str, Any] = {"type": "static_select", "action_id": ACTION, "options": options}
+    current = next((o for o in options if o["value"] == current_id), None)
+    if current is not None:
+        select["initial_option"] = current
+    return {
+        "type": "modal",
+        "callback_id": PICKER,
+        "title": {"type": "plain_text", "text": "Switch assistant"},
+        "submit": {"type": "plain_text", "text": "Switch"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": metadata,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": intro}},
+            {
+                "type": "input",
+                "block_id": BLOCK,
+                "label": {"type": "plain_text", "text": "Assistant"},
+                "element": select,
+            },
+        ],
+    }
+
+
+async def _tell(shortcut: dict[str, Any], text: str) -> None:
+    """An ephemeral answer to the person who used the shortcut."""
+    url = shortcut.get("response_url")
+    if url:
+        await AsyncWebhookClient(url).send(text=text, response_type="ephemeral")
