@@ -14,12 +14,14 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,7 @@ async def benchmark(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(args.bot_source or REPO),
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": slack.signing_secret,
         "SLACK_API_URL": slack.api_url,
@@ -165,8 +167,19 @@ async def benchmark(args: argparse.Namespace) -> int:
     )
     try:
         await wait_port(int(env["PORT"]), process, 30)
+        profiler = None
+        if args.profile:
+            profiler = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"),
+                *("record", "--pid", str(process.pid), "--format", "raw", "-o", args.profile),
+                stdout=asyncio.subprocess.DEVNULL,
+            )
         slack.events_url = f"http://127.0.0.1:{env['PORT']}/slack/events"
-        return await measure(args, slack, openai, process.pid, channels, work)
+        result = await measure(args, slack, openai, process.pid, channels, work)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            await profiler.wait()
+        return result
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -263,6 +276,14 @@ async def measure(
         "all_answered_after": f"{done - first_sent:.2f} s" if len(answered) == n else "never",
         "bot_log": str(work / "bot.log"),
     }
+    if args.detail:
+        slack_methods = Counter(c.method for c in slack.calls[calls_before:])
+        paths = Counter(
+            f"{r.method} {re.sub(r'/[a-z]+_[0-9a-f]{8,}', '/{id}', r.path)}"
+            for r in openai.requests[requests_before:]
+        )
+        figures["slack_calls"] = ", ".join(f"{k}={v}" for k, v in slack_methods.most_common())
+        figures["openai_calls"] = ", ".join(f"{k}={v}" for k, v in paths.most_common())
     for name, value in figures.items():
         print(f"{name}: {value}")
     return 0 if len(answered) == n and duplicated == 0 else 1
@@ -287,6 +308,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="check OpenAI traffic against the spec (costs the emulator much CPU)",
     )
+    parser.add_argument("--detail", action="store_true", help="also count calls by method")
+    parser.add_argument(
+        "--bot-source", type=Path, help="run the bot from this checkout (to compare versions)"
+    )
+    parser.add_argument("--profile", help="py-spy the bot into this file (collapsed stacks)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the bot")
     args = parser.parse_args(argv)
     if args.burst is None and args.rate is None:
