@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -212,6 +211,7 @@ async def measure(
 
     calls_before, requests_before = len(slack.calls), len(openai.requests)
     ticks_before = cpu_ticks(pid)
+    own_cpu_before = time.process_time()
     run = Run()
 
     async def mention(index: int) -> None:
@@ -236,13 +236,16 @@ async def measure(
     # Let duplicates (if any) show up and the bot settle before the last CPU reading.
     await asyncio.sleep(args.settle_seconds)
     ticks = cpu_ticks(pid) - ticks_before
+    own_cpu = time.process_time() - own_cpu_before
     load_seconds = time.monotonic() - load_start
     rss = peak_rss_mb(pid)
 
     answered = [s for s in run.sent if s.ts in slack.answered_at]
     acks = [d.ack_seconds for d in slack.deliveries if d.kind == "events_api"]
     failed_acks = sum(1 for d in slack.deliveries if d.status != 200)
-    sign_of_life = [slack.first_call[s.ts] - s.started for s in run.sent if s.ts in slack.first_call]
+    sign_of_life = [
+        slack.first_call[s.ts] - s.started for s in run.sent if s.ts in slack.first_call
+    ]
     added = [slack.answered_at[s.ts] - s.started - args.model_latency for s in answered]
     duplicated = sum(1 for s in run.sent if len(slack.answers.get(s.ts, ())) > 1)
     cpu_ms = (ticks - idle_rate * load_seconds) * 1000 / CLOCK_TICKS
@@ -273,6 +276,7 @@ async def measure(
         "openai_calls_per_answer": f"{(len(openai.requests) - requests_before) / count:.2f}",
         "bot_peak_rss": f"{rss:.1f} MB",
         "bot_cpu_per_answer": f"{cpu_ms / count:.1f} ms",
+        "emulators_cpu_per_answer": f"{own_cpu * 1000 / count:.1f} ms (this process)",
         "all_answered_after": f"{done - first_sent:.2f} s" if len(answered) == n else "never",
         "bot_log": str(work / "bot.log"),
     }
