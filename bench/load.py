@@ -220,6 +220,15 @@ async def measure(
         channel = channels[index % len(channels)]
         sent.ts = await slack.mention(USER, channel, f"question {index}")
 
+    lags: list[float] = []
+
+    async def watch_own_loop() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - before - 0.005)
+
+    watcher = asyncio.create_task(watch_own_loop())
     load_start = time.monotonic()
     tasks = []
     for index in range(n):
@@ -233,6 +242,7 @@ async def measure(
     with contextlib.suppress(AssertionError):
         await slack.wait_for(lambda: threads <= slack.answered_at.keys(), args.timeout)
     load_end = time.monotonic()
+    watcher.cancel()
     # Let duplicates (if any) show up and the bot settle before the last CPU reading.
     await asyncio.sleep(args.settle_seconds)
     ticks = cpu_ticks(pid) - ticks_before
@@ -253,7 +263,9 @@ async def measure(
     count = max(1, len(answered))
 
     figures = {
-        "mode": f"burst {n} in {window:g} s" if args.burst else f"rate {args.rate}/s, {n} mentions",
+        "mode": f"burst {n} in {window:g} s"
+        if args.burst
+        else f"rate {args.rate:g} mentions/s ({2 * args.rate:g} events/s), {n} mentions",
         "engine": args.engine,
         "model_latency": f"{args.model_latency:g} s",
         "openai_spec_validation": "on" if args.validate_spec else "off (benchmark)",
@@ -277,6 +289,7 @@ async def measure(
         "bot_peak_rss": f"{rss:.1f} MB",
         "bot_cpu_per_answer": f"{cpu_ms / count:.1f} ms",
         "emulators_cpu_per_answer": f"{own_cpu * 1000 / count:.1f} ms (this process)",
+        "emulators_loop_lag_max": ms(max(lags, default=0.0)),
         "all_answered_after": f"{done - first_sent:.2f} s" if len(answered) == n else "never",
         "bot_log": str(work / "bot.log"),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -213,6 +214,9 @@ async def run_until_stopped(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bot = await start(settings)
+    # What start-up loaded (the SDKs, their pydantic schemas) lives as long as the process; frozen,
+    # it is no longer walked by full collections, which stalled the event loop (and acks) ~50-90 ms.
+    gc.freeze()
     await stop.wait()
     log.info("event=stopping grace_seconds=%s", settings.shutdown_grace)
     await bot.stop()
