@@ -33,3 +33,45 @@ async def test_many_threads_at_once_each_get_one_answer_over_shared_connections(
     for i, ts in enumerate(threads):
         [answer] = answers(bot.slack, GENERAL, ts)
         assert answer.text.startswith(f"You said: question {i} ")
+
+
+async def test_messages_taken_out_of_order_still_read_in_order_in_the_thread(bot: Harness) -> None:
+    slack, openai = bot.slack, bot.openai
+    openai.model.gate = asyncio.Event()
+    ts = await slack.mention(ALICE, GENERAL, "question 1")
+    second = slack.message_event(ALICE, GENERAL, "question 2", thread_ts=ts)
+    third = slack.message_event(ALICE, GENERAL, "question 3", thread_ts=ts)
+    await slack.deliver(third)  # its event overtook the earlier message's
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 2)
+    await slack.deliver(second)
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 3)
+    openai.model.gate.set()
+    replies = await wait_answers(slack, GENERAL, ts, 3)
+    assert [m.text for m in replies] == [
+        f"You said: question {n} (message {n} of this conversation)" for n in (1, 2, 3)
+    ]
+
+
+async def test_after_a_restart_waiting_messages_taken_out_of_order_are_answered_in_order(
+    harness: Harness,
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()
+    await harness.start(SHUTDOWN_GRACE_SECONDS="0.2")
+    ts = await slack.mention(ALICE, GENERAL, "one")
+    second = slack.message_event(ALICE, GENERAL, "two", thread_ts=ts)
+    third = slack.message_event(ALICE, GENERAL, "three", thread_ts=ts)
+    await slack.deliver(third)
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 2)
+    await slack.deliver(second)
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 3)
+    await harness.stop()
+
+    openai.model.gate.set()
+    await harness.start()
+    await slack.wait_for(
+        lambda: sum(m.text.startswith("You said") for m in slack.bot_replies(GENERAL, ts)) == 2
+    )
+    answered = [m.text for m in slack.bot_replies(GENERAL, ts) if m.text.startswith("You said")]
+    assert answered[0].startswith("You said: two ") and answered[1].startswith("You said: three ")
+    assert [turn.user_texts[-1] for turn in openai.model.turns][-2:] == ["two", "three"]
