@@ -51,6 +51,8 @@ async def check(settings: Settings) -> int:
     except Exception as exc:
         ok = False
         print(f"slack: FAILED auth.test at {settings.slack_api_url}: {_reason(exc)}")
+    finally:
+        await app.close_slack_client(client)
     store = await Store.open(settings.database_path)
     engine = app.make_engine(settings, store)
     try:

@@ -6,6 +6,7 @@ It speaks neither Slack's nor OpenAI's types: chat surfaces implement `Surface`,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -96,6 +97,7 @@ class _Queued:
     turn_id: int
     message: IncomingMessage
     reply: asyncio.Task[Reply]
+    posted: int  # the order its placeholder was posted in, within its thread
 
 
 class Conversations:
@@ -124,6 +126,7 @@ class Conversations:
         self._queues: dict[ConversationKey, deque[_Queued]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._accepting = True
+        self._placeholders = itertools.count()
 
     async def is_conversation(self, key: ConversationKey) -> bool:
         return key in self._queues or await self.store.has_conversation(key)
@@ -141,7 +144,9 @@ class Conversations:
 
     async def resume_open_turns(self) -> None:
         """Answer what a previous process took but never started; explain what it left halfway."""
-        for turn in await self.store.open_turns():
+        # In written order: a thread's messages may have been taken (and numbered) in another.
+        turns = sorted(await self.store.open_turns(), key=lambda turn: _ts_order(turn.message_ts))
+        for turn in turns:
             message = IncomingMessage(
                 turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct
             )
@@ -151,21 +156,31 @@ class Conversations:
             await self._interrupted(turn.turn_id, await self.surface.begin(message))
 
     def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
-        reply = asyncio.create_task(self.surface.begin(message))
         queue = self._queues.setdefault(message.key, deque())
+        reply = asyncio.create_task(self._begin_after(queue[-1].reply if queue else None, message))
         # Answer in the order the messages were written, even when their events arrive (or are
         # taken) out of order; the head of the queue may already be running, so it stays first.
         position = len(queue)
         while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
             position -= 1
-        queue.insert(position, _Queued(turn_id, message, reply))
+        queue.insert(position, _Queued(turn_id, message, reply, next(self._placeholders)))
         if message.key not in self._workers:
             self._workers[message.key] = asyncio.create_task(self._work(message.key))
+
+    async def _begin_after(
+        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage
+    ) -> Reply:
+        # One thread's placeholders are posted one after another: sent at once over pooled
+        # connections, they could land (and be answered) in the wrong order.
+        if previous is not None:
+            await asyncio.wait([previous])
+        return await self.surface.begin(message)
 
     async def _work(self, key: ConversationKey) -> None:
         queue = self._queues[key]
         try:
             while queue:
+                _earliest_placeholder_first(queue)
                 item = queue[0]
                 async with self._in_flight:
                     await self._take_turn(item)
@@ -277,6 +292,19 @@ class Conversations:
 async def _say_restarting(item: _Queued) -> None:
     reply = await item.reply
     await reply.fail("_The bot is restarting; it will answer this message when it is back._")
+
+
+def _earliest_placeholder_first(queue: deque[_Queued]) -> None:
+    """Give the next answer the thread's earliest placeholder, so the thread reads in order.
+
+    Messages can be taken in another order than they were written (their events race); they are
+    answered in written order, and their placeholders, all alike, are used in posted order.
+    """
+    earliest = min(range(len(queue)), key=lambda index: queue[index].posted)
+    if earliest:
+        head, other = queue[0], queue[earliest]
+        head.reply, other.reply = other.reply, head.reply
+        head.posted, other.posted = other.posted, head.posted
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

@@ -129,6 +129,7 @@ class ResponsesEngine:
                     )
                     return
                 if not isinstance(outcome, ToolCallsRequired):
+                    finished = True
                     yield outcome
                     return
                 yield outcome

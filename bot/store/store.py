@@ -104,7 +104,8 @@ class Store:
     async def open(cls, path: Path | str) -> Store:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path))
+        # Autocommit: each write is its own transaction without a second hop to the worker thread.
+        db = await aiosqlite.connect(str(path), isolation_level=None)
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = NORMAL")
         await db.execute("PRAGMA busy_timeout = 5000")
@@ -127,15 +128,14 @@ class Store:
     # --- conversations --------------------------------------------------------------------
 
     async def get_conversation(self, key: ConversationKey) -> ConversationRecord | None:
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT engine, backend_id, assistant_id FROM conversations"
             " WHERE team_id = ? AND channel_id = ? AND thread_ts = ?",
             (key.team_id, key.channel_id, key.thread_ts),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        return ConversationRecord(key, row[0], row[1], row[2])
+        )
+        for row in rows:
+            return ConversationRecord(key, row[0], row[1], row[2])
+        return None
 
     async def save_conversation(self, record: ConversationRecord) -> None:
         now = time.time()
@@ -157,7 +157,6 @@ class Store:
                 now,
             ),
         )
-        await self._db.commit()
 
     async def set_thread_assistant(
         self, key: ConversationKey, engine: str, assistant_id: str
@@ -178,11 +177,11 @@ class Store:
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         """True once any message of this thread was taken (even before its backend thread exists)."""
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT 1 FROM turns WHERE team_id = ? AND channel_id = ? AND thread_ts = ? LIMIT 1",
             (key.team_id, key.channel_id, key.thread_ts),
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        )
+        return bool(rows)
 
     async def count_conversations(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM conversations") as cursor:
@@ -249,7 +248,6 @@ class Store:
                 now,
             ),
         )
-        await self._db.commit()
         return cursor.lastrowid if cursor.rowcount == 1 else None
 
     async def update_turn(
@@ -270,7 +268,6 @@ class Store:
             " updated_at = ? WHERE id = ?",
             (status, run_id, error, status, input_tokens, output_tokens, time.time(), turn_id),
         )
-        await self._db.commit()
 
     async def open_turns(self) -> list[PendingTurn]:
         """Turns left queued or running by a previous process, oldest first."""
@@ -312,12 +309,13 @@ class Store:
         return [AssistantDefinition.from_json(row[0], row[1]) for row in rows]
 
     async def get_definition(self, id_or_name: str) -> AssistantDefinition | None:
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT id, definition FROM assistants WHERE id = ? OR name = ?",
             (id_or_name, id_or_name),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return AssistantDefinition.from_json(row[0], row[1]) if row else None
+        )
+        for row in rows:
+            return AssistantDefinition.from_json(row[0], row[1])
+        return None
 
     async def save_definition(self, definition: AssistantDefinition) -> None:
         """Insert or replace by id; a definition's name stays unique."""

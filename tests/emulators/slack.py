@@ -376,7 +376,8 @@ class SlackEmulator:
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        self._session = aiohttp.ClientSession()
+        # Slack delivers events without a connection cap; aiohttp's default (100) would queue them.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def stop(self) -> None:
         for future in self._pending_acks.values():
