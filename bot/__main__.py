@@ -1,4 +1,5 @@
-"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs."""
+"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
+`python -m bot cleanup` deletes the files and vector stores older than FILE_RETENTION_DAYS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from bot import app
 from bot.config import ConfigError, Settings, load_settings
+from bot.files import clean_up
 from bot.store import Store
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
@@ -67,6 +69,25 @@ async def check(settings: Settings) -> int:
     return 0 if ok else 1
 
 
+async def cleanup(settings: Settings) -> int:
+    """Delete the backend files and vector stores the bot made more than N days ago."""
+    store = await Store.open(settings.database_path)
+    engine = app.make_engine(settings, store)
+    try:
+        stores, files = await clean_up(store, engine, settings.file_retention_days)
+    except Exception as exc:
+        print(f"cleanup: FAILED {_reason(exc)}")
+        return 1
+    finally:
+        await engine.close()
+        await store.close()
+    print(
+        f"cleanup: deleted {stores} vector store(s) and {files} file(s) older than "
+        f"{settings.file_retention_days} days"
+    )
+    return 0
+
+
 def _reason(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict) or hasattr(response, "get"):
@@ -78,7 +99,7 @@ def _reason(exc: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "cleanup"])
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -90,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     if args.command == "check":
         return asyncio.run(check(settings))
+    if args.command == "cleanup":
+        return asyncio.run(cleanup(settings))
     try:
         asyncio.run(app.run_until_stopped(settings))
     except app.StartupError as exc:

@@ -41,6 +41,9 @@ class Settings:
     turn_timeout: float
     max_turns_in_flight: int
     shutdown_grace: float
+    max_file_mb: float = 50.0
+    file_retention_days: int = 30
+    file_index_timeout: float = 120.0
 
     @property
     def socket_mode(self) -> bool:
@@ -129,6 +132,9 @@ def load_settings(
         turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),
         max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
         shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
+        max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
+        file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
+        file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
     )
     if reader.problems:
         raise ConfigError(reader.problems)
