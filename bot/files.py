@@ -257,12 +257,14 @@ class FileIngest:
         await self.store.save_shared_file(scope, record)
 
 
-async def clean_up(store: Store, engine: Engine, retention_days: int) -> tuple[int, int]:
+async def clean_up(
+    store: Store, engine: Engine, retention_days: int, now: float | None = None
+) -> tuple[int, int]:
     """Delete the conversation vector stores and files the bot made more than N days ago.
 
     Channel knowledge stays until people remove it. Returns (vector stores, files) deleted.
     """
-    before = time.time() - retention_days * 86400
+    before = (time.time() if now is None else now) - retention_days * 86400
     stores = await store.expired_vector_stores(before)
     for store_id in stores:
         await engine.delete_vector_store(store_id)

@@ -192,7 +192,8 @@ def _user_message(text: str, files: TurnFiles) -> dict[str, Any]:
     if not files.image_file_ids:
         return {"role": "user", "content": text}
     images = [{"type": "input_image", "file_id": f, "detail": "auto"} for f in files.image_file_ids]
-    return {"role": "user", "content": [{"type": "input_text", "text": text}, *images]}
+    content = [{"type": "input_text", "text": text}, *images]
+    return {"type": "message", "role": "user", "content": content}
 
 
 def _request(definition: AssistantDefinition, files: TurnFiles = NO_FILES) -> dict[str, Any]:
