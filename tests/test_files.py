@@ -200,14 +200,17 @@ async def test_a_csv_goes_to_code_interpreter_and_its_chart_comes_back_into_the_
     uploaded = {u.name: u.content for u in slack.uploads(GENERAL, ts)}
     assert uploaded == {"chart.png": PNG, "totals.csv": b"m,t\n"}
     [csv_id] = [f.id for f in openai.files.values() if f.filename == "sales.csv"]
-    if harness.engine == "assistants":
+
+    await slack.post(ALICE, GENERAL, "now as bars", thread_ts=ts)
+    await wait_answers(slack, GENERAL, ts, 2)
+    if harness.engine == "assistants":  # the thread keeps the file: attached once
         [thread] = openai.messages.values()
         attachments = [a for m in thread if m["role"] == "user" for a in m["attachments"]]
         assert attachments == [{"file_id": csv_id, "tools": [{"type": "code_interpreter"}]}]
     else:
         tools = openai.responses_api.last_response().request["tools"]
         [code] = [t for t in tools if t["type"] == "code_interpreter"]
-        assert code["container"]["file_ids"] == [csv_id]
+        assert code["container"]["file_ids"] == [csv_id], "later turns can still read it"
 
 
 async def test_a_spreadsheet_needs_code_interpreter(bot: Harness) -> None:

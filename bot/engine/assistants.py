@@ -47,6 +47,7 @@ class AssistantsEngine(OpenAIFiles):
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
         self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
+        self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
         self._filenames: dict[str, str] = {}
 
     async def close(self) -> None:
@@ -113,7 +114,11 @@ class AssistantsEngine(OpenAIFiles):
         finished = False
         try:
             extra = await self._prepare_files(conversation_id, assistant_id, files)
-            message = _user_message(text, files)
+            # A thread keeps what its messages attached: attach each data file once.
+            attached = self._thread_code_files.setdefault(conversation_id, set())
+            new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
+            message = _user_message(text, files.image_file_ids, new_code_files)
+            attached.update(new_code_files)
             stream: Any = await self._start_run(conversation_id, assistant_id, message, extra)
             while stream is not None:
                 next_stream = None
@@ -229,16 +234,18 @@ class AssistantsEngine(OpenAIFiles):
             log.warning("event=cancel_run_failed thread=%s run=%s error=%s", thread_id, run_id, exc)
 
 
-def _user_message(text: str, files: TurnFiles) -> dict[str, Any]:
+def _user_message(
+    text: str, image_file_ids: tuple[str, ...], code_file_ids: tuple[str, ...]
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "user", "content": text}
-    if files.image_file_ids:
+    if image_file_ids:
         message["content"] = [
             {"type": "text", "text": text},
-            *({"type": "image_file", "image_file": {"file_id": f}} for f in files.image_file_ids),
+            *({"type": "image_file", "image_file": {"file_id": f}} for f in image_file_ids),
         ]
-    if files.code_file_ids:
+    if code_file_ids:
         message["attachments"] = [
-            {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in files.code_file_ids
+            {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in code_file_ids
         ]
     return message
 

@@ -85,7 +85,7 @@ def with_footnotes(text: str, citations: Sequence[Citation]) -> str:
         footnote = "".join(f"[{n}]" for n in sorted(marks[position]))
         text = text[:position] + footnote + text[position:]
     sources = "\n".join(f"[{n}] {name}" for name, n in numbers.items())
-    return f"{text.rstrip()}\n\n*Sources:*\n{sources}"
+    return f"{text.rstrip()}\n\n**Sources:**\n{sources}"
 
 
 class SlackSurface:
