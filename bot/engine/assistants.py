@@ -162,9 +162,10 @@ class AssistantsEngine(OpenAIFiles):
             return {}
         store = files.vector_store_ids[0]
         if self._thread_stores.get(thread_id) != store:
-            await self.client.beta.threads.update(
-                thread_id, tool_resources={"file_search": {"vector_store_ids": [store]}}
-            )
+            resources: dict[str, Any] = {"file_search": {"vector_store_ids": [store]}}
+            if files.code_file_ids:  # keep what code_interpreter reads (at most 20 files)
+                resources["code_interpreter"] = {"file_ids": list(files.code_file_ids[-20:])}
+            await self.client.beta.threads.update(thread_id, tool_resources=resources)  # type: ignore[arg-type]
             self._thread_stores[thread_id] = store
         assistant = await self.client.beta.assistants.retrieve(assistant_id)
         tools = [tool.model_dump(exclude_none=True) for tool in assistant.tools]
