@@ -1,5 +1,6 @@
 """Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
-`python -m bot assistants …` manages the assistants."""
+`python -m bot assistants …` manages the assistants; `python -m bot cleanup` deletes the files and
+vector stores older than FILE_RETENTION_DAYS."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 
 from bot import app, cli_assistants
 from bot.config import ConfigError, Settings, load_backend_settings, load_settings
+from bot.files import clean_up
 from bot.store import Store
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
@@ -70,6 +72,25 @@ async def check(settings: Settings) -> int:
     return 0 if ok else 1
 
 
+async def cleanup(settings: Settings) -> int:
+    """Delete the backend files and vector stores the bot made more than N days ago."""
+    store = await Store.open(settings.database_path)
+    engine = app.make_engine(settings, store)
+    try:
+        stores, files = await clean_up(store, engine, settings.file_retention_days)
+    except Exception as exc:
+        print(f"cleanup: FAILED {_reason(exc)}")
+        return 1
+    finally:
+        await engine.close()
+        await store.close()
+    print(
+        f"cleanup: deleted {stores} vector store(s) and {files} file(s) older than "
+        f"{settings.file_retention_days} days"
+    )
+    return 0
+
+
 def _reason(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict) or hasattr(response, "get"):
@@ -84,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("check", help="check the settings and reach both APIs")
+    commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
     cli_assistants.add_parser(commands)
     args = parser.parse_args(argv)
     try:
@@ -101,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     if args.command == "check":
         return asyncio.run(check(settings))
+    if args.command == "cleanup":
+        return asyncio.run(cleanup(settings))
     try:
         asyncio.run(app.run_until_stopped(settings))
     except app.StartupError as exc:

@@ -25,11 +25,15 @@ from bot.engine.assistants import AssistantsEngine
 from bot.engine.base import Engine, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.engine.responses import ResponsesEngine
-from bot.slack.listeners import commands, events, home, shortcuts
+from bot.files import MB, FileIngest, FileLimits, clean_up
+from bot.slack.files import SlackFileSource
+from bot.slack.listeners import commands, events, home, knowledge, shortcuts
 from bot.slack.render import SlackSurface
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+
+CLEANUP_EVERY = 24 * 3600.0
 
 RETIREMENT_NOTE = (
     "OpenAI retired its Assistants API on 2026-08-26, so api.openai.com no longer serves "
@@ -141,17 +145,23 @@ class Bot:
     engine: Engine
     slack: AsyncApp
     conversations: Conversations
+    file_source: SlackFileSource
     port: int | None = None
     _runner: web.AppRunner | None = None
     _socket: AsyncSocketModeHandler | None = None
+    _cleanup: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Stop taking events, finish (bounded) what is in flight, then close everything."""
+        if self._cleanup is not None:
+            self._cleanup.cancel()
+            await asyncio.gather(self._cleanup, return_exceptions=True)
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
         await self.conversations.drain(self.settings.shutdown_grace)
+        await self.file_source.close()
         await self.engine.close()
         await close_slack_client(self.slack.client)
         await self.store.close()
@@ -187,20 +197,25 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         request_verification_enabled=not settings.socket_mode,
     )
     chooser = AssistantChooser(store, engine, default.id, settings.assistant_admins)
+    file_source = SlackFileSource(settings.slack_bot_token, settings.slack_api_url)
+    ingest = FileIngest(store, engine, file_source, file_limits(settings))
     conversations = Conversations(
         store,
         engine,
         SlackSurface(client),
         default.id,
         chooser=chooser,
+        files=ingest,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
     events.register(slack, conversations, identity, settings.answer_bots)
-    commands.register(slack, chooser)
+    commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
-    bot = Bot(settings, store, engine, slack, conversations)
+    knowledge.register(slack, ingest)
+    bot = Bot(settings, store, engine, slack, conversations, file_source)
+    bot._cleanup = asyncio.create_task(_clean_up_daily(store, engine, settings))
 
     if settings.socket_mode:
         bot._socket = AsyncSocketModeHandler(slack, settings.slack_app_token)
@@ -215,6 +230,24 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         log.info("event=started mode=http port=%s path=/slack/events", bot.port)
     await conversations.resume_open_turns()
     return bot
+
+
+def file_limits(settings: Settings) -> FileLimits:
+    return FileLimits(
+        max_bytes=int(settings.max_file_mb * MB),
+        index_timeout=settings.file_index_timeout,
+        retention_days=settings.file_retention_days,
+    )
+
+
+async def _clean_up_daily(store: Store, engine: Engine, settings: Settings) -> None:
+    """Delete what outlived FILE_RETENTION_DAYS: once at start, then every day."""
+    while True:
+        try:
+            await clean_up(store, engine, settings.file_retention_days)
+        except EngineError as exc:
+            log.warning("event=cleanup_failed error=%s", exc.code)
+        await asyncio.sleep(CLEANUP_EVERY)
 
 
 async def run_until_stopped(settings: Settings) -> None:

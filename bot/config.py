@@ -43,6 +43,9 @@ class Settings:
     max_turns_in_flight: int
     shutdown_grace: float
     assistant_admins: frozenset[str] = frozenset()
+    max_file_mb: float = 50.0
+    file_retention_days: int = 30
+    file_index_timeout: float = 120.0
 
     @property
     def socket_mode(self) -> bool:
@@ -129,6 +132,9 @@ def load_settings(
         max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
         shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
         assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
+        max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
+        file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
+        file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

@@ -15,16 +15,21 @@ from typing import Protocol
 
 from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
+    NO_FILES,
+    Citation,
     Completed,
     Engine,
     EngineError,
     Failed,
+    GeneratedFile,
     Incomplete,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
     ToolOutput,
+    TurnFiles,
 )
+from bot.files import FileIngest
 from bot.messages import ConversationKey, IncomingMessage
 from bot.store import ConversationRecord, Store
 
@@ -38,7 +43,20 @@ class Reply(Protocol):
 
     async def tools_running(self, names: Sequence[str]) -> None: ...
 
-    async def finish(self, text: str) -> None: ...
+    async def reading(self, names: Sequence[str]) -> None:
+        """Files shared with the message are being taken in (uploaded, indexed)."""
+        ...
+
+    async def note(self, text: str) -> None:
+        """A message of its own next to the answer (a file that could not be used…)."""
+        ...
+
+    async def finish(
+        self,
+        text: str,
+        citations: Sequence[Citation] = (),
+        files: Sequence[GeneratedFile] = (),
+    ) -> None: ...
 
     async def fail(self, text: str) -> None: ...
 
@@ -71,6 +89,7 @@ FAILURE_WORDS = {
     "timeout": "The assistant took too long to answer, so I stopped waiting.",
     "connection_error": "I could not reach the assistant service.",
     "stream_ended": "The answer was cut off: the connection to the assistant service ended early.",
+    "no_usable_files": "None of the shared files could be used, so there is nothing to answer.",
 }
 
 INCOMPLETE_WORDS = {
@@ -112,6 +131,7 @@ class Conversations:
         *,
         chooser: AssistantChooser | None = None,
         tools: ToolBox | None = None,
+        files: FileIngest | None = None,
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
     ) -> None:
@@ -121,6 +141,7 @@ class Conversations:
         self.default_assistant_id = default_assistant_id
         self.chooser = chooser or AssistantChooser(store, engine, default_assistant_id)
         self.tools: ToolBox = tools or NoTools()
+        self.files = files
         self.turn_timeout = turn_timeout
         self._in_flight = asyncio.Semaphore(max_turns_in_flight)
         self._queues: dict[ConversationKey, deque[_Queued]] = {}
@@ -134,7 +155,12 @@ class Conversations:
     async def submit(self, message: IncomingMessage) -> bool:
         """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
         turn_id = await self.store.add_turn(
-            message.key, message.ts, message.user_id, message.text, message.is_direct
+            message.key,
+            message.ts,
+            message.user_id,
+            message.text,
+            message.is_direct,
+            message.files,
         )
         if turn_id is None:
             return False
@@ -148,7 +174,7 @@ class Conversations:
         turns = sorted(await self.store.open_turns(), key=lambda turn: _ts_order(turn.message_ts))
         for turn in turns:
             message = IncomingMessage(
-                turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct
+                turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
             )
             if turn.status == "queued":
                 self._enqueue(turn.turn_id, message)
@@ -204,19 +230,24 @@ class Conversations:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
+                text, turn_files = await self._take_files(conversation, message, reply)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
                     return await self.tools.run(calls, message)
 
                 async for event in self.engine.run(
-                    conversation.backend_id, conversation.assistant_id, message.text, run_tools
+                    conversation.backend_id,
+                    conversation.assistant_id,
+                    text,
+                    run_tools,
+                    turn_files,
                 ):
                     if isinstance(event, TextDelta):
                         await reply.text_delta(event.text)
                     elif isinstance(event, ToolCallsRequired):
                         await reply.tools_running([call.name for call in event.calls])
                     elif isinstance(event, Completed):
-                        await reply.finish(event.text)
+                        await reply.finish(event.text, event.citations, event.files)
                         status, run_id, usage = "done", event.run_id, event.usage
                     elif isinstance(event, Incomplete):
                         why = INCOMPLETE_WORDS.get(event.reason, event.reason)
@@ -254,6 +285,27 @@ class Conversations:
             status,
             run_id,
         )
+
+    async def _take_files(
+        self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
+    ) -> tuple[str, TurnFiles]:
+        """Take in the message's files; the text to send and what the turn may use."""
+        if self.files is None:
+            return message.text, NO_FILES
+        images: list[str] = []
+        text = message.text
+        if message.files:
+            await reply.reading([file.name for file in message.files])
+            assistant = await self.engine.get_assistant(conversation.assistant_id)
+            taken = await self.files.take(conversation, message.files, message.user_id, assistant)
+            for problem in taken.problems:
+                await reply.note(problem)
+            images = taken.image_file_ids
+            if not text and taken.added:
+                text = "I shared " + ", ".join(taken.added) + "."
+            if not text:
+                raise EngineError("no_usable_files", "none of the shared files could be used")
+        return text, await self.files.turn_files(conversation, images)
 
     async def _interrupted(self, turn_id: int, reply: Reply) -> None:
         await _quietly(reply.fail(INTERRUPTED))

@@ -15,9 +15,21 @@ class ConversationKey:
 
 
 @dataclass(frozen=True)
+class SharedFile:
+    """A file shared with a message, as the chat describes it (not yet downloaded)."""
+
+    id: str
+    name: str
+    mimetype: str
+    size: int
+    download_url: str
+
+
+@dataclass(frozen=True)
 class IncomingMessage:
     key: ConversationKey
     ts: str  # the message's own timestamp (equals key.thread_ts for a thread's first message)
     user_id: str
     text: str
     is_direct: bool = False  # sent in a DM with the bot
+    files: tuple[SharedFile, ...] = ()

@@ -182,8 +182,13 @@ async def bot(harness: Harness) -> AsyncIterator[Harness]:
 
 
 def answers(slack: SlackEmulator, channel: str, thread_ts: str) -> list[Message]:
-    """The bot's finished messages in a thread (placeholders still thinking are left out)."""
-    return [m for m in slack.bot_replies(channel, thread_ts) if m.text != THINKING]
+    """The bot's finished messages in a thread (placeholders still thinking or reading files are
+    left out)."""
+    return [
+        m
+        for m in slack.bot_replies(channel, thread_ts)
+        if m.text != THINKING and not m.text.startswith("_Reading ")
+    ]
 
 
 async def wait_answers(

@@ -8,7 +8,10 @@ import pytest
 
 from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
-from bot.slack.render import split_markdown
+from bot.engine import filetypes
+from bot.engine.base import Citation
+from bot.engine.files import clean_answer
+from bot.slack.render import split_markdown, with_footnotes
 
 MINIMAL = {
     "SLACK_BOT_TOKEN": "xoxb-1",
@@ -93,3 +96,46 @@ def test_tokens_never_reach_a_log_line() -> None:
     RedactSecrets().filter(record)
     assert "xoxb-123-abc" not in record.getMessage()
     assert "redacted" in record.getMessage()
+
+
+def test_citation_markers_are_removed_and_citations_keep_their_place() -> None:
+    text = "Refunds take 30 days【4:0†report.pdf】. Shipping is free【4:1†terms.md】."
+    first = text.index("【")
+    second = text.index("【", first + 1)
+    markers = [(first, text.index("】") + 1), (second, text.index("】", second) + 1)]
+    cleaned, citations = clean_answer(
+        text, markers, [(first, "file-a", ""), (second, "file-b", "")], offset=5
+    )
+    assert cleaned == "Refunds take 30 days. Shipping is free."
+    assert [c.position - 5 for c in citations] == [
+        cleaned.index("."),
+        cleaned.rindex("."),
+    ]
+
+
+def test_sandbox_links_become_their_labels_and_later_citations_move_with_the_text() -> None:
+    text = "See [chart.png](sandbox:/mnt/data/chart.png) for totals."
+    cleaned, [citation] = clean_answer(text, [], [(len(text) - 1, "file-a", "data.csv")])
+    assert cleaned == "See chart.png for totals."
+    assert citation.position == len(cleaned) - 1
+
+
+def test_footnotes_number_files_in_order_of_first_citation_and_list_the_sources() -> None:
+    text = "Alpha. Beta. Gamma."
+    citations = [
+        Citation(text.index(" Beta"), "f2", "b.pdf"),
+        Citation(text.index(" Gamma"), "f1", "a.pdf"),
+        Citation(len(text), "f2", "b.pdf"),
+        Citation(len(text), "f2", "b.pdf"),
+    ]
+    assert with_footnotes(text, citations) == (
+        "Alpha.[1] Beta.[2] Gamma.[1]\n\n**Sources:**\n[1] b.pdf\n[2] a.pdf"
+    )
+    assert with_footnotes(text, []) == text
+
+
+def test_file_types_decide_how_a_file_is_used() -> None:
+    assert filetypes.is_searchable("Report.PDF") and not filetypes.is_searchable("a.xlsx")
+    assert filetypes.is_data("a.xlsx") and filetypes.is_data("b.csv")
+    assert filetypes.is_image("x", "image/png") and filetypes.is_image("y.webp", "")
+    assert filetypes.takes_images("gpt-4o") and not filetypes.takes_images("gpt-3.5-turbo")

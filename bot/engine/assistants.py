@@ -7,6 +7,7 @@ gateways) work with this engine. The Responses engine serves OpenAI itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -17,28 +18,37 @@ from openai import AsyncOpenAI
 
 from bot.assistants import AssistantDefinition
 from bot.engine.base import (
+    NO_FILES,
+    Citation,
     Completed,
     EngineError,
     EngineEvent,
     Failed,
+    GeneratedFile,
     Incomplete,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
     ToolRunner,
+    TurnFiles,
     Usage,
 )
 from bot.engine.errors import engine_error
+from bot.engine.files import OpenAIFiles, clean_answer
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
 
 
-class AssistantsEngine:
+class AssistantsEngine(OpenAIFiles):
     name = "assistants"
+    vector_stores_per_conversation = 1  # an Assistants thread holds at most one vector store
 
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
+        self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
+        self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
+        self._filenames: dict[str, str] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -101,12 +111,23 @@ class AssistantsEngine:
         return thread.id
 
     async def run(
-        self, conversation_id: str, assistant_id: str, text: str, run_tools: ToolRunner
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
         answer = _Answer()
         finished = False
         try:
-            stream: Any = await self._start_run(conversation_id, assistant_id, text)
+            extra = await self._prepare_files(conversation_id, assistant_id, files)
+            # A thread keeps what its messages attached: attach each data file once.
+            attached = self._thread_code_files.setdefault(conversation_id, set())
+            new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
+            message = _user_message(text, files.image_file_ids, new_code_files)
+            attached.update(new_code_files)
+            stream: Any = await self._start_run(conversation_id, assistant_id, message, extra)
             while stream is not None:
                 next_stream = None
                 async with stream:
@@ -128,6 +149,8 @@ class AssistantsEngine:
                             break
                         elif outcome is not None:
                             finished = True
+                            if isinstance(outcome, Completed):
+                                outcome = await self._with_files(outcome, answer)
                             yield outcome
                             return
                 stream = next_stream
@@ -139,14 +162,66 @@ class AssistantsEngine:
                 await asyncio.shield(self._cancel_run(conversation_id, answer.run_id))
         yield Failed("stream_ended", "the stream ended before the run finished", answer.run_id)
 
-    async def _start_run(self, thread_id: str, assistant_id: str, text: str) -> Any:
+    async def _prepare_files(
+        self, thread_id: str, assistant_id: str, files: TurnFiles
+    ) -> dict[str, Any]:
+        """Attach the turn's vector store to the thread; the run's extra fields (tools)."""
+        if not files.vector_store_ids:
+            return {}
+        store = files.vector_store_ids[0]
+        if self._thread_stores.get(thread_id) != store:
+            resources: dict[str, Any] = {"file_search": {"vector_store_ids": [store]}}
+            if files.code_file_ids:  # keep what code_interpreter reads (at most 20 files)
+                resources["code_interpreter"] = {"file_ids": list(files.code_file_ids[-20:])}
+            await self.client.beta.threads.update(thread_id, tool_resources=resources)  # type: ignore[arg-type]
+            self._thread_stores[thread_id] = store
+        assistant = await self.client.beta.assistants.retrieve(assistant_id)
+        tools = [tool.model_dump(exclude_none=True) for tool in assistant.tools]
+        if any(tool["type"] == "file_search" for tool in tools):
+            return {}
+        # Files shared in Slack are searched even by an assistant set up without file_search.
+        return {"tools": [*tools, {"type": "file_search"}]}
+
+    async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
+        """The Completed event with cited files named and generated files fetched."""
+        citations = [
+            dataclasses.replace(c, filename=await self._filename(c.file_id))
+            for c in answer.citations
+        ]
+        fetched: list[GeneratedFile] = []
+        missing: list[str] = []
+        for file_id in dict.fromkeys(answer.output_file_ids):
+            output = await self._fetch_output(file_id, file_id)
+            if output is None:
+                missing.append(file_id)
+            else:
+                fetched.append(output)
+        text = completed.text
+        if missing:
+            text += f"\n\n_(I could not fetch {len(missing)} file(s) the assistant made.)_"
+        return dataclasses.replace(
+            completed, text=text, citations=tuple(citations), files=tuple(fetched)
+        )
+
+    async def _filename(self, file_id: str) -> str:
+        if file_id not in self._filenames:
+            try:
+                self._filenames[file_id] = (await self.client.files.retrieve(file_id)).filename
+            except openai.OpenAIError:
+                return file_id
+        return self._filenames[file_id]
+
+    async def _start_run(
+        self, thread_id: str, assistant_id: str, message: dict[str, Any], extra: dict[str, Any]
+    ) -> Any:
         for attempt in (1, 2):
             try:
                 return await self.client.beta.threads.runs.create(
                     thread_id,
                     assistant_id=assistant_id,
-                    additional_messages=[{"role": "user", "content": text}],
+                    additional_messages=[message],  # type: ignore[list-item]
                     stream=True,
+                    **extra,
                 )
             except openai.BadRequestError as exc:
                 # A run left active by an earlier process (a crash, a lost stream) locks the
@@ -166,6 +241,22 @@ class AssistantsEngine:
                     run = await self.client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
         except (openai.OpenAIError, TimeoutError) as exc:
             log.warning("event=cancel_run_failed thread=%s run=%s error=%s", thread_id, run_id, exc)
+
+
+def _user_message(
+    text: str, image_file_ids: tuple[str, ...], code_file_ids: tuple[str, ...]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "user", "content": text}
+    if image_file_ids:
+        message["content"] = [
+            {"type": "text", "text": text},
+            *({"type": "image_file", "image_file": {"file_id": f}} for f in image_file_ids),
+        ]
+    if code_file_ids:
+        message["attachments"] = [
+            {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in code_file_ids
+        ]
+    return message
 
 
 def _definition(assistant: Any) -> AssistantDefinition:
@@ -212,6 +303,8 @@ class _Answer:
         self.run_id: str = ""
         self.parts: list[str] = []  # completed messages' texts
         self.current: list[str] = []  # deltas of the message being written
+        self.citations: list[Citation] = []  # filenames are filled in by the engine
+        self.output_file_ids: list[str] = []  # images and files code_interpreter wrote
 
     @property
     def text(self) -> str:
@@ -225,7 +318,7 @@ class _Answer:
             self.run_id = data.id
         if kind == "thread.message.delta":
             delta = "".join(
-                part.text.value or ""
+                _without_markers(part.text)
                 for part in data.delta.content or ()
                 if part.type == "text" and part.text is not None
             )
@@ -235,9 +328,7 @@ class _Answer:
             return None
         if kind == "thread.message.completed":
             self.current = []
-            text = "".join(part.text.value for part in data.content if part.type == "text")
-            if text:
-                self.parts.append(text)
+            self._take_message(data.content)
             return None
         if kind == "thread.run.requires_action":
             calls = data.required_action.submit_tool_outputs.tool_calls
@@ -266,6 +357,37 @@ class _Answer:
             code = getattr(data, "code", None) or "server_error"
             return Failed(code, getattr(data, "message", None) or "", self.run_id)
         return None
+
+    def _take_message(self, content: Any) -> None:
+        texts: list[str] = []
+        for part in content:
+            if part.type == "image_file":
+                self.output_file_ids.append(part.image_file.file_id)
+            if part.type != "text":
+                continue
+            removals: list[tuple[int, int]] = []
+            cited: list[tuple[int, str, str]] = []
+            for note in part.text.annotations:
+                if note.type == "file_citation":
+                    removals.append((note.start_index, note.end_index))
+                    cited.append((note.start_index, note.file_citation.file_id, ""))
+                elif note.type == "file_path":
+                    self.output_file_ids.append(note.file_path.file_id)
+            offset = len(self.text) + (2 if self.parts else 0) + len("".join(texts))
+            text, citations = clean_answer(part.text.value, removals, cited, offset)
+            texts.append(text)
+            self.citations.extend(citations)
+        if "".join(texts):
+            self.parts.append("".join(texts))
+
+
+def _without_markers(text: Any) -> str:
+    """A text delta without the citation markers it carries (【4:0†source】)."""
+    value = str(text.value or "")
+    for note in text.annotations or ():
+        if note.type == "file_citation" and note.text:
+            value = value.replace(note.text, "")
+    return value
 
 
 __all__ = ["AssistantsEngine", "EngineError"]

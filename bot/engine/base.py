@@ -44,10 +44,30 @@ class ToolCallsRequired:
 
 
 @dataclass(frozen=True)
+class Citation:
+    """The answer cites a file at `position` in its text (where a footnote belongs)."""
+
+    position: int
+    file_id: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A file the assistant produced (a chart, a CSV…), already fetched from the backend."""
+
+    name: str
+    content: bytes
+    is_image: bool = False
+
+
+@dataclass(frozen=True)
 class Completed:
-    text: str  # the whole answer, as the engine finally holds it
+    text: str  # the whole answer, as the engine finally holds it (citation markers removed)
     run_id: str
     usage: Usage = field(default_factory=Usage)
+    citations: tuple[Citation, ...] = ()
+    files: tuple[GeneratedFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,26 @@ class Incomplete:
     reason: str
     text: str
     run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnFiles:
+    """What a turn may use besides the text: backend ids of searchable stores and files."""
+
+    vector_store_ids: tuple[str, ...] = ()  # for file_search
+    code_file_ids: tuple[str, ...] = ()  # data files for code_interpreter
+    image_file_ids: tuple[str, ...] = ()  # images shown to the model with this message
+
+
+NO_FILES = TurnFiles()
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """How indexing one file into a vector store ended: completed, failed or timeout."""
+
+    status: str
+    error: str = ""
 
 
 EngineEvent = TextDelta | ToolCallsRequired | Completed | Failed | Incomplete
@@ -104,12 +144,41 @@ class Engine(Protocol):
         ...
 
     def run(
-        self, conversation_id: str, assistant_id: str, text: str, run_tools: ToolRunner
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
         """Add the user's message and run the assistant, streaming engine-neutral events.
 
         The stream always ends with exactly one Completed, Failed or Incomplete.
         """
+        ...
+
+    # --- files and vector stores (file_search, code_interpreter, images) ---------------------
+
+    vector_stores_per_conversation: int  # how many vector stores one conversation can search
+
+    async def upload_file(self, name: str, content: bytes, purpose: str) -> str:
+        """Upload a file (purpose "assistants" or "vision"); its backend id."""
+        ...
+
+    async def create_vector_store(self, name: str, expires_after_days: int | None) -> str: ...
+
+    async def index_file(self, vector_store_id: str, file_id: str, timeout: float) -> IndexResult:
+        """Add a file to a vector store and wait (at most `timeout` s) until it is searchable."""
+        ...
+
+    async def remove_from_vector_store(self, vector_store_id: str, file_id: str) -> None: ...
+
+    async def delete_vector_store(self, vector_store_id: str) -> None:
+        """Delete it; one already gone counts as deleted."""
+        ...
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete it; one already gone counts as deleted."""
         ...
 
     async def close(self) -> None: ...

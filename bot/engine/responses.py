@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import openai
@@ -19,6 +19,8 @@ from openai import AsyncOpenAI
 
 from bot.assistants import AssistantDefinition
 from bot.engine.base import (
+    NO_FILES,
+    Citation,
     Completed,
     EngineError,
     EngineEvent,
@@ -28,9 +30,11 @@ from bot.engine.base import (
     ToolCall,
     ToolCallsRequired,
     ToolRunner,
+    TurnFiles,
     Usage,
 )
 from bot.engine.errors import engine_error
+from bot.engine.files import OpenAIFiles, clean_answer, generated
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,9 @@ log = logging.getLogger(__name__)
 LOCK_RETRIES = 10
 
 
-class ResponsesEngine:
+class ResponsesEngine(OpenAIFiles):
     name = "responses"
+    vector_stores_per_conversation = 2  # the conversation's own store and its channel's
 
     def __init__(self, client: AsyncOpenAI, store: Store) -> None:
         self.client = client
@@ -89,15 +94,20 @@ class ResponsesEngine:
         return conversation.id
 
     async def run(
-        self, conversation_id: str, assistant_id: str, text: str, run_tools: ToolRunner
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
         definition = await self.store.get_definition(assistant_id)
         if definition is None:
             yield Failed("assistant_not_found", f"no assistant {assistant_id!r} is defined")
             return
-        request = _request(definition)
-        pending_input: Any = [{"role": "user", "content": text}]
-        texts: list[str] = []
+        request = _request(definition, files)
+        pending_input: Any = [_user_message(text, files)]
+        texts = _Answer()
         response_id: str | None = None
         finished = False
         try:
@@ -130,6 +140,8 @@ class ResponsesEngine:
                     return
                 if not isinstance(outcome, ToolCallsRequired):
                     finished = True
+                    if isinstance(outcome, Completed):
+                        outcome = await self._with_files(outcome, texts)
                     yield outcome
                     return
                 yield outcome
@@ -144,6 +156,27 @@ class ResponsesEngine:
             if not finished and response_id:
                 # Timed out or cut off: cancel it, or it holds the conversation's lock.
                 await asyncio.shield(self._cancel(response_id))
+
+    async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
+        """The Completed event with the files code_interpreter wrote fetched from its container."""
+        fetched = []
+        missing = 0
+        for container_id, file_id, filename in dict.fromkeys(answer.container_files):
+            try:
+                content = await self.client.containers.files.content.retrieve(
+                    file_id, container_id=container_id
+                )
+            except openai.OpenAIError as exc:
+                log.warning("event=output_fetch_failed file=%s error=%s", file_id, exc)
+                missing += 1
+                continue
+            fetched.append(generated(filename or file_id, content.content))
+        text = completed.text
+        if missing:
+            text += f"\n\n_(I could not fetch {missing} file(s) the assistant made.)_"
+        return replace(
+            completed, text=text, citations=tuple(answer.citations), files=tuple(fetched)
+        )
 
     async def _cancel(self, response_id: str) -> None:
         try:
@@ -166,12 +199,25 @@ class ResponsesEngine:
         raise AssertionError("unreachable")
 
 
-def _request(definition: AssistantDefinition) -> dict[str, Any]:
+def _user_message(text: str, files: TurnFiles) -> dict[str, Any]:
+    if not files.image_file_ids:
+        return {"role": "user", "content": text}
+    images = [{"type": "input_image", "file_id": f, "detail": "auto"} for f in files.image_file_ids]
+    content = [{"type": "input_text", "text": text}, *images]
+    return {"type": "message", "role": "user", "content": content}
+
+
+def _request(definition: AssistantDefinition, files: TurnFiles = NO_FILES) -> dict[str, Any]:
     # Background mode makes a response cancellable, so a turn that times out frees the conversation.
     request: dict[str, Any] = {"model": definition.model, "store": True, "background": True}
     if definition.instructions:
         request["instructions"] = definition.instructions
-    tools = [t for t in (_tool(tool, definition) for tool in definition.tools) if t is not None]
+    tools = [
+        t for t in (_tool(tool, definition, files) for tool in definition.tools) if t is not None
+    ]
+    if files.vector_store_ids and not any(t["type"] == "file_search" for t in tools):
+        # Files shared in Slack are searched even by an assistant defined without file_search.
+        tools.append({"type": "file_search", "vector_store_ids": list(files.vector_store_ids)})
     if tools:
         request["tools"] = tools
     if definition.temperature is not None:
@@ -183,7 +229,9 @@ def _request(definition: AssistantDefinition) -> dict[str, Any]:
     return request
 
 
-def _tool(tool: dict[str, Any], definition: AssistantDefinition) -> dict[str, Any] | None:
+def _tool(
+    tool: dict[str, Any], definition: AssistantDefinition, files: TurnFiles
+) -> dict[str, Any] | None:
     """An Assistants-style tool definition in the Responses API's shape (None: nothing to use)."""
     kind = tool["type"]
     if kind == "function":
@@ -197,18 +245,52 @@ def _tool(tool: dict[str, Any], definition: AssistantDefinition) -> dict[str, An
         }
     if kind == "file_search":
         stores = definition.tool_resources.get("file_search", {}).get("vector_store_ids", [])
-        return {"type": "file_search", "vector_store_ids": list(stores)} if stores else None
+        stores = [*stores, *files.vector_store_ids]
+        return {"type": "file_search", "vector_store_ids": stores} if stores else None
     if kind == "code_interpreter":
-        files = definition.tool_resources.get("code_interpreter", {}).get("file_ids", [])
-        return {"type": "code_interpreter", "container": {"type": "auto", "file_ids": list(files)}}
+        given = definition.tool_resources.get("code_interpreter", {}).get("file_ids", [])
+        file_ids = [*given, *files.code_file_ids]
+        return {"type": "code_interpreter", "container": {"type": "auto", "file_ids": file_ids}}
     return dict(tool)
 
 
-def _outcome(response: Any, texts: list[str]) -> EngineEvent:
-    """A finished response as an engine event; `texts` gathers the answer across tool rounds."""
-    if response.output_text:
-        texts.append(response.output_text)
-    text = "\n\n".join(texts)
+@dataclass
+class _Answer:
+    """The answer gathered across tool rounds: texts, citations, files to fetch."""
+
+    texts: list[str] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
+    container_files: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def take(self, response: Any) -> None:
+        offset = len("\n\n".join(self.texts)) + (2 if self.texts else 0)
+        parts: list[str] = []
+        for item in response.output:
+            if item.type != "message":
+                continue
+            for content in item.content:
+                if content.type != "output_text":
+                    continue
+                cited = []
+                for note in content.annotations or ():
+                    if note.type == "file_citation":
+                        cited.append((note.index, note.file_id, note.filename))
+                    elif note.type == "container_file_citation":
+                        self.container_files.append(
+                            (note.container_id, note.file_id, note.filename)
+                        )
+                start = offset + len("".join(parts))
+                text, citations = clean_answer(content.text, [], cited, start)
+                parts.append(text)
+                self.citations.extend(citations)
+        if "".join(parts):
+            self.texts.append("".join(parts))
+
+
+def _outcome(response: Any, answer: _Answer) -> EngineEvent:
+    """A finished response as an engine event; `answer` gathers the answer across tool rounds."""
+    answer.take(response)
+    text = "\n\n".join(answer.texts)
     if response.status == "failed":
         error = response.error
         code, message = (error.code, error.message) if error else ("server_error", "")

@@ -14,6 +14,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine.base import Citation, GeneratedFile
 from bot.messages import IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,26 @@ def _open_fence(text: str) -> str:
     return fence
 
 
+def with_footnotes(text: str, citations: Sequence[Citation]) -> str:
+    """Footnotes `[n]` where the answer cites a file, and a Sources list naming the files."""
+    if not citations:
+        return text
+    numbers: dict[str, int] = {}
+    for citation in sorted(citations, key=lambda c: c.position):
+        numbers.setdefault(citation.filename or citation.file_id, len(numbers) + 1)
+    marks: dict[int, list[int]] = {}
+    for citation in citations:
+        number = numbers[citation.filename or citation.file_id]
+        at = marks.setdefault(min(max(citation.position, 0), len(text)), [])
+        if number not in at:
+            at.append(number)
+    for position in sorted(marks, reverse=True):
+        footnote = "".join(f"[{n}]" for n in sorted(marks[position]))
+        text = text[:position] + footnote + text[position:]
+    sources = "\n".join(f"[{n}] {name}" for name, n in numbers.items())
+    return f"{text.rstrip()}\n\n**Sources:**\n{sources}"
+
+
 class SlackSurface:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
@@ -92,13 +113,48 @@ class SlackReply:
         listed = ", ".join(f"`{name}`" for name in names)
         await self._update(text=f"_Running {listed}…_")
 
-    async def finish(self, text: str) -> None:
-        pieces = split_markdown(text.strip() or EMPTY_ANSWER)
+    async def reading(self, names: Sequence[str]) -> None:
+        await self._update(text=f"_Reading {', '.join(names)}…_")
+
+    async def note(self, text: str) -> None:
+        await self.client.chat_postMessage(
+            channel=self.channel, thread_ts=self.thread_ts, text=text
+        )
+
+    async def finish(
+        self,
+        text: str,
+        citations: Sequence[Citation] = (),
+        files: Sequence[GeneratedFile] = (),
+    ) -> None:
+        answer = with_footnotes(text.strip(), citations) if text.strip() else ""
+        if not answer and files:
+            answer = "_(The assistant made the files below.)_"
+        pieces = split_markdown(answer or EMPTY_ANSWER)
         await self._update(markdown_text=pieces[0], text=None)
         for piece in pieces[1:]:
             await self.client.chat_postMessage(
                 channel=self.channel, thread_ts=self.thread_ts, markdown_text=piece
             )
+        if files:
+            await self._upload(files)
+
+    async def _upload(self, files: Sequence[GeneratedFile]) -> None:
+        try:
+            await self.client.files_upload_v2(
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                file_uploads=[
+                    {"content": file.content, "filename": file.name, "title": file.name}
+                    for file in files
+                ],
+            )
+        except SlackApiError as exc:
+            log.warning(
+                "event=upload_failed channel=%s error=%s", self.channel, exc.response.get("error")
+            )
+            names = ", ".join(file.name for file in files)
+            await self.note(f":warning: I could not upload the files the assistant made ({names}).")
 
     async def fail(self, text: str) -> None:
         await self._update(text=text)

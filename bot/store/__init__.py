@@ -1,5 +1,11 @@
 """SQLite persistence (aiosqlite): the only module with SQL in it."""
 
-from bot.store.store import ChannelSetting, ConversationRecord, PendingTurn, Store
+from bot.store.store import (
+    ChannelSetting,
+    ConversationRecord,
+    PendingTurn,
+    SharedFileRecord,
+    Store,
+)
 
-__all__ = ["ChannelSetting", "ConversationRecord", "PendingTurn", "Store"]
+__all__ = ["ChannelSetting", "ConversationRecord", "PendingTurn", "SharedFileRecord", "Store"]

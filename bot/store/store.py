@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiosqlite
 
 from bot.assistants import AssistantDefinition
-from bot.messages import ConversationKey
+from bot.messages import ConversationKey, SharedFile
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds the version).
 MIGRATIONS: tuple[str, ...] = (
@@ -61,6 +63,42 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE conversations ADD COLUMN vector_store_id TEXT;
+    ALTER TABLE turns ADD COLUMN files TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE files (
+        slack_file_id TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        backend_file_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (slack_file_id, purpose)
+    );
+    CREATE TABLE vector_stores (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        thread_ts TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX vector_stores_channel ON vector_stores (team_id, channel_id)
+        WHERE thread_ts = '';
+    CREATE TABLE shared_files (
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        thread_ts TEXT NOT NULL,
+        backend_file_id TEXT NOT NULL,
+        use TEXT NOT NULL,
+        name TEXT NOT NULL,
+        vector_store_id TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        added_by TEXT NOT NULL,
+        added_at REAL NOT NULL,
+        PRIMARY KEY (team_id, channel_id, thread_ts, backend_file_id, use)
+    );
+    """,
 )
 
 
@@ -70,6 +108,7 @@ class ConversationRecord:
     engine: str
     backend_id: str
     assistant_id: str
+    vector_store_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,25 @@ class PendingTurn:
     text: str
     is_direct: bool
     status: str
+    files: tuple[SharedFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class SharedFileRecord:
+    """A backend file put to a use (search, code, image) in a thread or a channel's knowledge."""
+
+    backend_file_id: str
+    use: str
+    name: str
+    vector_store_id: str | None
+    status: str
+    error: str | None
+    added_by: str
+    added_at: float
+
+
+# Where shared files live: a conversation's thread, or (thread_ts "") a channel's knowledge.
+Scope = ConversationKey
 
 
 class Store:
@@ -129,12 +187,12 @@ class Store:
 
     async def get_conversation(self, key: ConversationKey) -> ConversationRecord | None:
         rows = await self._db.execute_fetchall(
-            "SELECT engine, backend_id, assistant_id FROM conversations"
+            "SELECT engine, backend_id, assistant_id, vector_store_id FROM conversations"
             " WHERE team_id = ? AND channel_id = ? AND thread_ts = ?",
             (key.team_id, key.channel_id, key.thread_ts),
         )
         for row in rows:
-            return ConversationRecord(key, row[0], row[1], row[2])
+            return ConversationRecord(key, row[0], row[1], row[2], row[3])
         return None
 
     async def save_conversation(self, record: ConversationRecord) -> None:
@@ -142,10 +200,12 @@ class Store:
         key = record.key
         await self._db.execute(
             "INSERT INTO conversations (team_id, channel_id, thread_ts, engine, backend_id,"
-            " assistant_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " assistant_id, vector_store_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (team_id, channel_id, thread_ts) DO UPDATE SET"
             " engine = excluded.engine, backend_id = excluded.backend_id,"
-            " assistant_id = excluded.assistant_id, updated_at = excluded.updated_at",
+            " assistant_id = excluded.assistant_id, vector_store_id = excluded.vector_store_id,"
+            " updated_at = excluded.updated_at",
             (
                 key.team_id,
                 key.channel_id,
@@ -153,6 +213,7 @@ class Store:
                 record.engine,
                 record.backend_id,
                 record.assistant_id,
+                record.vector_store_id,
                 now,
                 now,
             ),
@@ -224,7 +285,13 @@ class Store:
     # --- turns ----------------------------------------------------------------------------
 
     async def add_turn(
-        self, key: ConversationKey, message_ts: str, user_id: str, text: str, is_direct: bool
+        self,
+        key: ConversationKey,
+        message_ts: str,
+        user_id: str,
+        text: str,
+        is_direct: bool,
+        files: Sequence[SharedFile] = (),
     ) -> int | None:
         """Record a message the bot takes; None if this message was already taken.
 
@@ -234,8 +301,8 @@ class Store:
         now = time.time()
         cursor = await self._db.execute(
             "INSERT OR IGNORE INTO turns (team_id, channel_id, thread_ts, message_ts, user_id,"
-            " text, is_direct, status, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            " text, is_direct, files, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             (
                 key.team_id,
                 key.channel_id,
@@ -244,6 +311,7 @@ class Store:
                 user_id,
                 text,
                 int(is_direct),
+                json.dumps([asdict(f) for f in files]),
                 now,
                 now,
             ),
@@ -264,16 +332,27 @@ class Store:
             # A finished turn forgets the message text: it was kept only to resume after a crash.
             "UPDATE turns SET status = ?, run_id = COALESCE(?, run_id), error = ?,"
             " text = CASE WHEN ? IN ('queued', 'running') THEN text ELSE '' END,"
+            " files = CASE WHEN ? IN ('queued', 'running') THEN files ELSE '[]' END,"
             " input_tokens = COALESCE(?, input_tokens), output_tokens = COALESCE(?, output_tokens),"
             " updated_at = ? WHERE id = ?",
-            (status, run_id, error, status, input_tokens, output_tokens, time.time(), turn_id),
+            (
+                status,
+                run_id,
+                error,
+                status,
+                status,
+                input_tokens,
+                output_tokens,
+                time.time(),
+                turn_id,
+            ),
         )
 
     async def open_turns(self) -> list[PendingTurn]:
         """Turns left queued or running by a previous process, oldest first."""
         async with self._db.execute(
             "SELECT id, team_id, channel_id, thread_ts, message_ts, user_id, text, is_direct,"
-            " status FROM turns WHERE status IN ('queued', 'running') ORDER BY id"
+            " status, files FROM turns WHERE status IN ('queued', 'running') ORDER BY id"
         ) as cursor:
             rows = await cursor.fetchall()
         return [
@@ -285,6 +364,7 @@ class Store:
                 text=row[6],
                 is_direct=bool(row[7]),
                 status=row[8],
+                files=tuple(SharedFile(**f) for f in json.loads(row[9])),
             )
             for row in rows
         ]
@@ -332,3 +412,130 @@ class Store:
         cursor = await self._db.execute("DELETE FROM assistants WHERE id = ?", (assistant_id,))
         await self._db.commit()
         return cursor.rowcount == 1
+
+    # --- files: Slack file -> backend file, vector stores, what is shared where ----------------
+
+    async def backend_file(self, slack_file_id: str, purpose: str) -> str | None:
+        async with self._db.execute(
+            "SELECT backend_file_id FROM files WHERE slack_file_id = ? AND purpose = ?",
+            (slack_file_id, purpose),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def save_backend_file(
+        self, slack_file_id: str, purpose: str, backend_file_id: str, name: str, size: int
+    ) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO files (slack_file_id, purpose, backend_file_id, name, size,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (slack_file_id, purpose, backend_file_id, name, size, time.time()),
+        )
+        await self._db.commit()
+
+    async def vector_store_for(self, scope: Scope) -> str | None:
+        """The vector store the bot made for a thread, or (thread_ts "") a channel's knowledge."""
+        async with self._db.execute(
+            "SELECT id FROM vector_stores WHERE team_id = ? AND channel_id = ? AND thread_ts = ?",
+            (scope.team_id, scope.channel_id, scope.thread_ts),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def save_vector_store(self, vector_store_id: str, scope: Scope) -> None:
+        await self._db.execute(
+            "INSERT INTO vector_stores (id, team_id, channel_id, thread_ts, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (vector_store_id, scope.team_id, scope.channel_id, scope.thread_ts, time.time()),
+        )
+        if scope.thread_ts:
+            await self._db.execute(
+                "UPDATE conversations SET vector_store_id = ?"
+                " WHERE team_id = ? AND channel_id = ? AND thread_ts = ?",
+                (vector_store_id, scope.team_id, scope.channel_id, scope.thread_ts),
+            )
+        await self._db.commit()
+
+    async def forget_vector_store(self, vector_store_id: str) -> None:
+        """The store is gone from the backend: forget it and what was indexed in it."""
+        await self._db.execute("DELETE FROM vector_stores WHERE id = ?", (vector_store_id,))
+        await self._db.execute(
+            "UPDATE conversations SET vector_store_id = NULL WHERE vector_store_id = ?",
+            (vector_store_id,),
+        )
+        await self._db.execute(
+            "DELETE FROM shared_files WHERE vector_store_id = ?", (vector_store_id,)
+        )
+        await self._db.commit()
+
+    async def save_shared_file(
+        self,
+        scope: Scope,
+        record: SharedFileRecord,
+    ) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO shared_files (team_id, channel_id, thread_ts, backend_file_id,"
+            " use, name, vector_store_id, status, error, added_by, added_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                scope.team_id,
+                scope.channel_id,
+                scope.thread_ts,
+                record.backend_file_id,
+                record.use,
+                record.name,
+                record.vector_store_id,
+                record.status,
+                record.error,
+                record.added_by,
+                record.added_at,
+            ),
+        )
+        await self._db.commit()
+
+    async def shared_files(self, scope: Scope, use: str | None = None) -> list[SharedFileRecord]:
+        """Files shared in a thread (or a channel's knowledge), oldest first."""
+        async with self._db.execute(
+            "SELECT backend_file_id, use, name, vector_store_id, status, error, added_by,"
+            " added_at FROM shared_files WHERE team_id = ? AND channel_id = ? AND thread_ts = ?"
+            " AND (? IS NULL OR use = ?) ORDER BY added_at",
+            (scope.team_id, scope.channel_id, scope.thread_ts, use, use),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [SharedFileRecord(*row) for row in rows]
+
+    async def remove_shared_file(self, scope: Scope, backend_file_id: str) -> bool:
+        cursor = await self._db.execute(
+            "DELETE FROM shared_files WHERE team_id = ? AND channel_id = ? AND thread_ts = ?"
+            " AND backend_file_id = ?",
+            (scope.team_id, scope.channel_id, scope.thread_ts, backend_file_id),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
+    async def expired_vector_stores(self, before: float) -> list[str]:
+        """Conversation vector stores created before `before` (channel knowledge is kept)."""
+        async with self._db.execute(
+            "SELECT id FROM vector_stores WHERE created_at < ? AND thread_ts != '' ORDER BY id",
+            (before,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [str(row[0]) for row in rows]
+
+    async def expired_backend_files(self, before: float) -> list[str]:
+        """Backend files uploaded before `before` that no channel's knowledge holds."""
+        async with self._db.execute(
+            "SELECT DISTINCT backend_file_id FROM files WHERE created_at < ? AND backend_file_id"
+            " NOT IN (SELECT backend_file_id FROM shared_files WHERE thread_ts = '')"
+            " ORDER BY backend_file_id",
+            (before,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [str(row[0]) for row in rows]
+
+    async def forget_backend_file(self, backend_file_id: str) -> None:
+        await self._db.execute("DELETE FROM files WHERE backend_file_id = ?", (backend_file_id,))
+        await self._db.execute(
+            "DELETE FROM shared_files WHERE backend_file_id = ?", (backend_file_id,)
+        )
+        await self._db.commit()

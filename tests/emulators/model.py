@@ -66,6 +66,7 @@ class TurnContext:
     instructions: str | None
     assistant_name: str | None
     tool_outputs: list[str] = field(default_factory=list)
+    vector_store_ids: list[str] = field(default_factory=list)  # what file_search may search
 
 
 def default_reply(context: TurnContext) -> Reply:

@@ -1003,7 +1003,18 @@ class OpenAIEmulator:
             instructions=run.obj["instructions"] or None,
             assistant_name=assistant["name"] if assistant else None,
             tool_outputs=[str(output.get("output", "")) for output in run.tool_outputs],
+            vector_store_ids=self._searchable_stores(run, assistant),
         )
+
+    def _searchable_stores(self, run: RunState, assistant: JSON | None) -> list[str]:
+        """The vector stores file_search searches in this run: the thread's and the assistant's."""
+        if not any(tool.get("type") == "file_search" for tool in run.tools):
+            return []
+        stores: list[str] = []
+        for owner in (self.threads.get(run.thread_id), assistant):
+            resources = (owner or {}).get("tool_resources") or {}
+            stores += (resources.get("file_search") or {}).get("vector_store_ids") or []
+        return stores
 
     async def _advance(self, run: RunState, resume: bool) -> None:
         obj = run.obj

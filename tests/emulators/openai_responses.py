@@ -683,6 +683,12 @@ class ResponsesApi:
             instructions=body.get("instructions"),
             assistant_name=None,
             tool_outputs=[output_as_text(item["output"]) for item in outputs],
+            vector_store_ids=[
+                str(store_id)
+                for tool in tools
+                if isinstance(tool, dict) and tool.get("type") == "file_search"
+                for store_id in tool.get("vector_store_ids") or []
+            ],
         )
         reply = self._pick_reply(turn, outputs)
 

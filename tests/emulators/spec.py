@@ -66,7 +66,13 @@ def _apply_errata(schemas: dict[str, Any]) -> None:
 
     Cursor lists (`List*Response`): the API answers `"first_id": null, "last_id": null` for an
     empty page, while the spec types both as plain strings.
+
+    `InputItem`: a user message whose content is a list of parts (text and an image) fits both
+    `EasyInputMessage` and `InputMessage`, so the spec's `oneOf` refuses it; the API takes it.
     """
+    input_item = schemas.get("InputItem")
+    if isinstance(input_item, dict) and "oneOf" in input_item:
+        input_item["anyOf"] = input_item.pop("oneOf")
     for name, schema in schemas.items():
         if not (name.startswith("List") and name.endswith("Response")):
             continue

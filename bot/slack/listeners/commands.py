@@ -14,7 +14,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.assistant_choice import AssistantChooser, NotAllowed, match_assistant
 from bot.assistants import AssistantDefinition
 from bot.engine.base import EngineError
+from bot.files import FileIngest
 from bot.slack.describe import SHORTCUT_NAME, assistant_line, escape, name_of, where, why
+from bot.slack.listeners.knowledge import knowledge_command
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,19 @@ HELP = (
     "• `/assistant use NAME`: answer new conversations here with NAME (a name, the start of "
     "one, or an id); in a DM with me, it sets your DM's default\n"
     "• `/assistant current`: which assistant answers here, and why\n"
+    "• `/assistant knowledge`: this channel's knowledge files (add them with the message shortcut "
+    "*Add to channel knowledge*)\n"
     f"To switch a single thread, use the message shortcut *{SHORTCUT_NAME}* on a message in it. "
     "Threads already going keep their assistant."
 )
 
 
-def register(app: AsyncApp, chooser: AssistantChooser) -> None:
+def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> None:
     async def assistant_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
+        if str(command.get("text") or "").strip().lower().startswith("knowledge"):
+            await knowledge_command(ingest, command, respond)
+            return
         try:
             answer = await _answer(chooser, command)
         except EngineError as exc:

@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
 from bot.messages import ConversationKey, IncomingMessage
+from bot.slack.files import shared_files
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def register(
         direct_or_mention = message.is_direct or mention.search(event.get("text") or "")
         if not direct_or_mention and not await conversations.is_conversation(message.key):
             return
-        if not message.text:
+        if not message.text and not message.files:
             if event.get("type") == "app_mention" or message.is_direct:
                 await client.chat_postEphemeral(
                     channel=message.key.channel_id,
@@ -92,4 +93,5 @@ def _to_message(
         user_id=user or event.get("bot_id") or "",
         text=text,
         is_direct=is_direct,
+        files=shared_files(event.get("files")),
     )

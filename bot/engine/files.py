@@ -1,0 +1,162 @@
+"""Files and vector stores: the OpenAI endpoints both engines share, and answer clean-up.
+
+Both the Assistants and the Responses engine upload files, keep vector stores and fetch what
+code_interpreter wrote through the same `/files` and `/vector_stores` endpoints, so they share this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from bot.engine.base import Citation, EngineError, GeneratedFile, IndexResult
+from bot.engine.errors import engine_error
+
+log = logging.getLogger(__name__)
+
+# A link code_interpreter writes to a file in its sandbox: useless outside it (the file itself is
+# uploaded next to the answer), so the link becomes its label.
+SANDBOX_LINK = re.compile(r"\[([^\]]*)\]\(sandbox:[^)\s]*\)")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+
+
+class OpenAIFiles:
+    """Files and vector stores for an engine holding an `AsyncOpenAI` client as `self.client`."""
+
+    client: AsyncOpenAI
+
+    async def upload_file(self, name: str, content: bytes, purpose: str) -> str:
+        try:
+            uploaded = await self.client.files.create(
+                file=(name, content),
+                purpose=purpose,  # type: ignore[arg-type]
+            )
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        return uploaded.id
+
+    async def create_vector_store(self, name: str, expires_after_days: int | None) -> str:
+        fields: dict[str, Any] = {"name": name}
+        if expires_after_days:
+            fields["expires_after"] = {"anchor": "last_active_at", "days": expires_after_days}
+        try:
+            store = await self.client.vector_stores.create(**fields)
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        return store.id
+
+    async def index_file(self, vector_store_id: str, file_id: str, timeout: float) -> IndexResult:
+        try:
+            entry = await self.client.vector_stores.files.create(vector_store_id, file_id=file_id)
+            delay = 0.05
+            async with asyncio.timeout(timeout):
+                while entry.status == "in_progress":
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, 2.0)
+                    entry = await self.client.vector_stores.files.retrieve(
+                        file_id, vector_store_id=vector_store_id
+                    )
+        except TimeoutError:
+            return IndexResult("timeout", f"indexing took longer than {timeout:g} seconds")
+        except openai.NotFoundError as exc:
+            raise EngineError("vector_store_not_found", exc.message) from exc
+        except openai.BadRequestError as exc:
+            return IndexResult("failed", exc.message)
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+        if entry.status == "completed":
+            return IndexResult("completed")
+        error = entry.last_error.message if entry.last_error else entry.status
+        return IndexResult("failed", error)
+
+    async def remove_from_vector_store(self, vector_store_id: str, file_id: str) -> None:
+        try:
+            await self.client.vector_stores.files.delete(file_id, vector_store_id=vector_store_id)
+        except openai.NotFoundError:
+            return
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+
+    async def delete_vector_store(self, vector_store_id: str) -> None:
+        try:
+            await self.client.vector_stores.delete(vector_store_id)
+        except openai.NotFoundError:
+            return
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+
+    async def delete_file(self, file_id: str) -> None:
+        try:
+            await self.client.files.delete(file_id)
+        except openai.NotFoundError:
+            return
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+
+    async def _fetch_output(self, file_id: str, fallback_name: str) -> GeneratedFile | None:
+        """A file code_interpreter wrote (Files API), or None when it cannot be fetched."""
+        try:
+            info = await self.client.files.retrieve(file_id)
+            content = await self.client.files.content(file_id)
+        except openai.OpenAIError as exc:
+            log.warning("event=output_fetch_failed file=%s error=%s", file_id, exc)
+            return None
+        return generated(_basename(info.filename) or fallback_name, content.content)
+
+
+def generated(name: str, content: bytes) -> GeneratedFile:
+    return GeneratedFile(name, content, is_image=name.lower().endswith(IMAGE_SUFFIXES))
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def clean_answer(
+    text: str,
+    removals: Sequence[tuple[int, int]],
+    cited: Sequence[tuple[int, str, str]],
+    offset: int = 0,
+) -> tuple[str, list[Citation]]:
+    """The text without citation markers (`removals`) and with sandbox links as plain labels.
+
+    `cited` holds (position, file id, filename) in the original text; the citations come back at
+    their positions in the cleaned text, shifted by `offset` (where this text starts in the answer).
+    """
+    edits = sorted(
+        [(start, end, "") for start, end in removals]
+        + [(m.start(), m.end(), m.group(1)) for m in SANDBOX_LINK.finditer(text)]
+    )
+    pieces: list[str] = []
+    mapped: list[tuple[int, int, int, int]] = []  # old start, old end, new start, new end
+    cursor = 0
+    length = 0
+    for start, end, replacement in edits:
+        if start < cursor:
+            continue  # overlaps an earlier edit
+        pieces += [text[cursor:start], replacement]
+        length += start - cursor
+        mapped.append((start, end, length, length + len(replacement)))
+        length += len(replacement)
+        cursor = end
+    pieces.append(text[cursor:])
+
+    def new_position(old: int) -> int:
+        moved = old
+        for start, end, new_start, new_end in mapped:
+            if old < start:
+                break
+            moved = new_start if old < end else new_end + (old - end)
+        return moved
+
+    citations = [
+        Citation(new_position(position) + offset, file_id, filename)
+        for position, file_id, filename in cited
+    ]
+    return "".join(pieces), citations

@@ -1,0 +1,277 @@
+"""Files shared in a chat become knowledge: searchable documents, data for code, images.
+
+Like the core, this speaks neither Slack's nor OpenAI's types: a `FileSource` (the chat side)
+downloads, the `Engine` uploads and indexes, the `Store` remembers what went where.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.assistants import AssistantDefinition
+from bot.engine import filetypes
+from bot.engine.base import Engine, EngineError, TurnFiles
+from bot.messages import ConversationKey, SharedFile
+from bot.store import ConversationRecord, SharedFileRecord, Store
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+class FileRefused(Exception):
+    """A file that cannot be taken; the message says why, in words for the person who shared it."""
+
+
+class FileSource(Protocol):
+    async def fetch(self, file: SharedFile, max_bytes: int) -> bytes:
+        """The file's content; raises FileRefused (too large, not the chat's own host…)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    max_bytes: int = 50 * MB
+    index_timeout: float = 120.0
+    retention_days: int = 30
+
+
+@dataclass
+class Taken:
+    """What a message's files became: ids for this turn, and a sentence per file not taken."""
+
+    image_file_ids: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # names of files taken
+    problems: list[str] = field(default_factory=list)
+
+
+def channel_scope(key: ConversationKey) -> ConversationKey:
+    """Where a channel's knowledge is kept: the channel itself, no thread."""
+    return ConversationKey(key.team_id, key.channel_id, "")
+
+
+class FileIngest:
+    def __init__(
+        self, store: Store, engine: Engine, source: FileSource, limits: FileLimits
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.source = source
+        self.limits = limits
+
+    # --- a conversation's files -----------------------------------------------------------
+
+    async def take(
+        self,
+        conversation: ConversationRecord,
+        files: Sequence[SharedFile],
+        user_id: str,
+        assistant: AssistantDefinition | None,
+    ) -> Taken:
+        """Upload and index the files shared with one message of a conversation."""
+        taken = Taken()
+        tools = {tool.get("type") for tool in assistant.tools} if assistant else set()
+        model = assistant.model if assistant else ""
+        for file in files:
+            try:
+                await self._take_one(conversation, file, user_id, tools, model, taken)
+            except FileRefused as exc:
+                taken.problems.append(f"I could not use *{file.name}*: {exc}")
+            except EngineError as exc:
+                log.warning("event=file_failed file=%s error=%s", file.id, exc.code)
+                taken.problems.append(
+                    f"I could not use *{file.name}*: the assistant service refused it "
+                    f"({exc.message or exc.code})."
+                )
+        return taken
+
+    async def _take_one(
+        self,
+        conversation: ConversationRecord,
+        file: SharedFile,
+        user_id: str,
+        tools: set[object],
+        model: str,
+        taken: Taken,
+    ) -> None:
+        searchable = filetypes.is_searchable(file.name)
+        for_code = filetypes.is_data(file.name) and "code_interpreter" in tools
+        image = filetypes.is_image(file.name, file.mimetype)
+        if image and not filetypes.takes_images(model):
+            raise FileRefused(f"this assistant's model ({model}) does not take images.")
+        if not (searchable or for_code or image):
+            kind = filetypes.extension(file.name) or "without an extension"
+            raise FileRefused(f"I cannot read files of this type ({kind}).")
+        self._check_size(file)
+        key = conversation.key
+        if image:
+            taken.image_file_ids.append(await self._upload(file, "vision"))
+            taken.added.append(file.name)
+            return
+        file_id = await self._upload(file, "assistants")
+        if for_code:
+            await self._record(key, file_id, "code", file.name, None, "completed", None, user_id)
+        if searchable:
+            store_id = await self._conversation_store(conversation)
+            try:
+                result = await self.engine.index_file(store_id, file_id, self.limits.index_timeout)
+            except EngineError as exc:
+                if exc.code != "vector_store_not_found":
+                    raise
+                # The store expired after a long quiet spell: start a new one.
+                await self.store.forget_vector_store(store_id)
+                store_id = await self._conversation_store(conversation)
+                result = await self.engine.index_file(store_id, file_id, self.limits.index_timeout)
+            await self._record(
+                key, file_id, "search", file.name, store_id, result.status, result.error, user_id
+            )
+            if result.status != "completed" and not for_code:
+                raise FileRefused(f"it could not be indexed ({result.error}).")
+        taken.added.append(file.name)
+
+    async def turn_files(
+        self, conversation: ConversationRecord, image_file_ids: Sequence[str] = ()
+    ) -> TurnFiles:
+        """What a turn of this conversation may use: its own and its channel's knowledge."""
+        key = conversation.key
+        own = await self.store.vector_store_for(key)
+        channel = await self.store.vector_store_for(channel_scope(key))
+        stores = [store for store in (own, channel) if store]
+        code = [f.backend_file_id for f in await self.store.shared_files(key, "code")]
+        return TurnFiles(
+            vector_store_ids=tuple(stores[: self.engine.vector_stores_per_conversation]),
+            code_file_ids=tuple(dict.fromkeys(code)),
+            image_file_ids=tuple(image_file_ids),
+        )
+
+    async def _conversation_store(self, conversation: ConversationRecord) -> str:
+        existing = await self.store.vector_store_for(conversation.key)
+        if existing:
+            return existing
+        store_id = await self.engine.create_vector_store(
+            f"Slack thread {conversation.key.channel_id}/{conversation.key.thread_ts}",
+            self.limits.retention_days,
+        )
+        await self.store.save_vector_store(store_id, conversation.key)
+        if self.engine.vector_stores_per_conversation < 2:
+            # The thread can search one store only: it starts with the channel's knowledge.
+            for known in await self.store.shared_files(channel_scope(conversation.key), "search"):
+                if known.status == "completed":
+                    await self.engine.index_file(
+                        store_id, known.backend_file_id, self.limits.index_timeout
+                    )
+        return store_id
+
+    # --- a channel's knowledge --------------------------------------------------------------
+
+    async def add_to_channel(
+        self, key: ConversationKey, files: Sequence[SharedFile], user_id: str
+    ) -> Taken:
+        taken = Taken()
+        scope = channel_scope(key)
+        for file in files:
+            try:
+                if not filetypes.is_searchable(file.name):
+                    kind = filetypes.extension(file.name) or "without an extension"
+                    raise FileRefused(f"files of this type ({kind}) cannot be searched.")
+                self._check_size(file)
+                file_id = await self._upload(file, "assistants")
+                store_id = await self._channel_store(scope)
+                result = await self.engine.index_file(store_id, file_id, self.limits.index_timeout)
+                if result.status != "completed":
+                    await self.engine.remove_from_vector_store(store_id, file_id)
+                    raise FileRefused(f"it could not be indexed ({result.error}).")
+                await self._record(
+                    scope, file_id, "search", file.name, store_id, "completed", None, user_id
+                )
+                taken.added.append(file.name)
+            except FileRefused as exc:
+                taken.problems.append(f"I could not add *{file.name}*: {exc}")
+            except EngineError as exc:
+                taken.problems.append(
+                    f"I could not add *{file.name}*: the assistant service refused it "
+                    f"({exc.message or exc.code})."
+                )
+        return taken
+
+    async def channel_files(self, key: ConversationKey) -> list[SharedFileRecord]:
+        return await self.store.shared_files(channel_scope(key), "search")
+
+    async def remove_from_channel(self, key: ConversationKey, file_id: str) -> bool:
+        scope = channel_scope(key)
+        store_id = await self.store.vector_store_for(scope)
+        if store_id is None or not await self.store.remove_shared_file(scope, file_id):
+            return False
+        await self.engine.remove_from_vector_store(store_id, file_id)
+        return True
+
+    async def _channel_store(self, scope: ConversationKey) -> str:
+        existing = await self.store.vector_store_for(scope)
+        if existing:
+            return existing
+        # Kept until people remove its files: a knowledge base should not expire unnoticed.
+        store_id = await self.engine.create_vector_store(
+            f"Slack channel {scope.channel_id} knowledge", None
+        )
+        await self.store.save_vector_store(store_id, scope)
+        return store_id
+
+    # --- shared steps -----------------------------------------------------------------------
+
+    def _check_size(self, file: SharedFile) -> None:
+        if file.size > self.limits.max_bytes:
+            raise FileRefused(
+                f"it is too large ({file.size / MB:.1f} MB; the limit is "
+                f"{self.limits.max_bytes / MB:g} MB)."
+            )
+
+    async def _upload(self, file: SharedFile, purpose: str) -> str:
+        """The backend file for a chat file: uploaded once, reused when shared again."""
+        known = await self.store.backend_file(file.id, purpose)
+        if known:
+            return known
+        content = await self.source.fetch(file, self.limits.max_bytes)
+        file_id = await self.engine.upload_file(file.name, content, purpose)
+        await self.store.save_backend_file(file.id, purpose, file_id, file.name, len(content))
+        log.info(
+            "event=file_uploaded file=%s backend_file=%s bytes=%d", file.id, file_id, len(content)
+        )
+        return file_id
+
+    async def _record(
+        self,
+        scope: ConversationKey,
+        file_id: str,
+        use: str,
+        name: str,
+        store_id: str | None,
+        status: str,
+        error: str | None,
+        user_id: str,
+    ) -> None:
+        record = SharedFileRecord(file_id, use, name, store_id, status, error, user_id, time.time())
+        await self.store.save_shared_file(scope, record)
+
+
+async def clean_up(
+    store: Store, engine: Engine, retention_days: int, now: float | None = None
+) -> tuple[int, int]:
+    """Delete the conversation vector stores and files the bot made more than N days ago.
+
+    Channel knowledge stays until people remove it. Returns (vector stores, files) deleted.
+    """
+    before = (time.time() if now is None else now) - retention_days * 86400
+    stores = await store.expired_vector_stores(before)
+    for store_id in stores:
+        await engine.delete_vector_store(store_id)
+        await store.forget_vector_store(store_id)
+    files = await store.expired_backend_files(before)
+    for file_id in files:
+        await engine.delete_file(file_id)
+        await store.forget_backend_file(file_id)
+    log.info("event=cleanup vector_stores=%d files=%d", len(stores), len(files))
+    return len(stores), len(files)

@@ -1,0 +1,93 @@
+"""Slack's side of shared files: reading them from the event, downloading them safely."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bot.files import FileRefused
+from bot.messages import SharedFile
+
+log = logging.getLogger(__name__)
+
+SLACK_FILE_HOST = "files.slack.com"
+CHUNK = 64 * 1024
+
+
+def shared_files(files: Iterable[dict[str, Any]] | None) -> tuple[SharedFile, ...]:
+    """The files of a message event (or a message in a shortcut payload)."""
+    return tuple(
+        SharedFile(
+            id=str(f.get("id") or ""),
+            name=str(f.get("name") or f.get("title") or f.get("id") or "file"),
+            mimetype=str(f.get("mimetype") or ""),
+            size=int(f.get("size") or 0),
+            download_url=str(f.get("url_private_download") or f.get("url_private") or ""),
+        )
+        for f in files or ()
+        if f.get("id")
+    )
+
+
+class SlackFileSource:
+    """Downloads shared files with the bot token, only from Slack's own file host.
+
+    The host allowed is files.slack.com and the host of SLACK_API_URL (GovSlack, a proxy, the
+    tests' emulator); a link to anywhere else is refused, so an event cannot make the bot fetch
+    arbitrary URLs with its token (SSRF). Redirects are not followed, for the same reason.
+    """
+
+    def __init__(self, token: str, api_url: str, timeout: float = 120.0) -> None:
+        self.token = token
+        api = urlsplit(api_url)
+        self.allowed = {(api.scheme, api.hostname), ("https", SLACK_FILE_HOST)}
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def fetch(self, file: SharedFile, max_bytes: int) -> bytes:
+        if not file.download_url:
+            raise FileRefused("Slack gave me no download link for it (it may have been deleted).")
+        url = urlsplit(file.download_url)
+        if (url.scheme, url.hostname) not in self.allowed:
+            log.warning("event=file_host_refused file=%s host=%s", file.id, url.hostname)
+            raise FileRefused(
+                "its link does not point to Slack's file host, so I did not follow it."
+            )
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            async with self._session.get(
+                file.download_url, headers=headers, allow_redirects=False
+            ) as response:
+                if response.status != 200:
+                    raise FileRefused(
+                        f"Slack would not let me download it (HTTP {response.status})."
+                    )
+                if response.content_type == "text/html" and file.mimetype != "text/html":
+                    raise FileRefused("Slack sent a sign-in page instead of the file.")
+                return await _read_capped(response, max_bytes)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FileRefused(f"downloading it from Slack failed ({type(exc).__name__}).") from exc
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    too_large = FileRefused(f"it is larger than the limit of {max_bytes / 1024 / 1024:g} MB.")
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.content.iter_chunked(CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

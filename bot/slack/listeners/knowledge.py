@@ -1,0 +1,104 @@
+"""A channel's knowledge: files every new conversation in the channel can search.
+
+The message shortcut "Add to channel knowledge" adds a message's files; `/assistant knowledge`
+lists them, each with a Remove button.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.files import FileIngest
+from bot.messages import ConversationKey
+from bot.slack.files import shared_files
+
+log = logging.getLogger(__name__)
+
+ADD_SHORTCUT = "add_channel_knowledge"
+REMOVE_ACTION = "remove_channel_knowledge"
+
+
+def register(app: AsyncApp, ingest: FileIngest) -> None:
+    async def add(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        await ack()
+        channel = body["channel"]["id"]
+        user = body["user"]["id"]
+        files = shared_files(body.get("message", {}).get("files"))
+        if not files:
+            await respond(text="That message has no files to add to this channel's knowledge.")
+            return
+        names = ", ".join(f.name for f in files)
+        await respond(text=f"_Adding {names} to this channel's knowledge…_")
+        key = ConversationKey(_team(body), channel, "")
+        taken = await ingest.add_to_channel(key, files, user)
+        lines = list(taken.problems)
+        if taken.added:
+            lines.insert(
+                0,
+                f"Added {', '.join(taken.added)} to <#{channel}>'s knowledge: new conversations "
+                "here can search it. `/assistant knowledge` lists what is in it.",
+            )
+        await respond(text="\n".join(lines))
+        log.info("event=knowledge_added channel=%s files=%d", channel, len(taken.added))
+
+    async def remove(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        channel = body["channel"]["id"]
+        file_id = body["actions"][0]["value"]
+        key = ConversationKey(_team(body), channel, "")
+        removed = await ingest.remove_from_channel(key, file_id)
+        note = "Removed." if removed else "That file was no longer in this channel's knowledge."
+        await respond(replace_original=True, **await knowledge_view(ingest, key, note))
+
+    app.shortcut(ADD_SHORTCUT)(add)
+    app.action(REMOVE_ACTION)(remove)
+
+
+async def knowledge_command(
+    ingest: FileIngest, command: dict[str, Any], respond: AsyncRespond
+) -> None:
+    """`/assistant knowledge`: the channel's knowledge files, each with a Remove button."""
+    key = ConversationKey(str(command.get("team_id") or ""), str(command["channel_id"]), "")
+    await respond(**await knowledge_view(ingest, key))
+
+
+async def knowledge_view(
+    ingest: FileIngest, key: ConversationKey, note: str = ""
+) -> dict[str, Any]:
+    files = await ingest.channel_files(key)
+    if not files:
+        text = (
+            (f"{note} " if note else "")
+            + "This channel has no knowledge files yet. Use the message shortcut *Add to channel "
+            "knowledge* on a message with files to add them."
+        )
+        return {"text": text.strip()}
+    header = f"{note}\n" if note else ""
+    text = header + f"This channel's knowledge ({len(files)} files):"
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    for file in files[:45]:  # a message holds at most 50 blocks
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*{file.name}* (added by <@{file.added_by}>)"},
+                "accessory": {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Remove"},
+                    "action_id": REMOVE_ACTION,
+                    "value": file.backend_file_id,
+                    "style": "danger",
+                },
+            }
+        )
+    return {"text": text + " " + ", ".join(f.name for f in files), "blocks": blocks}
+
+
+def _team(body: dict[str, Any]) -> str:
+    team = body.get("team") or {}
+    return str(team.get("id") if isinstance(team, dict) else team or body.get("team_id") or "")
