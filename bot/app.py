@@ -12,6 +12,7 @@ from openai import AsyncOpenAI
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistants import AssistantDefinition, DefinitionError, load_definitions
@@ -21,9 +22,12 @@ from bot.engine.assistants import AssistantsEngine
 from bot.engine.base import Engine, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.engine.responses import ResponsesEngine
-from bot.slack.listeners import events
+from bot.slack.listeners import actions, assistant, events
 from bot.slack.render import SlackSurface
+from bot.slack.thread_tool import thread_reader
 from bot.store import Store
+from bot.tools import ToolLoadError, ToolRegistry
+from bot.tools.builtins import BUILTIN_TOOLS
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +55,15 @@ def make_engine(settings: Settings, store: Store) -> Engine:
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
-    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    # A rate-limited call (429) waits as long as Slack asks and is tried again.
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    return client
 
 
-async def load_assistants_file(engine: Engine, settings: Settings) -> None:
+async def load_assistants_file(engine: Engine, settings: Settings) -> list[AssistantDefinition]:
     if settings.assistants_file is None:
-        return
+        return []
     try:
         definitions = load_definitions(settings.assistants_file)
     except DefinitionError as exc:
@@ -68,6 +75,7 @@ async def load_assistants_file(engine: Engine, settings: Settings) -> None:
         len(result.updated),
         len(result.unchanged),
     )
+    return definitions
 
 
 async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefinition:
@@ -90,8 +98,45 @@ async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefini
     return info
 
 
+def make_tools(settings: Settings, client: AsyncWebClient, bot_user_id: str) -> ToolRegistry:
+    """The built-in tools, Slack's, and the operator's (TOOLS_MODULE)."""
+    registry = ToolRegistry(timeout=settings.tool_timeout)
+    registry.add(*BUILTIN_TOOLS, thread_reader(client, bot_user_id))
+    if settings.tools_module:
+        try:
+            registry.add_module(settings.tools_module)
+        except ToolLoadError as exc:
+            raise StartupError(str(exc)) from exc
+    return registry
+
+
+def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> None:
+    """The model only calls functions defined on the assistant: say which ones it lacks."""
+    defined = {
+        str(tool["function"]["name"]) for tool in assistant.tools if tool["type"] == "function"
+    }
+    missing = [name for name in registry.names if name not in defined]
+    if missing:
+        log.info(
+            "event=tools_not_on_assistant assistant=%r tools=%s hint=%s",
+            assistant.name,
+            ",".join(missing),
+            "add their definitions to the assistant (python -m bot tools prints them)",
+        )
+
+
 def describe(assistant: AssistantDefinition) -> str:
     return f"{assistant.name} ({assistant.id}, model {assistant.model})"
+
+
+def suggested_prompts(
+    default: AssistantDefinition, definitions: list[AssistantDefinition]
+) -> tuple[str, ...]:
+    """The default assistant's prompts (the Assistants API keeps none: look in ASSISTANTS_FILE)."""
+    if default.suggested_prompts:
+        return default.suggested_prompts
+    declared = next((d for d in definitions if d.name == default.name), None)
+    return declared.suggested_prompts if declared else ()
 
 
 @dataclass
@@ -124,7 +169,7 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
     store = await Store.open(settings.database_path)
     engine = engine or make_engine(settings, store)
     try:
-        await load_assistants_file(engine, settings)
+        definitions = await load_assistants_file(engine, settings)
         default = await check_assistant(engine, settings)
     except BaseException:
         await engine.close()
@@ -141,6 +186,13 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
             f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) at {settings.slack_api_url}."
         ) from exc
     identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
+    try:
+        tools = make_tools(settings, client, identity.user_id)
+    except StartupError:
+        await store.close()
+        await engine.close()
+        raise
+    log_missing_tools(default, tools)
     slack = AsyncApp(
         client=client,
         signing_secret=settings.slack_signing_secret or "",
@@ -151,10 +203,13 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         engine,
         SlackSurface(client),
         default.id,
+        tools=tools,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
     events.register(slack, conversations, identity, settings.answer_bots)
+    actions.register(slack, conversations, store)
+    assistant.register(slack, suggested_prompts(default, definitions))
     bot = Bot(settings, store, engine, slack, conversations)
 
     if settings.socket_mode:

@@ -41,6 +41,8 @@ class Settings:
     turn_timeout: float
     max_turns_in_flight: int
     shutdown_grace: float
+    tool_timeout: float
+    tools_module: str | None
 
     @property
     def socket_mode(self) -> bool:
@@ -129,6 +131,8 @@ def load_settings(
         turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),
         max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
         shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
+        tool_timeout=reader.number("TOOL_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+        tools_module=reader.optional("TOOLS_MODULE"),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

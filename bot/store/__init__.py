@@ -1,5 +1,5 @@
 """SQLite persistence (aiosqlite): the only module with SQL in it."""
 
-from bot.store.store import ConversationRecord, PendingTurn, Store
+from bot.store.store import ConversationRecord, Feedback, PendingTurn, Store
 
-__all__ = ["ConversationRecord", "PendingTurn", "Store"]
+__all__ = ["ConversationRecord", "Feedback", "PendingTurn", "Store"]
