@@ -91,6 +91,7 @@ class ResponsesEngine:
         finished = False
         try:
             while True:
+                finished = False
                 stream = await self._create(request, conversation_id, pending_input)
                 outcome: EngineEvent | None = None
                 async with stream:
@@ -106,6 +107,7 @@ class ResponsesEngine:
                             "response.incomplete",
                         ):
                             outcome = _outcome(event.response, texts)
+                            finished = True  # the response ended: nothing left to cancel
                             break
                         elif kind == "error":
                             outcome = Failed(
