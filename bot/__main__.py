@@ -1,4 +1,5 @@
-"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs."""
+"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
+`python -m bot tools` prints the function tools' definitions for an assistant."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import logging
 import re
 import sys
+
+import yaml
 
 from bot import app
 from bot.config import ConfigError, Settings, load_settings
@@ -42,6 +45,7 @@ async def check(settings: Settings) -> int:
     print(f"database: {settings.database_path}")
     ok = True
     client = app.make_slack_client(settings)
+    assistant = None
     try:
         auth = await client.auth_test()
         print(
@@ -54,7 +58,8 @@ async def check(settings: Settings) -> int:
     engine = app.make_engine(settings, store)
     try:
         await app.load_assistants_file(engine, settings)
-        print(f"assistant: ok, {app.describe(await app.check_assistant(engine, settings))}")
+        assistant = await app.check_assistant(engine, settings)
+        print(f"assistant: ok, {app.describe(assistant)}")
     except app.StartupError as exc:
         ok = False
         print(f"assistant: FAILED {exc}")
@@ -64,7 +69,32 @@ async def check(settings: Settings) -> int:
     finally:
         await engine.close()
         await store.close()
+    try:
+        tools = app.make_tools(settings, client, "")
+        missing = app.missing_tools(assistant, tools) if assistant else []
+        lacking = f" (not defined on the assistant: {', '.join(missing)})" if missing else ""
+        print(f"tools: {', '.join(tools.names)}{lacking}")
+    except app.StartupError as exc:
+        ok = False
+        print(f"tools: FAILED {exc}")
     return 0 if ok else 1
+
+
+def print_tools(settings: Settings) -> int:
+    """The tools' definitions as YAML, to paste under an assistant in ASSISTANTS_FILE."""
+    try:
+        tools = app.make_tools(settings, app.make_slack_client(settings), "")
+    except app.StartupError as exc:
+        print(f"The tools cannot be loaded: {exc}", file=sys.stderr)
+        return 1
+    print("# The model calls only the functions its assistant defines: paste these under the")
+    print(
+        "# assistant's `tools:` in ASSISTANTS_FILE (or add them on the platform's Assistants page)."
+    )
+    print(
+        yaml.safe_dump({"tools": tools.definitions()}, sort_keys=False, allow_unicode=True), end=""
+    )
+    return 0
 
 
 def _reason(exc: Exception) -> str:
@@ -78,7 +108,7 @@ def _reason(exc: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "check", "tools"])
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -90,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     if args.command == "check":
         return asyncio.run(check(settings))
+    if args.command == "tools":
+        return print_tools(settings)
     try:
         asyncio.run(app.run_until_stopped(settings))
     except app.StartupError as exc:

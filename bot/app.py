@@ -110,12 +110,16 @@ def make_tools(settings: Settings, client: AsyncWebClient, bot_user_id: str) -> 
     return registry
 
 
-def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> None:
-    """The model only calls functions defined on the assistant: say which ones it lacks."""
+def missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> list[str]:
+    """The registered tools the assistant does not define (the model cannot call those)."""
     defined = {
         str(tool["function"]["name"]) for tool in assistant.tools if tool["type"] == "function"
     }
-    missing = [name for name in registry.names if name not in defined]
+    return [name for name in registry.names if name not in defined]
+
+
+def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> None:
+    missing = missing_tools(assistant, registry)
     if missing:
         log.info(
             "event=tools_not_on_assistant assistant=%r tools=%s hint=%s",

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.app import StartupError
+from bot.assistants import parse_definition
 from tests import tools_for_tests
-from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
+from tests.conftest import ALICE, BOB, GENERAL, Harness, bot_env, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec
 from tests.emulators.openai_responses import output_as_text
+from tests.test_operations import run_bot
 
 TOOLS = {"TOOLS_MODULE": "tests.tools_for_tests"}
 
@@ -131,3 +135,23 @@ async def test_a_bad_tools_module_stops_start_up_with_a_clear_reason(
 ) -> None:
     with pytest.raises(StartupError, match=f"TOOLS_MODULE '{module}' {words}"):
         await harness.start(TOOLS_MODULE=module)
+
+
+async def test_the_tools_command_prints_definitions_an_assistant_accepts(
+    harness: Harness, tmp_path: Path
+) -> None:
+    env = bot_env(harness.slack, harness.openai, tmp_path / "db.sqlite3", "http")
+    code, out, err = await run_bot("tools", env=env | harness.env | TOOLS, cwd=tmp_path)
+    assert code == 0, err
+    tools = yaml.safe_load(out)["tools"]
+    names = [t["function"]["name"] for t in tools]
+    assert {"current_time", "read_slack_thread", "get_weather", "who_asked"} <= set(names)
+    weather = next(t for t in tools if t["function"]["name"] == "get_weather")
+    assert weather["function"]["parameters"]["required"] == ["city"]
+    assert "context" not in str(next(t for t in tools if t["function"]["name"] == "who_asked"))
+    assert parse_definition({"name": "Helper", "model": "gpt-4o", "tools": tools}).tools
+
+    code, out, _ = await run_bot("check", env=env | harness.env | TOOLS, cwd=tmp_path)
+    assert code == 0, out
+    assert "tools: broken, current_time, get_weather" in out
+    assert "(not defined on the assistant: broken, current_time, get_weather" in out
