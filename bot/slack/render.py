@@ -342,24 +342,31 @@ class SlackReply:
             return
         self._closed = True
         self._wake.set()
+        # Shielded: a turn stopped or timed out while its answer is being finished still leaves
+        # the thread tidy (stream stopped, placeholder gone, status cleared).
+        await asyncio.shield(self._finalize(text, succeeded))
+
+    async def _finalize(self, text: str, succeeded: bool) -> None:
         async with self._lock:
-            self.tool_status = ""
-            self.succeeded = succeeded
-            if succeeded:
-                self._complete(text)
-            else:
-                shown = self.received.rstrip()
-                self.received = f"{shown}\n\n{text}" if shown.strip() else text
-            if self.streaming and not self.slots and not succeeded:
-                # Nothing streamed: the placeholder says what happened. (An answer still streams,
-                # so that answers keep the order they were written in, below earlier ones.)
-                self.streaming = False
-            await self._sync(final=True)
-            if self.placeholder is not None:
-                await self._delete(self.placeholder.ts)
-                self.placeholder = None
-            if self.status is not None:
-                await self.status.clear()
+            try:
+                self.tool_status = ""
+                self.succeeded = succeeded
+                if succeeded:
+                    self._complete(text)
+                else:
+                    shown = self.received.rstrip()
+                    self.received = f"{shown}\n\n{text}" if shown.strip() else text
+                if self.streaming and not self.slots and not succeeded:
+                    # Nothing streamed: the placeholder says what happened. (An answer still
+                    # streams, so that answers keep the order they were written in.)
+                    self.streaming = False
+                await self._sync(final=True)
+                if self.placeholder is not None:
+                    await self._delete(self.placeholder.ts)
+                    self.placeholder = None
+            finally:
+                if self.status is not None:
+                    await self.status.clear()
 
     def _complete(self, final: str) -> None:
         """Make `received` the engine's final text, rewriting the layout if they differ."""
@@ -425,7 +432,9 @@ class SlackReply:
                 "event=stream_lost channel=%s error=%s", self.channel, exc.response.get("error")
             )
             self.streaming = False
-            for slot in self.slots:
+            for index, slot in enumerate(self.slots):
+                if not slot.streaming:  # closed properly earlier: it stays as it is
+                    slot.content = self._content(messages[index], live=False, feedback=False)
                 slot.streaming = False
             return
         if not final:
