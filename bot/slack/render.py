@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MARKDOWN_LIMIT = 12_000  # all markdown blocks of one message share 12,000 characters
 FENCE_CLOSE = "\n```"
+MAX_HELD_BACK = 40  # characters of an unfinished word kept back while streaming
 THINKING = "_Thinking…_"
 EMPTY_ANSWER = "_(The assistant finished without writing an answer.)_"
 STOP_ACTION = "stop_answer"
@@ -50,37 +51,14 @@ def is_progress_text(text: str) -> bool:
 
 
 def split_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
-    """Split Markdown into pieces of at most `limit` characters without losing a character.
+    """Split Markdown into pieces of at most `limit` characters without losing a word.
 
     Cuts fall on paragraph breaks, else line breaks, else spaces, else anywhere; a piece that ends
     inside a fenced code block closes it, and the next piece reopens it with the same fence line.
     """
-    pieces: list[str] = []
-    rest = text
-    reopen = ""
-    while len(reopen) + len(rest) > limit:
-        budget = limit - len(reopen) - 4  # room to close a fence: "\n```"
-        cut = _cut_point(rest, budget)
-        piece = reopen + rest[:cut]
-        fence = _open_fence(piece)
-        if fence:
-            piece = piece.rstrip("\n") + "\n```"
-        pieces.append(piece.rstrip())
-        rest = rest[cut:].lstrip("\n") if not fence else rest[cut:]
-        reopen = fence + "\n" if fence else ""
-    final = (reopen + rest).rstrip()
-    if final or not pieces:
-        pieces.append(final)
-    return pieces
-
-
-def _cut_point(text: str, budget: int) -> int:
-    window = text[:budget]
-    for separator in ("\n\n", "\n", " "):
-        index = window.rfind(separator)
-        if index > budget // 2:
-            return index + len(separator)
-    return budget
+    layout = _Layout(limit)
+    layout.add(text.strip())
+    return layout.messages
 
 
 def _open_fence(text: str) -> str:
@@ -129,6 +107,18 @@ def _cut(current: str, text: str, room: int) -> tuple[str, str]:
         if index >= 0 and len(current) + index >= room // 2:
             return text[:index], text[index + len(separator) :]
     return text[:budget], text[budget:]
+
+
+def _complete_words(text: str) -> int:
+    """How much of `text` to show now: up to its last whole word, so that a message never ends
+    in whitespace or half a word (a long run without spaces, like CJK text, is shown anyway)."""
+    end = len(text.rstrip())
+    if end < len(text):
+        return end
+    space = max(text.rfind(" "), text.rfind("\n"))
+    if len(text) - space > MAX_HELD_BACK:
+        return len(text)
+    return len(text[: max(space, 0)].rstrip())
 
 
 def _stop_value(message: IncomingMessage) -> str:
@@ -383,7 +373,7 @@ class SlackReply:
 
     async def _sync(self, final: bool) -> None:
         pending = self.received[self.laid_out :]
-        take = len(pending) if final else len(pending.rstrip())  # trailing space may be a cut
+        take = len(pending) if final else _complete_words(pending)
         chunk = pending[:take]
         if not self.layout.messages[-1]:
             chunk = chunk.lstrip()
