@@ -1,6 +1,7 @@
 """Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
 `python -m bot assistants …` manages the assistants; `python -m bot cleanup` deletes the files and
-vector stores older than FILE_RETENTION_DAYS."""
+vector stores older than FILE_RETENTION_DAYS; `python -m bot tools` prints the function tools'
+definitions for an assistant."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import asyncio
 import logging
 import re
 import sys
+
+import yaml
 
 from bot import app, cli_assistants
 from bot.config import ConfigError, Settings, load_backend_settings, load_settings
@@ -45,6 +48,7 @@ async def check(settings: Settings) -> int:
     print(f"database: {settings.database_path}")
     ok = True
     client = app.make_slack_client(settings)
+    assistant = None
     try:
         auth = await client.auth_test()
         print(
@@ -59,7 +63,8 @@ async def check(settings: Settings) -> int:
     engine = app.make_engine(settings, store)
     try:
         await app.load_assistants_file(engine, settings)
-        print(f"assistant: ok, {app.describe(await app.check_assistant(engine, settings))}")
+        assistant = await app.check_assistant(engine, settings)
+        print(f"assistant: ok, {app.describe(assistant)}")
     except app.StartupError as exc:
         ok = False
         print(f"assistant: FAILED {exc}")
@@ -69,6 +74,14 @@ async def check(settings: Settings) -> int:
     finally:
         await engine.close()
         await store.close()
+    try:
+        tools = app.make_tools(settings, client, "")
+        missing = app.missing_tools(assistant, tools) if assistant else []
+        lacking = f" (not defined on the assistant: {', '.join(missing)})" if missing else ""
+        print(f"tools: {', '.join(tools.names)}{lacking}")
+    except app.StartupError as exc:
+        ok = False
+        print(f"tools: FAILED {exc}")
     return 0 if ok else 1
 
 
@@ -91,6 +104,26 @@ async def cleanup(settings: Settings) -> int:
     return 0
 
 
+async def print_tools(settings: Settings) -> int:
+    """The tools' definitions as YAML, to paste under an assistant in ASSISTANTS_FILE."""
+    client = app.make_slack_client(settings)
+    try:
+        tools = app.make_tools(settings, client, "")
+    except app.StartupError as exc:
+        print(f"The tools cannot be loaded: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await app.close_slack_client(client)
+    print("# The model calls only the functions its assistant defines: paste these under the")
+    print(
+        "# assistant's `tools:` in ASSISTANTS_FILE (or add them on the platform's Assistants page)."
+    )
+    print(
+        yaml.safe_dump({"tools": tools.definitions()}, sort_keys=False, allow_unicode=True), end=""
+    )
+    return 0
+
+
 def _reason(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict) or hasattr(response, "get"):
@@ -107,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="check the settings and reach both APIs")
     commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
     cli_assistants.add_parser(commands)
+    commands.add_parser("tools", help="print the function tools' definitions for an assistant")
     args = parser.parse_args(argv)
     try:
         if args.command == "assistants":
@@ -125,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(check(settings))
     if args.command == "cleanup":
         return asyncio.run(cleanup(settings))
+    if args.command == "tools":
+        return asyncio.run(print_tools(settings))
     try:
         asyncio.run(app.run_until_stopped(settings))
     except app.StartupError as exc:

@@ -15,6 +15,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
@@ -27,9 +28,12 @@ from bot.engine.catalog import sync_assistants
 from bot.engine.responses import ResponsesEngine
 from bot.files import MB, FileIngest, FileLimits, clean_up
 from bot.slack.files import SlackFileSource
-from bot.slack.listeners import commands, events, home, knowledge, shortcuts
+from bot.slack.listeners import actions, assistant, commands, events, home, knowledge, shortcuts
 from bot.slack.render import SlackSurface
+from bot.slack.thread_tool import thread_reader
 from bot.store import Store
+from bot.tools import ToolLoadError, ToolRegistry
+from bot.tools.builtins import BUILTIN_TOOLS
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +83,15 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
         timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
     )
-    return AsyncWebClient(
+    client = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         session=session,
         timeout=int(SLACK_TIMEOUT_SECONDS),
     )
+    # A rate-limited call (429) waits as long as Slack asks and is tried again.
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    return client
 
 
 async def close_slack_client(client: AsyncWebClient) -> None:
@@ -92,9 +99,9 @@ async def close_slack_client(client: AsyncWebClient) -> None:
         await client.session.close()
 
 
-async def load_assistants_file(engine: Engine, settings: Settings) -> None:
+async def load_assistants_file(engine: Engine, settings: Settings) -> list[AssistantDefinition]:
     if settings.assistants_file is None:
-        return
+        return []
     try:
         definitions = load_definitions(settings.assistants_file)
     except DefinitionError as exc:
@@ -106,6 +113,7 @@ async def load_assistants_file(engine: Engine, settings: Settings) -> None:
         len(result.updated),
         len(result.unchanged),
     )
+    return definitions
 
 
 async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefinition:
@@ -132,8 +140,49 @@ async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefini
     return info
 
 
+def make_tools(settings: Settings, client: AsyncWebClient, bot_user_id: str) -> ToolRegistry:
+    """The built-in tools, Slack's, and the operator's (TOOLS_MODULE)."""
+    registry = ToolRegistry(timeout=settings.tool_timeout)
+    registry.add(*BUILTIN_TOOLS, thread_reader(client, bot_user_id))
+    if settings.tools_module:
+        try:
+            registry.add_module(settings.tools_module)
+        except ToolLoadError as exc:
+            raise StartupError(str(exc)) from exc
+    return registry
+
+
+def missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> list[str]:
+    """The registered tools the assistant does not define (the model cannot call those)."""
+    defined = {
+        str(tool["function"]["name"]) for tool in assistant.tools if tool["type"] == "function"
+    }
+    return [name for name in registry.names if name not in defined]
+
+
+def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> None:
+    missing = missing_tools(assistant, registry)
+    if missing:
+        log.info(
+            "event=tools_not_on_assistant assistant=%r tools=%s hint=%s",
+            assistant.name,
+            ",".join(missing),
+            "add their definitions to the assistant (python -m bot tools prints them)",
+        )
+
+
 def describe(assistant: AssistantDefinition) -> str:
     return f"{assistant.name} ({assistant.id}, model {assistant.model})"
+
+
+def suggested_prompts(
+    default: AssistantDefinition, definitions: list[AssistantDefinition]
+) -> tuple[str, ...]:
+    """The default assistant's prompts (the Assistants API keeps none: look in ASSISTANTS_FILE)."""
+    if default.suggested_prompts:
+        return default.suggested_prompts
+    declared = next((d for d in definitions if d.name == default.name), None)
+    return declared.suggested_prompts if declared else ()
 
 
 @dataclass
@@ -173,7 +222,7 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
     store = await Store.open(settings.database_path)
     engine = engine or make_engine(settings, store)
     try:
-        await load_assistants_file(engine, settings)
+        definitions = await load_assistants_file(engine, settings)
         default = await check_assistant(engine, settings)
     except BaseException:
         await engine.close()
@@ -191,6 +240,13 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
             f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) at {settings.slack_api_url}."
         ) from exc
     identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
+    try:
+        tools = make_tools(settings, client, identity.user_id)
+    except StartupError:
+        await store.close()
+        await engine.close()
+        raise
+    log_missing_tools(default, tools)
     slack = AsyncApp(
         client=client,
         signing_secret=settings.slack_signing_secret or "",
@@ -206,6 +262,7 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         default.id,
         chooser=chooser,
         files=ingest,
+        tools=tools,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
@@ -214,6 +271,8 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
+    actions.register(slack, conversations, store)
+    assistant.register(slack, suggested_prompts(default, definitions))
     bot = Bot(settings, store, engine, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, engine, settings))
 

@@ -42,6 +42,8 @@ class Settings:
     turn_timeout: float
     max_turns_in_flight: int
     shutdown_grace: float
+    tool_timeout: float
+    tools_module: str | None
     assistant_admins: frozenset[str] = frozenset()
     max_file_mb: float = 50.0
     file_retention_days: int = 30
@@ -131,6 +133,8 @@ def load_settings(
         turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),
         max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
         shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
+        tool_timeout=reader.number("TOOL_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+        tools_module=reader.optional("TOOLS_MODULE"),
         assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
         file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),

@@ -6,7 +6,6 @@ It speaks neither Slack's nor OpenAI's types: chat surfaces implement `Surface`,
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from bot.engine.base import (
     ToolCallsRequired,
     ToolOutput,
     TurnFiles,
+    Usage,
 )
 from bot.files import FileIngest
 from bot.messages import ConversationKey, IncomingMessage
@@ -39,9 +39,17 @@ log = logging.getLogger(__name__)
 class Reply(Protocol):
     """One answer as it appears in the chat, from the first sign of life to the final text."""
 
-    async def text_delta(self, text: str) -> None: ...
+    async def started(self) -> None:
+        """The turn begins: the assistant is working on this message now."""
+        ...
 
-    async def tools_running(self, names: Sequence[str]) -> None: ...
+    async def text_delta(self, text: str) -> None:
+        """More answer text; the surface shows it as it comes (and must not block the run)."""
+        ...
+
+    async def tools_running(self, statuses: Sequence[str]) -> None:
+        """Tools are running, described by their status texts ("Looking up the weather…")."""
+        ...
 
     async def reading(self, names: Sequence[str]) -> None:
         """Files shared with the message are being taken in (uploaded, indexed)."""
@@ -56,9 +64,13 @@ class Reply(Protocol):
         text: str,
         citations: Sequence[Citation] = (),
         files: Sequence[GeneratedFile] = (),
-    ) -> None: ...
+    ) -> None:
+        """The whole answer: what was streamed so far, completed, with its sources and files."""
+        ...
 
-    async def fail(self, text: str) -> None: ...
+    async def fail(self, text: str) -> None:
+        """The answer ends here with `text` (after whatever part of it was already shown)."""
+        ...
 
 
 class Surface(Protocol):
@@ -72,8 +84,15 @@ class ToolBox(Protocol):
         self, calls: Sequence[ToolCall], message: IncomingMessage
     ) -> list[ToolOutput]: ...
 
+    def status(self, name: str) -> str:
+        """What the chat shows while the tool `name` runs."""
+        ...
+
 
 class NoTools:
+    def status(self, name: str) -> str:
+        return f"Running `{name}`…"
+
     async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
         return [
             ToolOutput(call.id, f"error: the tool {call.name!r} is not available in this bot")
@@ -100,6 +119,8 @@ INCOMPLETE_WORDS = {
 }
 
 
+STOPPED = "_Stopped._"
+
 INTERRUPTED = (
     ":warning: The bot restarted while answering this message, so the answer was lost. "
     "Please send it again."
@@ -116,7 +137,16 @@ class _Queued:
     turn_id: int
     message: IncomingMessage
     reply: asyncio.Task[Reply]
-    posted: int  # the order its placeholder was posted in, within its thread
+    run: asyncio.Task[None] | None = None  # the turn while it runs
+    stop_requested: bool = False
+
+
+@dataclass
+class _Outcome:
+    status: str = "failed"
+    run_id: str | None = None
+    error: str | None = None
+    usage: Usage | None = None
 
 
 class Conversations:
@@ -147,7 +177,6 @@ class Conversations:
         self._queues: dict[ConversationKey, deque[_Queued]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._accepting = True
-        self._placeholders = itertools.count()
 
     async def is_conversation(self, key: ConversationKey) -> bool:
         return key in self._queues or await self.store.has_conversation(key)
@@ -167,6 +196,28 @@ class Conversations:
         if self._accepting:
             self._enqueue(turn_id, message)
         return True
+
+    async def stop(self, key: ConversationKey, message_ts: str) -> bool:
+        """Stop answering one message: cancel its run, or skip it if it still waits.
+
+        False when that message is not being answered (any more).
+        """
+        queue = self._queues.get(key, deque())
+        item = next((q for q in queue if q.message.ts == message_ts), None)
+        if item is None or item.stop_requested or (item.run is not None and item.run.done()):
+            return False
+        item.stop_requested = True
+        log.info("event=turn_stop_requested channel=%s ts=%s", key.channel_id, message_ts)
+        if item.run is not None:
+            item.run.cancel()
+        elif item is not queue[0]:
+            queue.remove(item)  # still waiting behind another turn: it never starts
+            await self._skip(item)
+        return True
+
+    async def _skip(self, item: _Queued) -> None:
+        await _quietly(_say(item, STOPPED))
+        await self.store.update_turn(item.turn_id, "stopped")
 
     async def resume_open_turns(self) -> None:
         """Answer what a previous process took but never started; explain what it left halfway."""
@@ -189,7 +240,7 @@ class Conversations:
         position = len(queue)
         while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
             position -= 1
-        queue.insert(position, _Queued(turn_id, message, reply, next(self._placeholders)))
+        queue.insert(position, _Queued(turn_id, message, reply))
         if message.key not in self._workers:
             self._workers[message.key] = asyncio.create_task(self._work(message.key))
 
@@ -197,7 +248,7 @@ class Conversations:
         self, previous: asyncio.Task[Reply] | None, message: IncomingMessage
     ) -> Reply:
         # One thread's placeholders are posted one after another: sent at once over pooled
-        # connections, they could land (and be answered) in the wrong order.
+        # connections, they could land in the wrong order.
         if previous is not None:
             await asyncio.wait([previous])
         return await self.surface.begin(message)
@@ -206,7 +257,6 @@ class Conversations:
         queue = self._queues[key]
         try:
             while queue:
-                _earliest_placeholder_first(queue)
                 item = queue[0]
                 async with self._in_flight:
                     await self._take_turn(item)
@@ -225,8 +275,41 @@ class Conversations:
             )
             await self.store.update_turn(item.turn_id, "failed", error="could not post to Slack")
             return
+        if item.stop_requested:
+            await self._skip(item)
+            return
         await self.store.update_turn(item.turn_id, "running")
-        status, run_id, error, usage = "failed", None, None, None
+        await _quietly(reply.started())
+        # The turn runs in a task of its own so that Stop can cancel it without ending the queue.
+        outcome = _Outcome()
+        item.run = asyncio.create_task(self._run_turn(message, reply, outcome))
+        try:
+            await item.run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not item.stop_requested or (current is not None and current.cancelling()):
+                # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
+                await asyncio.shield(self._interrupted(item.turn_id, reply))
+                raise
+            await _quietly(reply.fail(STOPPED))
+            outcome.status, outcome.error = "stopped", "stopped by the user"
+        await self.store.update_turn(
+            item.turn_id,
+            outcome.status,
+            run_id=outcome.run_id,
+            error=outcome.error,
+            input_tokens=outcome.usage.input_tokens if outcome.usage else None,
+            output_tokens=outcome.usage.output_tokens if outcome.usage else None,
+        )
+        log.info(
+            "event=turn_finished channel=%s ts=%s status=%s run=%s",
+            message.key.channel_id,
+            message.ts,
+            outcome.status,
+            outcome.run_id,
+        )
+
+    async def _run_turn(self, message: IncomingMessage, reply: Reply, outcome: _Outcome) -> None:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
@@ -235,56 +318,50 @@ class Conversations:
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
                     return await self.tools.run(calls, message)
 
-                async for event in self.engine.run(
+                events = self.engine.run(
                     conversation.backend_id,
                     conversation.assistant_id,
                     text,
                     run_tools,
                     turn_files,
-                ):
-                    if isinstance(event, TextDelta):
-                        await reply.text_delta(event.text)
-                    elif isinstance(event, ToolCallsRequired):
-                        await reply.tools_running([call.name for call in event.calls])
-                    elif isinstance(event, Completed):
-                        await reply.finish(event.text, event.citations, event.files)
-                        status, run_id, usage = "done", event.run_id, event.usage
-                    elif isinstance(event, Incomplete):
-                        why = INCOMPLETE_WORDS.get(event.reason, event.reason)
-                        await reply.finish(f"{event.text}\n\n_(The answer is incomplete: {why}.)_")
-                        status, run_id, error = "incomplete", event.run_id, event.reason
-                    elif isinstance(event, Failed):
-                        await reply.fail(failure_text(event.code, event.message))
-                        run_id, error = event.run_id, f"{event.code}: {event.message}"
-        except asyncio.CancelledError:
-            # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
-            await asyncio.shield(self._interrupted(item.turn_id, reply))
-            raise
+                )
+                try:
+                    async for event in events:
+                        await self._show(event, reply, outcome)
+                finally:
+                    # A turn cut short (Stop, timeout) closes the engine's stream at once, so the
+                    # engine cancels its backend run before the conversation's next turn starts.
+                    close = getattr(events, "aclose", None)
+                    if close is not None:
+                        await close()
         except TimeoutError:
-            error = "timeout"
+            outcome.error = "timeout"
             await reply.fail(failure_text("timeout", ""))
         except EngineError as exc:
-            error = f"{exc.code}: {exc.message}"
+            outcome.error = f"{exc.code}: {exc.message}"
             await reply.fail(failure_text(exc.code, exc.message))
         except Exception as exc:  # a turn must never take the process (or its queue) down
             log.exception("event=turn_crashed channel=%s ts=%s", message.key.channel_id, message.ts)
-            error = f"internal: {type(exc).__name__}"
+            outcome.error = f"internal: {type(exc).__name__}"
             await _quietly(reply.fail(failure_text("internal_error", type(exc).__name__)))
-        await self.store.update_turn(
-            item.turn_id,
-            status,
-            run_id=run_id,
-            error=error,
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-        )
-        log.info(
-            "event=turn_finished channel=%s ts=%s status=%s run=%s",
-            message.key.channel_id,
-            message.ts,
-            status,
-            run_id,
-        )
+
+    async def _show(self, event: object, reply: Reply, outcome: _Outcome) -> None:
+        if isinstance(event, TextDelta):
+            await reply.text_delta(event.text)
+        elif isinstance(event, ToolCallsRequired):
+            await reply.tools_running(
+                list(dict.fromkeys(self.tools.status(call.name) for call in event.calls))
+            )
+        elif isinstance(event, Completed):
+            await reply.finish(event.text, event.citations, event.files)
+            outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
+        elif isinstance(event, Incomplete):
+            why = INCOMPLETE_WORDS.get(event.reason, event.reason)
+            await reply.finish(f"{event.text}\n\n_(The answer is incomplete: {why}.)_")
+            outcome.status, outcome.run_id, outcome.error = "incomplete", event.run_id, event.reason
+        elif isinstance(event, Failed):
+            await reply.fail(failure_text(event.code, event.message))
+            outcome.run_id, outcome.error = event.run_id, f"{event.code}: {event.message}"
 
     async def _take_files(
         self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
@@ -342,21 +419,12 @@ class Conversations:
 
 
 async def _say_restarting(item: _Queued) -> None:
+    await _say(item, "_The bot is restarting; it will answer this message when it is back._")
+
+
+async def _say(item: _Queued, text: str) -> None:
     reply = await item.reply
-    await reply.fail("_The bot is restarting; it will answer this message when it is back._")
-
-
-def _earliest_placeholder_first(queue: deque[_Queued]) -> None:
-    """Give the next answer the thread's earliest placeholder, so the thread reads in order.
-
-    Messages can be taken in another order than they were written (their events race); they are
-    answered in written order, and their placeholders, all alike, are used in posted order.
-    """
-    earliest = min(range(len(queue)), key=lambda index: queue[index].posted)
-    if earliest:
-        head, other = queue[0], queue[earliest]
-        head.reply, other.reply = other.reply, head.reply
-        head.posted, other.posted = other.posted, head.posted
+    await reply.fail(text)
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

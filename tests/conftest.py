@@ -12,7 +12,7 @@ import pytest
 
 from bot import app
 from bot.config import Settings, load_settings
-from bot.slack.render import THINKING
+from bot.slack.render import STOP_ACTION, THINKING
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import Message, SlackEmulator
 
@@ -182,13 +182,25 @@ async def bot(harness: Harness) -> AsyncIterator[Harness]:
 
 
 def answers(slack: SlackEmulator, channel: str, thread_ts: str) -> list[Message]:
-    """The bot's finished messages in a thread (placeholders still thinking or reading files are
-    left out)."""
+    """The bot's finished messages in a thread: placeholders (thinking, reading files) and
+    answers still being written (streaming, or showing a Stop button) are left out."""
     return [
         m
         for m in slack.bot_replies(channel, thread_ts)
-        if m.text != THINKING and not m.text.startswith("_Reading ")
+        if m.text != THINKING
+        and not m.text.startswith("_Reading ")
+        and not m.streaming
+        and not has_stop_button(m)
     ]
+
+
+def has_stop_button(message: Message) -> bool:
+    return any(
+        element.get("action_id") == STOP_ACTION
+        for block in message.blocks
+        for element in block.get("elements") or []
+        if isinstance(element, dict)
+    )
 
 
 async def wait_answers(

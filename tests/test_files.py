@@ -193,9 +193,11 @@ async def test_a_csv_goes_to_code_interpreter_and_its_chart_comes_back_into_the_
     )
     sales = slack.add_file(ALICE, "sales.csv", b"month,total\nJan,10\nFeb,12\n", "csv", "text/csv")
     ts = await slack.mention(ALICE, GENERAL, "chart the totals", files=[sales])
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
+    await wait_answers(slack, GENERAL, ts, 1)
     await slack.wait_for(lambda: len(slack.uploads(GENERAL, ts)) == 2)
+    await harness.drain_idle()  # the streamed answer is rewritten once the run completes
 
+    answer = answers(slack, GENERAL, ts)[0]  # the files come in a message of their own
     assert answer.text.startswith("Here is the chart.") and "sandbox:" not in answer.text
     uploaded = {u.name: u.content for u in slack.uploads(GENERAL, ts)}
     assert uploaded == {"chart.png": PNG, "totals.csv": b"m,t\n"}

@@ -11,7 +11,7 @@ from bot.config import ConfigError, load_settings
 from bot.engine import filetypes
 from bot.engine.base import Citation
 from bot.engine.files import clean_answer
-from bot.slack.render import split_markdown, with_footnotes
+from bot.slack.render import _complete_words, _Layout, split_markdown, with_footnotes
 
 MINIMAL = {
     "SLACK_BOT_TOKEN": "xoxb-1",
@@ -139,3 +139,26 @@ def test_file_types_decide_how_a_file_is_used() -> None:
     assert filetypes.is_data("a.xlsx") and filetypes.is_data("b.csv")
     assert filetypes.is_image("x", "image/png") and filetypes.is_image("y.webp", "")
     assert filetypes.takes_images("gpt-4o") and not filetypes.takes_images("gpt-3.5-turbo")
+
+
+def test_an_answer_laid_out_as_it_streams_only_ever_grows_at_the_end() -> None:
+    """What was streamed into a message stays a prefix of it, whatever the deltas' sizes."""
+    code = "\n".join(f"    step({n})" for n in range(120))
+    text = "\n\n".join(["intro " * 80, f"```python\n{code}\n```", "outro " * 150])
+    for size in (1, 7, 64, 900):
+        layout = _Layout(limit=1000)
+        seen: list[str] = []
+        shown = 0
+        for end in range(size, len(text) + size, size):
+            # Like the streaming renderer: whole words are laid out, the rest waits for more.
+            arrived = text[shown:end]
+            take = len(arrived) if end >= len(text) else _complete_words(arrived)
+            layout.add(arrived[:take])
+            shown += take
+            for index, before in enumerate(seen):
+                assert layout.messages[index].startswith(before)
+            seen = list(layout.messages)
+        assert all(len(m) <= 1000 for m in layout.messages)
+        assert all(m.count("```") % 2 == 0 for m in layout.messages[:-1])
+        shown = " ".join(layout.messages).replace("```python", "").replace("```", "")
+        assert shown.split() == text.replace("```python", "").replace("```", "").split()

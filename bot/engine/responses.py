@@ -112,6 +112,7 @@ class ResponsesEngine(OpenAIFiles):
         finished = False
         try:
             while True:
+                finished = False
                 stream = await self._create(request, conversation_id, pending_input)
                 outcome: EngineEvent | None = None
                 async with stream:
@@ -127,6 +128,7 @@ class ResponsesEngine(OpenAIFiles):
                             "response.incomplete",
                         ):
                             outcome = _outcome(event.response, texts)
+                            finished = True  # the response ended: nothing left to cancel
                             break
                         elif kind == "error":
                             outcome = Failed(

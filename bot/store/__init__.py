@@ -3,9 +3,17 @@
 from bot.store.store import (
     ChannelSetting,
     ConversationRecord,
+    Feedback,
     PendingTurn,
     SharedFileRecord,
     Store,
 )
 
-__all__ = ["ChannelSetting", "ConversationRecord", "PendingTurn", "SharedFileRecord", "Store"]
+__all__ = [
+    "ChannelSetting",
+    "ConversationRecord",
+    "Feedback",
+    "PendingTurn",
+    "SharedFileRecord",
+    "Store",
+]

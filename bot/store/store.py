@@ -99,6 +99,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (team_id, channel_id, thread_ts, backend_file_id, use)
     );
     """,
+    """
+    CREATE TABLE feedback (
+        turn_id INTEGER NOT NULL REFERENCES turns (id),
+        user_id TEXT NOT NULL,
+        rating TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (turn_id, user_id)
+    );
+    """,
 )
 
 
@@ -120,6 +129,14 @@ class ChannelSetting:
     assistant_id: str
     set_by: str
     set_at: float
+
+
+@dataclass(frozen=True)
+class Feedback:
+    turn_id: int
+    message_ts: str  # the message the rated answer answers
+    user_id: str
+    rating: str  # "good" | "bad"
 
 
 @dataclass(frozen=True)
@@ -378,6 +395,31 @@ class Store:
         ) as cursor:
             rows = await cursor.fetchall()
         return [(row[0], row[1]) for row in rows]
+
+    # --- feedback on answers ----------------------------------------------------------------
+
+    async def record_feedback(
+        self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
+    ) -> bool:
+        """Record (or change) one person's rating of the answer to a message; False if unknown."""
+        cursor = await self._db.execute(
+            "INSERT INTO feedback (turn_id, user_id, rating, created_at)"
+            " SELECT id, ?, ?, ? FROM turns"
+            " WHERE team_id = ? AND channel_id = ? AND message_ts = ?"
+            " ON CONFLICT (turn_id, user_id) DO UPDATE SET"
+            " rating = excluded.rating, created_at = excluded.created_at",
+            (user_id, rating, time.time(), team_id, channel_id, message_ts),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def list_feedback(self) -> list[Feedback]:
+        async with self._db.execute(
+            "SELECT f.turn_id, t.message_ts, f.user_id, f.rating FROM feedback f"
+            " JOIN turns t ON t.id = f.turn_id ORDER BY f.created_at"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Feedback(row[0], row[1], row[2], row[3]) for row in rows]
 
     # --- the bot's own assistant definitions (Responses engine) ------------------------------
 

@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.conversation import Conversations
 from bot.messages import ConversationKey, IncomingMessage
 from bot.slack.files import shared_files
+from bot.slack.listeners import assistant
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ def register(
                     text=EMPTY_MESSAGE_HELP,
                 )
             return
+        new_dm = message.is_direct and not await conversations.is_conversation(message.key)
         taken = await conversations.submit(message)
+        if taken and new_dm:
+            await assistant.set_title(client, message)
         log.info(
             "event=message_%s channel=%s ts=%s event_id=%s",
             "taken" if taken else "duplicate",

@@ -1,0 +1,70 @@
+"""Buttons on answers: Stop (cancels the answer being written) and feedback (good / bad)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.conversation import Conversations
+from bot.slack.render import (
+    FEEDBACK_ACTION,
+    STOP_ACTION,
+    parse_feedback_value,
+    parse_stop_value,
+)
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+THANKS = {
+    "good": "Thanks for the feedback! Glad it helped.",
+    "bad": "Thanks for the feedback! It helps us improve the assistant.",
+}
+
+
+def register(app: AsyncApp, conversations: Conversations, store: Store) -> None:
+    async def stop(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        user = body["user"]["id"]
+        parsed = parse_stop_value(str(action.get("value") or ""))
+        if parsed is None:
+            return
+        key, message_ts, asker = parsed
+        if user != asker:
+            await _tell(client, body, f"Only <@{asker}>, who asked, can stop this answer.")
+            return
+        if not await conversations.stop(key, message_ts):
+            await _tell(client, body, "That answer has already finished.")
+
+    async def feedback(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        user = body["user"]["id"]
+        parsed = parse_feedback_value(str(action.get("value") or ""))
+        if parsed is None:
+            return
+        rating, team, channel, message_ts = parsed
+        if not await store.record_feedback(team, channel, message_ts, user, rating):
+            await _tell(client, body, "Sorry, I could not find the answer this feedback is for.")
+            return
+        log.info("event=feedback channel=%s ts=%s rating=%s", channel, message_ts, rating)
+        await _tell(client, body, THANKS[rating])
+
+    app.action(STOP_ACTION)(stop)
+    app.action(FEEDBACK_ACTION)(feedback)
+
+
+async def _tell(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
+    container = body.get("container") or {}
+    await client.chat_postEphemeral(
+        channel=container.get("channel_id") or body["channel"]["id"],
+        user=body["user"]["id"],
+        thread_ts=container.get("thread_ts"),
+        text=text,
+    )

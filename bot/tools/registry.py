@@ -1,0 +1,194 @@
+"""Function tools: plain async Python functions with a JSON schema, run when the model asks.
+
+A tool is declared with the `tool` decorator and collected into a `ToolRegistry`, which is the
+core's `ToolBox`: it runs one step's calls concurrently, each bounded by a timeout, and turns every
+problem (bad arguments, an exception, a timeout, an unknown name) into an output the model reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, overload
+
+from bot.engine.base import ToolCall, ToolOutput
+from bot.messages import ConversationKey, IncomingMessage
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_CHARS = 100_000
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the conversation it serves (declare a `context` parameter)."""
+
+    key: ConversationKey
+    user_id: str
+    message_ts: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    function: Callable[..., Awaitable[Any]]
+    parameters: dict[str, Any] = field(default_factory=lambda: dict(EMPTY_PARAMETERS))
+    status: str = ""  # shown in the thread while the tool runs, e.g. "Looking up the weather…"
+    wants_context: bool = False
+
+    @property
+    def status_text(self) -> str:
+        return self.status or f"Running `{self.name}`…"
+
+    def definition(self) -> dict[str, Any]:
+        """The function tool definition an assistant needs for the model to call this tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+ToolFunction = Callable[..., Awaitable[Any]]
+
+
+@overload
+def tool(function: ToolFunction, /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    status: str = "",
+) -> Callable[[ToolFunction], Tool]: ...
+
+
+def tool(
+    function: ToolFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    status: str = "",
+) -> Tool | Callable[[ToolFunction], Tool]:
+    """Declare an async function as a tool: `@tool` or `@tool(description=…, parameters=…)`.
+
+    The model's JSON arguments become keyword arguments; a parameter named `context` receives a
+    `ToolContext`. The return value (text, or anything JSON can hold) is what the model reads.
+    """
+
+    def wrap(fn: ToolFunction) -> Tool:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"tool {fn.__name__!r} must be an async function")
+        return Tool(
+            name=name or fn.__name__,
+            description=description or inspect.getdoc(fn) or "",
+            function=fn,
+            parameters=parameters or dict(EMPTY_PARAMETERS),
+            status=status,
+            wants_context="context" in inspect.signature(fn).parameters,
+        )
+
+    return wrap(function) if function is not None else wrap
+
+
+class ToolLoadError(Exception):
+    """TOOLS_MODULE cannot be used; the message says why."""
+
+
+class ToolRegistry:
+    """The tools the bot can run, by name; the core's ToolBox."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._tools: dict[str, Tool] = {}
+
+    def add(self, *tools: Tool) -> None:
+        for item in tools:
+            if item.name in self._tools:
+                raise ToolLoadError(f"two tools are named {item.name!r}")
+            self._tools[item.name] = item
+
+    def add_module(self, module_name: str) -> None:
+        """Import an operator's module and register every tool it declares."""
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise ToolLoadError(
+                f"TOOLS_MODULE {module_name!r} could not be imported: {type(exc).__name__}: {exc}"
+            ) from exc
+        found = list(_declared_tools(module))
+        if not found:
+            raise ToolLoadError(
+                f"TOOLS_MODULE {module_name!r} declares no tools (decorate async functions "
+                "with bot.tools.tool)"
+            )
+        self.add(*found)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [self._tools[name].definition() for name in self.names]
+
+    def status(self, name: str) -> str:
+        known = self._tools.get(name)
+        return known.status_text if known else f"Running `{name}`…"
+
+    async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
+        context = ToolContext(message.key, message.user_id, message.ts)
+        outputs = await asyncio.gather(*(self._run_one(call, context) for call in calls))
+        return [ToolOutput(call.id, output) for call, output in zip(calls, outputs, strict=True)]
+
+    async def _run_one(self, call: ToolCall, context: ToolContext) -> str:
+        known = self._tools.get(call.name)
+        if known is None:
+            log.warning("event=unknown_tool tool=%s", call.name)
+            available = ", ".join(self.names) or "none"
+            return f"error: there is no tool named {call.name!r} (available: {available})"
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return f"error: the arguments are not valid JSON ({exc})"
+        if not isinstance(arguments, dict):
+            return "error: the arguments must be a JSON object"
+        if known.wants_context:
+            arguments["context"] = context
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await known.function(**arguments)
+        except TimeoutError:
+            log.warning("event=tool_timeout tool=%s seconds=%s", call.name, self.timeout)
+            return f"error: the tool {call.name!r} did not finish within {self.timeout:g} seconds"
+        except Exception as exc:
+            log.warning("event=tool_failed tool=%s", call.name, exc_info=True)
+            return f"error: the tool {call.name!r} failed: {type(exc).__name__}: {exc}"
+        log.info("event=tool_ran tool=%s", call.name)
+        return _as_output(result)
+
+
+def _declared_tools(module: ModuleType) -> Iterable[Tool]:
+    return (value for value in vars(module).values() if isinstance(value, Tool))
+
+
+def _as_output(result: Any) -> str:
+    text = result if isinstance(result, str) else json.dumps(result, default=str)
+    if len(text) > MAX_OUTPUT_CHARS:
+        return text[:MAX_OUTPUT_CHARS] + "\n[output truncated]"
+    return text
