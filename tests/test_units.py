@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from bot.engine import filetypes
 from bot.engine.base import Citation
 from bot.engine.files import clean_answer
 from bot.slack.render import _complete_words, _Layout, split_markdown, with_footnotes
+from bot.store.store import MIGRATIONS, Store
 
 MINIMAL = {
     "SLACK_BOT_TOKEN": "xoxb-1",
@@ -162,3 +165,16 @@ def test_an_answer_laid_out_as_it_streams_only_ever_grows_at_the_end() -> None:
         assert all(m.count("```") % 2 == 0 for m in layout.messages[:-1])
         shown = " ".join(layout.messages).replace("```python", "").replace("```", "")
         assert shown.split() == text.replace("```python", "").replace("```", "").split()
+
+
+async def test_processes_opening_a_new_database_at_once_all_get_the_same_schema(
+    tmp_path: Path,
+) -> None:
+    """The bot and a CLI command may start together on a fresh file: one migrates, none fails."""
+    path = tmp_path / "fresh.sqlite3"
+    stores = await asyncio.gather(*(Store.open(path) for _ in range(6)))
+    try:
+        versions = {await store._schema_version() for store in stores}
+        assert versions == {len(MIGRATIONS)}
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))

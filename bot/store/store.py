@@ -181,24 +181,41 @@ class Store:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: each write is its own transaction without a second hop to the worker thread.
         db = await aiosqlite.connect(str(path), isolation_level=None)
-        await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute("PRAGMA synchronous = NORMAL")
-        await db.execute("PRAGMA busy_timeout = 5000")
         store = cls(db)
-        await store._migrate()
+        try:
+            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:
         await self._db.close()
 
     async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self._db.executescript(
-                f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
-            )
+        if await self._schema_version() == len(MIGRATIONS):
+            return
+        # Several processes (the bot, a CLI command) may open a new file at once: the first takes
+        # the write lock and migrates; the others wait for it, then find nothing left to do.
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await self._schema_version()
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    async def _schema_version(self) -> int:
+        rows = list(await self._db.execute_fetchall("PRAGMA user_version"))
+        return int(rows[0][0]) if rows else 0
 
     # --- conversations --------------------------------------------------------------------
 
