@@ -11,7 +11,7 @@ from bot.files import clean_up
 from tests.conftest import ALICE, BOB, GENERAL, Harness, answers, wait_answers
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, TurnContext, default_reply
 from tests.emulators.openai import OpenAIEmulator
-from tests.emulators.slack import SlackEmulator
+from tests.emulators.slack import Message, SlackEmulator
 
 REFUNDS = b"Refund policy\n\nRefunds are accepted within 30 days of purchase with a receipt.\n"
 HANDBOOK = b"Handbook\n\nEvery employee gets 25 vacation days per year.\n"
@@ -43,6 +43,13 @@ def reads_files(openai: OpenAIEmulator) -> None:
     openai.model.respond = respond
 
 
+async def final_answers(harness: Harness, ts: str, count: int) -> list[Message]:
+    """The answers once the bot is done: a cited answer streams first, then gets its footnotes."""
+    await wait_answers(harness.slack, GENERAL, ts, count)
+    await harness.drain_idle()
+    return answers(harness.slack, GENERAL, ts)
+
+
 def pdf(slack: SlackEmulator, name: str = "report.pdf", content: bytes = REFUNDS) -> dict[str, Any]:
     return slack.add_file(ALICE, name, content, "pdf", "application/pdf")
 
@@ -68,7 +75,7 @@ async def test_a_pdf_shared_with_a_mention_is_read_and_the_answer_cites_it(bot: 
     slack, openai = bot.slack, bot.openai
     reads_files(openai)
     ts = await slack.mention(ALICE, GENERAL, "how long do refunds take?", files=[pdf(slack)])
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
+    [answer] = await final_answers(bot, ts, 1)
 
     assert "Refunds are accepted within 30 days" in answer.text
     assert "[1]" in answer.text and "Sources:" in answer.text
@@ -89,7 +96,7 @@ async def test_a_file_shared_as_a_thread_reply_is_used_from_then_on(bot: Harness
     await slack.post(BOB, GENERAL, "here is the policy", thread_ts=ts, files=[pdf(slack)])
     await wait_answers(slack, GENERAL, ts, 2)
     await slack.post(ALICE, GENERAL, "so how long for refunds?", thread_ts=ts)
-    third = (await wait_answers(slack, GENERAL, ts, 3))[2]
+    third = (await final_answers(bot, ts, 3))[2]
     assert "within 30 days" in third.text and "[1] report.pdf" in third.text
 
 
@@ -255,7 +262,7 @@ async def test_a_channel_knowledge_base_is_searched_by_new_conversations_and_can
     )
 
     ts = await slack.mention(ALICE, GENERAL, "how many vacation days?")
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
+    [answer] = await final_answers(bot, ts, 1)
     assert "25 vacation days" in answer.text and "[1] handbook.md" in answer.text
 
     await slack.slash_command(ALICE, GENERAL, "/assistant", "knowledge")

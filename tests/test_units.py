@@ -12,7 +12,7 @@ from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine import filetypes
 from bot.engine.base import Citation
-from bot.engine.files import clean_answer
+from bot.engine.files import StreamCleaner, clean_answer
 from bot.slack.render import _complete_words, _Layout, split_markdown, with_footnotes
 from bot.store.store import MIGRATIONS, Store
 
@@ -178,3 +178,18 @@ async def test_processes_opening_a_new_database_at_once_all_get_the_same_schema(
         assert versions == {len(MIGRATIONS)}
     finally:
         await asyncio.gather(*(store.close() for store in stores))
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 40])
+def test_streamed_text_never_shows_citation_markers_or_sandbox_links(size: int) -> None:
+    text = (
+        "Refunds take 30 days【4:0†report.pdf】. See [chart.png](sandbox:/mnt/data/chart.png) "
+        "and [the docs](https://example.com) [sic]. Shipping is free【4:1†terms.md】."
+    )
+    cleaner = StreamCleaner()
+    shown = [cleaner.feed(text[i : i + size]) for i in range(0, len(text), size)]
+    assert "".join(shown) == (
+        "Refunds take 30 days. See chart.png and [the docs](https://example.com) [sic]. "
+        "Shipping is free."
+    )
+    assert all("【" not in piece and "sandbox:" not in piece for piece in shown)

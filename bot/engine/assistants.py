@@ -34,7 +34,7 @@ from bot.engine.base import (
     Usage,
 )
 from bot.engine.errors import engine_error
-from bot.engine.files import OpenAIFiles, clean_answer
+from bot.engine.files import OpenAIFiles, StreamCleaner, clean_answer
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
@@ -305,6 +305,7 @@ class _Answer:
         self.current: list[str] = []  # deltas of the message being written
         self.citations: list[Citation] = []  # filenames are filled in by the engine
         self.output_file_ids: list[str] = []  # images and files code_interpreter wrote
+        self.cleaner = StreamCleaner()  # what is streamed never shows markers or sandbox links
 
     @property
     def text(self) -> str:
@@ -317,10 +318,12 @@ class _Answer:
         if kind.startswith("thread.run.") and not kind.startswith("thread.run.step"):
             self.run_id = data.id
         if kind == "thread.message.delta":
-            delta = "".join(
-                _without_markers(part.text)
-                for part in data.delta.content or ()
-                if part.type == "text" and part.text is not None
+            delta = self.cleaner.feed(
+                "".join(
+                    str(part.text.value or "")
+                    for part in data.delta.content or ()
+                    if part.type == "text" and part.text is not None
+                )
             )
             if delta:
                 self.current.append(delta)
@@ -328,6 +331,7 @@ class _Answer:
             return None
         if kind == "thread.message.completed":
             self.current = []
+            self.cleaner = StreamCleaner()
             self._take_message(data.content)
             return None
         if kind == "thread.run.requires_action":
@@ -379,15 +383,6 @@ class _Answer:
             self.citations.extend(citations)
         if "".join(texts):
             self.parts.append("".join(texts))
-
-
-def _without_markers(text: Any) -> str:
-    """A text delta without the citation markers it carries (【4:0†source】)."""
-    value = str(text.value or "")
-    for note in text.annotations or ():
-        if note.type == "file_citation" and note.text:
-            value = value.replace(note.text, "")
-    return value
 
 
 __all__ = ["AssistantsEngine", "EngineError"]

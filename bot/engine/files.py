@@ -24,6 +24,51 @@ log = logging.getLogger(__name__)
 # uploaded next to the answer), so the link becomes its label.
 SANDBOX_LINK = re.compile(r"\[([^\]]*)\]\(sandbox:[^)\s]*\)")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+# What may still become a sandbox link, or a citation marker (【4:0†report.pdf】), once more text
+# arrives; longer than HOLD_LIMIT it is plain text after all.
+PARTIAL_SANDBOX_LINK = re.compile(r"\[[^\]\n]*(\](\((s(a(n(d(b(o(x(:[^)\s]*)?)?)?)?)?)?)?)?)?)?\Z")
+PARTIAL_MARKER = re.compile(r"【[^】\n]*\Z")
+HOLD_LIMIT = 300
+
+
+class StreamCleaner:
+    """Text deltas as they may be shown while streaming: what `clean_answer` will remove at the
+    end (citation markers, sandbox links) never reaches the screen.
+
+    A delta that might begin a marker or a link is held back until it is clear which it is.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._held + delta
+        self._held = ""
+        if "【" not in text and "[" not in text:
+            return text
+        shown: list[str] = []
+        cursor = 0
+        for match in re.finditer(r"【|\[", text):
+            start = match.start()
+            if start < cursor:
+                continue
+            rest = text[start:]
+            marker_end = text.find("】", start) if rest[0] == "【" else -1
+            link = SANDBOX_LINK.match(text, start) if rest[0] == "[" else None
+            if marker_end >= 0:
+                shown.append(text[cursor:start])
+                cursor = marker_end + 1
+            elif link is not None:
+                shown.append(text[cursor:start] + link.group(1))
+                cursor = link.end()
+            elif len(rest) < HOLD_LIMIT and (
+                PARTIAL_MARKER.match(rest) or PARTIAL_SANDBOX_LINK.match(rest)
+            ):
+                shown.append(text[cursor:start])
+                self._held = rest
+                return "".join(shown)
+        shown.append(text[cursor:])
+        return "".join(shown)
 
 
 class OpenAIFiles:

@@ -34,7 +34,7 @@ from bot.engine.base import (
     Usage,
 )
 from bot.engine.errors import engine_error
-from bot.engine.files import OpenAIFiles, clean_answer, generated
+from bot.engine.files import OpenAIFiles, StreamCleaner, clean_answer, generated
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class ResponsesEngine(OpenAIFiles):
             while True:
                 finished = False
                 stream = await self._create(request, conversation_id, pending_input)
+                cleaner = StreamCleaner()  # sandbox links never reach the screen
                 outcome: EngineEvent | None = None
                 async with stream:
                     async for event in stream:
@@ -121,7 +122,8 @@ class ResponsesEngine(OpenAIFiles):
                         if kind == "response.created":
                             response_id = event.response.id
                         elif kind == "response.output_text.delta" and event.delta:
-                            yield TextDelta(event.delta)
+                            if shown := cleaner.feed(event.delta):
+                                yield TextDelta(shown)
                         elif kind in (
                             "response.completed",
                             "response.failed",

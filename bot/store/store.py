@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -111,6 +113,19 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+async def _switch_to_wal(db: aiosqlite.Connection) -> None:
+    """WAL mode; the switch needs the file to itself and does not wait for a busy file (another
+    process opening it at the same moment), so it is tried again for a few seconds."""
+    for attempt in range(100):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            await asyncio.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class ConversationRecord:
     key: ConversationKey
@@ -184,7 +199,7 @@ class Store:
         store = cls(db)
         try:
             await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await _switch_to_wal(db)
             await db.execute("PRAGMA synchronous = NORMAL")
             await store._migrate()
         except BaseException:
