@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -219,33 +220,26 @@ class Bot:
 
 async def start(settings: Settings, engine: Engine | None = None) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack."""
-    store = await Store.open(settings.database_path)
-    engine = engine or make_engine(settings, store)
-    try:
+    async with contextlib.AsyncExitStack() as undo:  # closes what was opened if start-up fails
+        store = await Store.open(settings.database_path)
+        undo.push_async_callback(store.close)
+        engine = engine or make_engine(settings, store)
+        undo.push_async_callback(engine.close)
         definitions = await load_assistants_file(engine, settings)
         default = await check_assistant(engine, settings)
-    except BaseException:
-        await engine.close()
-        await store.close()
-        raise
-    log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
-    client = make_slack_client(settings)
-    try:
-        auth = await client.auth_test()
-    except SlackApiError as exc:
-        await store.close()
-        await engine.close()
-        await close_slack_client(client)
-        raise StartupError(
-            f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) at {settings.slack_api_url}."
-        ) from exc
-    identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
-    try:
+        log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
+        client = make_slack_client(settings)
+        undo.push_async_callback(close_slack_client, client)
+        try:
+            auth = await client.auth_test()
+        except SlackApiError as exc:
+            raise StartupError(
+                f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) "
+                f"at {settings.slack_api_url}."
+            ) from exc
+        identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
         tools = make_tools(settings, client, identity.user_id)
-    except StartupError:
-        await store.close()
-        await engine.close()
-        raise
+        undo.pop_all()
     log_missing_tools(default, tools)
     slack = AsyncApp(
         client=client,
@@ -306,6 +300,8 @@ async def _clean_up_daily(store: Store, engine: Engine, settings: Settings) -> N
             await clean_up(store, engine, settings.file_retention_days)
         except EngineError as exc:
             log.warning("event=cleanup_failed error=%s", exc.code)
+        except Exception:  # tomorrow's run may well succeed: never end the daily task
+            log.exception("event=cleanup_failed")
         await asyncio.sleep(CLEANUP_EVERY)
 
 
