@@ -168,7 +168,6 @@ class Conversations:
         self.store = store
         self.engine = engine
         self.surface = surface
-        self.default_assistant_id = default_assistant_id
         self.chooser = chooser or AssistantChooser(store, engine, default_assistant_id)
         self.tools: ToolBox = tools or NoTools()
         self.files = files

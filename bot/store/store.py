@@ -293,13 +293,6 @@ class Store:
         )
         return bool(rows)
 
-    async def count_conversations(self) -> int:
-        async with self._db.execute("SELECT COUNT(*) FROM conversations") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    # --- channel settings ----------------------------------------------------------------
-
     async def get_channel_setting(self, team_id: str, channel_id: str) -> ChannelSetting | None:
         async with self._db.execute(
             "SELECT assistant_id, set_by, set_at FROM channel_settings"
