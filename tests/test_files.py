@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+from aiohttp import web
 
 from bot import __main__ as cli
 from bot.files import clean_up
@@ -52,6 +56,10 @@ async def final_answers(harness: Harness, ts: str, count: int) -> list[Message]:
 
 def pdf(slack: SlackEmulator, name: str = "report.pdf", content: bytes = REFUNDS) -> dict[str, Any]:
     return slack.add_file(ALICE, name, content, "pdf", "application/pdf")
+
+
+def said(slack: SlackEmulator, ts: str) -> list[str]:
+    return [m.text for m in answers(slack, GENERAL, ts)]
 
 
 def uploads_for_search(openai: OpenAIEmulator) -> list[str]:
@@ -184,6 +192,56 @@ async def test_a_link_to_another_host_is_never_followed(bot: Harness) -> None:
     ts = await slack.mention(ALICE, GENERAL, "open this", files=[planted])
     texts = [m.text for m in await wait_answers(slack, GENERAL, ts, 2)]
     assert any("report.pdf" in t and "does not point to Slack's file host" in t for t in texts)
+    assert uploads_for_search(bot.openai) == []
+
+
+class OtherService:
+    """Another server on Slack's host, on a port of its own; notes the headers it is sent."""
+
+    def __init__(self) -> None:
+        self.authorizations: list[str | None] = []
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def start(self) -> None:
+        async def serve(request: web.Request) -> web.Response:
+            self.authorizations.append(request.headers.get("Authorization"))
+            return web.Response(body=REFUNDS, content_type="application/pdf")
+
+        app = web.Application()
+        app.router.add_get("/{path:.*}", serve)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def other_service() -> AsyncIterator[OtherService]:
+    service = OtherService()
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def test_a_link_to_another_port_of_slacks_host_is_refused_and_gets_no_token(
+    bot: Harness, other_service: OtherService
+) -> None:
+    slack = bot.slack
+    assert other_service.base_url != slack.base_url and "127.0.0.1" in other_service.base_url
+    planted = slack.add_file(
+        ALICE, "report.pdf", REFUNDS, "pdf", "application/pdf", hosted_at=other_service.base_url
+    )
+    ts = await slack.mention(ALICE, GENERAL, "open this", files=[planted])
+    await slack.wait_for(lambda: any(t.startswith("You said: open this") for t in said(slack, ts)))
+    assert other_service.authorizations == [], "the bot never called the other service"
+    assert any(
+        "report.pdf" in t and "does not point to Slack's file host" in t for t in said(slack, ts)
+    )
     assert uploads_for_search(bot.openai) == []
 
 

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
 CHUNK = 64 * 1024
+DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def shared_files(files: Iterable[dict[str, Any]] | None) -> tuple[SharedFile, ...]:
@@ -36,15 +37,18 @@ def shared_files(files: Iterable[dict[str, Any]] | None) -> tuple[SharedFile, ..
 class SlackFileSource:
     """Downloads shared files with the bot token, only from Slack's own file host.
 
-    The host allowed is files.slack.com and the host of SLACK_API_URL (GovSlack, a proxy, the
-    tests' emulator); a link to anywhere else is refused, so an event cannot make the bot fetch
-    arbitrary URLs with its token (SSRF). Redirects are not followed, for the same reason.
+    The origins allowed (scheme, host and port) are https://files.slack.com and that of
+    SLACK_API_URL (GovSlack, a proxy, the tests' emulator); a link to anywhere else, another port
+    of the same host included, is refused, so an event cannot make the bot send its token to
+    another service (SSRF). Redirects are not followed, for the same reason.
     """
 
     def __init__(self, token: str, api_url: str, timeout: float = 120.0) -> None:
         self.token = token
-        api = urlsplit(api_url)
-        self.allowed = {(api.scheme, api.hostname), ("https", SLACK_FILE_HOST)}
+        self.allowed = {("https", SLACK_FILE_HOST, 443)}
+        api = origin(api_url)
+        if api is not None:
+            self.allowed.add(api)
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -55,9 +59,10 @@ class SlackFileSource:
     async def fetch(self, file: SharedFile, max_bytes: int) -> bytes:
         if not file.download_url:
             raise FileRefused("Slack gave me no download link for it (it may have been deleted).")
-        url = urlsplit(file.download_url)
-        if (url.scheme, url.hostname) not in self.allowed:
-            log.warning("event=file_host_refused file=%s host=%s", file.id, url.hostname)
+        link = origin(file.download_url)
+        if link not in self.allowed:
+            where = "{}://{}:{}".format(*link) if link else "malformed"
+            log.warning("event=file_host_refused file=%s origin=%s", file.id, where)
             raise FileRefused(
                 "its link does not point to Slack's file host, so I did not follow it."
             )
@@ -77,6 +82,19 @@ class SlackFileSource:
                 return await _read_capped(response, max_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FileRefused(f"downloading it from Slack failed ({type(exc).__name__}).") from exc
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, the port filled in for http and https; None if malformed."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme, parts.hostname, port
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:

@@ -1359,9 +1359,11 @@ class SlackEmulator:
         filetype: str,
         mimetype: str,
         size: int,
+        hosted_at: str | None = None,
     ) -> dict[str, Any]:
         quoted = urllib.parse.quote(name)
         now = int(time.time())
+        host = hosted_at or self.base_url
         return {
             "id": file_id,
             "created": now,
@@ -1382,8 +1384,8 @@ class SlackEmulator:
             "public_url_shared": False,
             "display_as_bot": False,
             "username": "",
-            "url_private": f"{self.base_url}/files-pri/{self.team_id}-{file_id}/{quoted}",
-            "url_private_download": f"{self.base_url}/files-pri/{self.team_id}-{file_id}/download/{quoted}",
+            "url_private": f"{host}/files-pri/{self.team_id}-{file_id}/{quoted}",
+            "url_private_download": f"{host}/files-pri/{self.team_id}-{file_id}/download/{quoted}",
             "permalink": f"{self.base_url}/files/{user}/{file_id}/{quoted}",
             "permalink_public": f"{self.base_url}/{self.team_id}-{file_id}-{secrets.token_hex(5)}",
             "has_rich_preview": False,
@@ -1402,10 +1404,15 @@ class SlackEmulator:
         filetype: str = "text",
         mimetype: str = "text/plain",
         title: str | None = None,
+        hosted_at: str | None = None,
     ) -> dict[str, Any]:
-        """A file `user` uploaded; pass the returned Slack file object in `post(..., files=[f])`."""
+        """A file `user` uploaded; pass the returned Slack file object in `post(..., files=[f])`.
+
+        `hosted_at` (a base URL) makes its links point at another server than the emulator."""
         file_id = self._next_id("F")
-        obj = self._file_obj(file_id, user, name, title or name, filetype, mimetype, len(content))
+        obj = self._file_obj(
+            file_id, user, name, title or name, filetype, mimetype, len(content), hosted_at
+        )
         self.files[file_id] = obj
         self.file_contents[file_id] = content
         return obj
