@@ -17,6 +17,7 @@ from tests.emulators.model import CitationSpec, ImageSpec, Reply, TurnContext, d
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import Message, SlackEmulator
 
+PARTNER = "C0PARTNER"  # a Slack Connect channel, shared with another organisation
 REFUNDS = b"Refund policy\n\nRefunds are accepted within 30 days of purchase with a receipt.\n"
 HANDBOOK = b"Handbook\n\nEvery employee gets 25 vacation days per year.\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -193,6 +194,62 @@ async def test_a_link_to_another_host_is_never_followed(bot: Harness) -> None:
     texts = [m.text for m in await wait_answers(slack, GENERAL, ts, 2)]
     assert any("report.pdf" in t and "does not point to Slack's file host" in t for t in texts)
     assert uploads_for_search(bot.openai) == []
+
+
+async def test_a_pdf_shared_in_a_slack_connect_channel_is_read_and_cited(bot: Harness) -> None:
+    slack = bot.slack
+    slack.add_channel(PARTNER, "acme-shared", slack_connect=True)
+    reads_files(bot.openai)
+    report = pdf(slack)
+    ts = await slack.mention(ALICE, PARTNER, "how long do refunds take?", files=[report])
+    await wait_answers(slack, PARTNER, ts, 1)
+    await bot.drain_idle()
+    [answer] = answers(slack, PARTNER, ts)
+
+    assert "Refunds are accepted within 30 days" in answer.text
+    assert answer.text.rstrip().endswith("[1] report.pdf")
+    assert [c.args["file"] for c in slack.calls_to("files.info")] == [report["id"]]
+    shown = [c.args.get("text") for c in slack.calls_to("chat.update")]
+    assert "_Reading report.pdf…_" in shown, "the thread names the file once Slack has"
+
+
+async def test_files_slack_will_not_describe_are_each_named_with_slacks_reason(
+    bot: Harness,
+) -> None:
+    slack = bot.slack
+    slack.add_channel(PARTNER, "acme-shared", slack_connect=True)
+    hidden, deleted = pdf(slack, "secret.pdf"), pdf(slack, "old.pdf")
+    slack.fail_next("files.info", "access_denied")  # the first file asked about
+    slack.delete_file(deleted["id"])
+    ts = await slack.mention(ALICE, PARTNER, "read these", files=[hidden, deleted])
+    texts = [m.text for m in await wait_answers(slack, PARTNER, ts, 3)]
+
+    assert (
+        f"I could not use the file {hidden['id']}: Slack does not let me see it (access_denied)."
+        in texts
+    )
+    assert (
+        f"I could not use the file {deleted['id']}: Slack says there is no such file (any more) "
+        "(file_not_found)."
+    ) in texts
+    assert any(t.startswith("You said: read these") for t in texts)
+    assert uploads_for_search(bot.openai) == []
+
+
+async def test_a_file_from_a_slack_connect_channel_can_become_channel_knowledge(
+    bot: Harness,
+) -> None:
+    slack = bot.slack
+    slack.add_channel(PARTNER, "acme-shared", slack_connect=True)
+    handbook = slack.add_file(BOB, "handbook.md", HANDBOOK, "markdown", "text/markdown")
+    shared = await slack.post(BOB, PARTNER, "our handbook", files=[handbook])
+    await slack.interaction(
+        slack.message_shortcut_payload(BOB, PARTNER, shared, "add_channel_knowledge")
+    )
+    await slack.wait_for(
+        lambda: any("Added handbook.md" in e for e in slack.ephemerals(PARTNER, BOB))
+    )
+    assert uploads_for_search(bot.openai) == ["handbook.md"]
 
 
 class OtherService:
