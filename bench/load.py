@@ -131,6 +131,17 @@ async def wait_port(port: int, process: asyncio.subprocess.Process, timeout: flo
 
 
 async def benchmark(args: argparse.Namespace) -> int:
+    # Everything the run writes (the bot's database, its definitions, its log unless --bot-log)
+    # lives here and goes away when the run ends, however it ends.
+    main = asyncio.current_task()
+    assert main is not None
+    # SIGTERM ends a run as Ctrl-C does: the bot is stopped, the temporary files are removed.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        return await run(args, Path(tmp))
+
+
+async def run(args: argparse.Namespace, work: Path) -> int:
     slack = MeasuringSlack()
     openai = OpenAIEmulator()
     openai.validate_spec = args.validate_spec
@@ -140,9 +151,9 @@ async def benchmark(args: argparse.Namespace) -> int:
     channels = [f"C0LOAD{i:03d}" for i in range(args.channels)]
     for channel in channels:
         slack.add_channel(channel, channel.lower())
-    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     env = {
         "PATH": os.environ.get("PATH", ""),
+        "TMPDIR": str(work),
         "PYTHONPATH": str(args.bot_source or REPO),
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": slack.signing_secret,
@@ -160,12 +171,15 @@ async def benchmark(args: argparse.Namespace) -> int:
         (work / "assistants.yaml").write_text(DEFINITIONS)
         env |= {"ASSISTANT_ID": "Helper", "ASSISTANTS_FILE": str(work / "assistants.yaml")}
     env |= dict(pair.split("=", 1) for pair in args.env)
-    log = (work / "bot.log").open("wb")
+    log_path = args.bot_log or work / "bot.log"
+    log = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", env=env, cwd=work, stdout=log, stderr=log
     )
+    failed = False
     try:
         await wait_port(int(env["PORT"]), process, 30)
+        print(f"bench: the bot is up (pid {process.pid})", file=sys.stderr, flush=True)
         profiler = None
         if args.profile:
             profiler = await asyncio.create_subprocess_exec(
@@ -174,11 +188,15 @@ async def benchmark(args: argparse.Namespace) -> int:
                 stdout=asyncio.subprocess.DEVNULL,
             )
         slack.events_url = f"http://127.0.0.1:{env['PORT']}/slack/events"
-        result = await measure(args, slack, openai, process.pid, channels, work)
+        result = await measure(args, slack, openai, process.pid, channels)
+        failed = result != 0
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             await profiler.wait()
         return result
+    except RuntimeError:  # the bot exited, or never listened
+        failed = True
+        raise
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -190,6 +208,9 @@ async def benchmark(args: argparse.Namespace) -> int:
         log.close()
         await slack.stop()
         await openai.stop()
+        if failed and args.bot_log is None:
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            print("bench: the bot's last log lines:", *tail, sep="\n", file=sys.stderr)
 
 
 async def measure(
@@ -198,7 +219,6 @@ async def measure(
     openai: OpenAIEmulator,
     pid: int,
     channels: list[str],
-    work: Path,
 ) -> int:
     n = args.burst or args.n
     window = args.burst_window if args.burst else n / args.rate
@@ -291,8 +311,9 @@ async def measure(
         "emulators_cpu_per_answer": f"{own_cpu * 1000 / count:.1f} ms (this process)",
         "emulators_loop_lag_max": ms(max(lags, default=0.0)),
         "all_answered_after": f"{done - first_sent:.2f} s" if len(answered) == n else "never",
-        "bot_log": str(work / "bot.log"),
     }
+    if args.bot_log:
+        figures["bot_log"] = str(args.bot_log)
     if args.detail:
         slack_methods = Counter(c.method for c in slack.calls[calls_before:])
         paths = Counter(
@@ -331,6 +352,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", help="py-spy the bot into this file (collapsed stacks)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the bot")
+    parser.add_argument("--bot-log", type=Path, help="keep the bot's log in this file")
     args = parser.parse_args(argv)
     if args.burst is None and args.rate is None:
         args.burst = 200
@@ -338,7 +360,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(benchmark(parse(argv)))
+    try:
+        return asyncio.run(benchmark(parse(argv)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -80,7 +82,7 @@ async def measure(engine: str, tokens: int, pace: float, refuse: bool) -> dict[s
     await slack.start()
     await openai.start()
     slack.refuse_streaming = refuse
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:  # removed however it ends
         env = bot_env(slack, openai, Path(tmp) / "bot.sqlite3", "http")
         if engine == "assistants":
             env |= {"BOT_ENGINE": "assistants", "ASSISTANT_ID": openai.add_assistant(name="Bench")}
@@ -127,6 +129,10 @@ async def main() -> None:
     parser.add_argument("--tokens-per-second", type=float, default=100.0)
     parser.add_argument("--tokens", type=int, nargs="+", default=[100, 500])
     args = parser.parse_args()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM ends a run as Ctrl-C does: the bot is stopped, the temporary files are removed.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     logging.basicConfig(level=logging.WARNING)
     pace = 1 / args.tokens_per_second
     print(f"engine: {args.engine}")
@@ -140,4 +146,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("bench: interrupted")

@@ -371,9 +371,10 @@ class Conversations:
         images: list[str] = []
         text = message.text
         if message.files:
-            await reply.reading([file.name for file in message.files])
             assistant = await self.engine.get_assistant(conversation.assistant_id)
-            taken = await self.files.take(conversation, message.files, message.user_id, assistant)
+            taken = await self.files.take(
+                conversation, message.files, message.user_id, assistant, reading=reply.reading
+            )
             for problem in taken.problems:
                 await reply.note(problem)
             images = taken.image_file_ids

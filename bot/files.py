@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,11 @@ class FileRefused(Exception):
 
 
 class FileSource(Protocol):
+    async def describe(self, file: SharedFile) -> SharedFile:
+        """The file with its name, type, size and link, asking the chat when it shared only an id;
+        raises FileRefused when the chat will not say."""
+        ...
+
     async def fetch(self, file: SharedFile, max_bytes: int) -> bytes:
         """The file's content; raises FileRefused (too large, not the chat's own host…)."""
         ...
@@ -71,12 +76,18 @@ class FileIngest:
         files: Sequence[SharedFile],
         user_id: str,
         assistant: AssistantDefinition | None,
+        reading: Callable[[Sequence[str]], Awaitable[None]] | None = None,
     ) -> Taken:
-        """Upload and index the files shared with one message of a conversation."""
+        """Upload and index the files shared with one message of a conversation.
+
+        `reading` hears the files' names once they are known (before the slow part)."""
         taken = Taken()
         tools = {tool.get("type") for tool in assistant.tools} if assistant else set()
         model = assistant.model if assistant else ""
-        for file in files:
+        described = await self._describe(files, "use", taken)
+        if described and reading is not None:
+            await reading([file.name for file in described])
+        for file in described:
             try:
                 await self._take_one(conversation, file, user_id, tools, model, taken)
             except FileRefused as exc:
@@ -88,6 +99,19 @@ class FileIngest:
                     f"({exc.message or exc.code})."
                 )
         return taken
+
+    async def _describe(
+        self, files: Sequence[SharedFile], verb: str, taken: Taken
+    ) -> list[SharedFile]:
+        """The files the chat could describe; a sentence in `taken` for each it could not."""
+        described = []
+        for file in files:
+            try:
+                described.append(await self.source.describe(file))
+            except FileRefused as exc:
+                name = f"*{file.name}*" if file.name else f"the file {file.id}"
+                taken.problems.append(f"I could not {verb} {name}: {exc}")
+        return described
 
     async def _take_one(
         self,
@@ -173,7 +197,7 @@ class FileIngest:
     ) -> Taken:
         taken = Taken()
         scope = channel_scope(key)
-        for file in files:
+        for file in await self._describe(files, "add", taken):
             try:
                 if not filetypes.is_searchable(file.name):
                     kind = filetypes.extension(file.name) or "without an extension"

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+from aiohttp import web
 
 from bot import __main__ as cli
 from bot.files import clean_up
@@ -13,6 +17,7 @@ from tests.emulators.model import CitationSpec, ImageSpec, Reply, TurnContext, d
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import Message, SlackEmulator
 
+PARTNER = "C0PARTNER"  # a Slack Connect channel, shared with another organisation
 REFUNDS = b"Refund policy\n\nRefunds are accepted within 30 days of purchase with a receipt.\n"
 HANDBOOK = b"Handbook\n\nEvery employee gets 25 vacation days per year.\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -52,6 +57,10 @@ async def final_answers(harness: Harness, ts: str, count: int) -> list[Message]:
 
 def pdf(slack: SlackEmulator, name: str = "report.pdf", content: bytes = REFUNDS) -> dict[str, Any]:
     return slack.add_file(ALICE, name, content, "pdf", "application/pdf")
+
+
+def said(slack: SlackEmulator, ts: str) -> list[str]:
+    return [m.text for m in answers(slack, GENERAL, ts)]
 
 
 def uploads_for_search(openai: OpenAIEmulator) -> list[str]:
@@ -184,6 +193,112 @@ async def test_a_link_to_another_host_is_never_followed(bot: Harness) -> None:
     ts = await slack.mention(ALICE, GENERAL, "open this", files=[planted])
     texts = [m.text for m in await wait_answers(slack, GENERAL, ts, 2)]
     assert any("report.pdf" in t and "does not point to Slack's file host" in t for t in texts)
+    assert uploads_for_search(bot.openai) == []
+
+
+async def test_a_pdf_shared_in_a_slack_connect_channel_is_read_and_cited(bot: Harness) -> None:
+    slack = bot.slack
+    slack.add_channel(PARTNER, "acme-shared", slack_connect=True)
+    reads_files(bot.openai)
+    report = pdf(slack)
+    ts = await slack.mention(ALICE, PARTNER, "how long do refunds take?", files=[report])
+    await wait_answers(slack, PARTNER, ts, 1)
+    await bot.drain_idle()
+    [answer] = answers(slack, PARTNER, ts)
+
+    assert "Refunds are accepted within 30 days" in answer.text
+    assert answer.text.rstrip().endswith("[1] report.pdf")
+    assert [c.args["file"] for c in slack.calls_to("files.info")] == [report["id"]]
+    shown = [c.args.get("text") for c in slack.calls_to("chat.update")]
+    assert "_Reading report.pdf…_" in shown, "the thread names the file once Slack has"
+
+
+async def test_files_slack_will_not_describe_are_each_named_with_slacks_reason(
+    bot: Harness,
+) -> None:
+    slack = bot.slack
+    slack.add_channel(PARTNER, "acme-shared", slack_connect=True)
+    hidden, deleted = pdf(slack, "secret.pdf"), pdf(slack, "old.pdf")
+    slack.fail_next("files.info", "access_denied")  # the first file asked about
+    slack.delete_file(deleted["id"])
+    ts = await slack.mention(ALICE, PARTNER, "read these", files=[hidden, deleted])
+    texts = [m.text for m in await wait_answers(slack, PARTNER, ts, 3)]
+
+    assert (
+        f"I could not use the file {hidden['id']}: Slack does not let me see it (access_denied)."
+        in texts
+    )
+    assert (
+        f"I could not use the file {deleted['id']}: Slack says there is no such file (any more) "
+        "(file_not_found)."
+    ) in texts
+    assert any(t.startswith("You said: read these") for t in texts)
+    assert uploads_for_search(bot.openai) == []
+
+
+async def test_a_file_from_a_slack_connect_channel_can_become_channel_knowledge(
+    bot: Harness,
+) -> None:
+    slack = bot.slack
+    slack.add_channel(PARTNER, "acme-shared", slack_connect=True)
+    handbook = slack.add_file(BOB, "handbook.md", HANDBOOK, "markdown", "text/markdown")
+    shared = await slack.post(BOB, PARTNER, "our handbook", files=[handbook])
+    await slack.interaction(
+        slack.message_shortcut_payload(BOB, PARTNER, shared, "add_channel_knowledge")
+    )
+    await slack.wait_for(
+        lambda: any("Added handbook.md" in e for e in slack.ephemerals(PARTNER, BOB))
+    )
+    assert uploads_for_search(bot.openai) == ["handbook.md"]
+
+
+class OtherService:
+    """Another server on Slack's host, on a port of its own; notes the headers it is sent."""
+
+    def __init__(self) -> None:
+        self.authorizations: list[str | None] = []
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def start(self) -> None:
+        async def serve(request: web.Request) -> web.Response:
+            self.authorizations.append(request.headers.get("Authorization"))
+            return web.Response(body=REFUNDS, content_type="application/pdf")
+
+        app = web.Application()
+        app.router.add_get("/{path:.*}", serve)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def other_service() -> AsyncIterator[OtherService]:
+    service = OtherService()
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def test_a_link_to_another_port_of_slacks_host_is_refused_and_gets_no_token(
+    bot: Harness, other_service: OtherService
+) -> None:
+    slack = bot.slack
+    assert other_service.base_url != slack.base_url and "127.0.0.1" in other_service.base_url
+    planted = slack.add_file(
+        ALICE, "report.pdf", REFUNDS, "pdf", "application/pdf", hosted_at=other_service.base_url
+    )
+    ts = await slack.mention(ALICE, GENERAL, "open this", files=[planted])
+    await slack.wait_for(lambda: any(t.startswith("You said: open this") for t in said(slack, ts)))
+    assert other_service.authorizations == [], "the bot never called the other service"
+    assert any(
+        "report.pdf" in t and "does not point to Slack's file host" in t for t in said(slack, ts)
+    )
     assert uploads_for_search(bot.openai) == []
 
 

@@ -266,6 +266,34 @@ async def test_user_file_share_reaches_the_bot(emu: SlackEmulator, bot: TinyBot)
     assert bot.events[0]["files"][0]["id"] == f["id"]
 
 
+async def test_slack_connect_channels_share_file_stubs_that_files_info_fills_in(
+    emu: SlackEmulator, bot: TinyBot, client: AsyncWebClient
+) -> None:
+    emu.add_channel("C0PARTNER", "acme-shared", slack_connect=True)
+    f = emu.add_file(ALICE, "report.pdf", b"%PDF-1.7", "pdf", "application/pdf")
+    await emu.mention(ALICE, "C0PARTNER", "see attached", files=[f])
+    await emu.wait_for(lambda: len(bot.events) == 2)
+    stub = {
+        "id": f["id"],
+        "mode": "file_access",
+        "file_access": "check_file_info",
+        "created": 0,
+        "timestamp": 0,
+        "user": "",
+    }
+    assert [e["files"] for e in bot.events] == [[stub], [stub]]
+    assert all(d.payload["is_ext_shared_channel"] for d in emu.deliveries[-2:])
+    channel = await client.conversations_info(channel="C0PARTNER")
+    assert channel["channel"]["is_ext_shared"] is True
+    info = await client.files_info(file=f["id"])
+    assert info["file"]["name"] == "report.pdf"
+    assert info["file"]["url_private_download"] == f["url_private_download"]
+    emu.delete_file(f["id"])
+    with pytest.raises(SlackApiError) as e:
+        await client.files_info(file=f["id"])
+    assert e.value.response["error"] == "file_not_found"
+
+
 async def test_files_upload_v2_appears_in_uploads(
     emu: SlackEmulator, client: AsyncWebClient
 ) -> None:

@@ -8,6 +8,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.files import FileRefused
 from bot.messages import SharedFile
@@ -16,56 +19,102 @@ log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
 CHUNK = 64 * 1024
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+# files.info errors, in words for the person who shared the file.
+INFO_FAILURES = {
+    "file_not_found": "Slack says there is no such file (any more)",
+    "file_deleted": "Slack says it was deleted",
+    "access_denied": "Slack does not let me see it",
+}
 
 
 def shared_files(files: Iterable[dict[str, Any]] | None) -> tuple[SharedFile, ...]:
     """The files of a message event (or a message in a shortcut payload)."""
-    return tuple(
-        SharedFile(
-            id=str(f.get("id") or ""),
-            name=str(f.get("name") or f.get("title") or f.get("id") or "file"),
-            mimetype=str(f.get("mimetype") or ""),
-            size=int(f.get("size") or 0),
-            download_url=str(f.get("url_private_download") or f.get("url_private") or ""),
-        )
-        for f in files or ()
-        if f.get("id")
+    return tuple(_shared_file(f) for f in files or () if f.get("id"))
+
+
+def _shared_file(f: dict[str, Any]) -> SharedFile:
+    if f.get("file_access") == "check_file_info":
+        # Slack Connect: only the id; files.info has the rest (SlackFileSource.describe).
+        return SharedFile(id=str(f["id"]), name="", mimetype="", size=0, download_url="")
+    return SharedFile(
+        id=str(f["id"]),
+        name=str(f.get("name") or f.get("title") or f["id"]),
+        mimetype=str(f.get("mimetype") or ""),
+        size=int(f.get("size") or 0),
+        download_url=str(f.get("url_private_download") or f.get("url_private") or ""),
     )
 
 
 class SlackFileSource:
     """Downloads shared files with the bot token, only from Slack's own file host.
 
-    The host allowed is files.slack.com and the host of SLACK_API_URL (GovSlack, a proxy, the
-    tests' emulator); a link to anywhere else is refused, so an event cannot make the bot fetch
-    arbitrary URLs with its token (SSRF). Redirects are not followed, for the same reason.
+    The origins allowed (scheme, host and port) are https://files.slack.com and that of
+    SLACK_API_URL (GovSlack, a proxy, the tests' emulator); a link to anywhere else, another port
+    of the same host included, is refused, so an event cannot make the bot send its token to
+    another service (SSRF). Redirects are not followed, for the same reason.
     """
 
     def __init__(self, token: str, api_url: str, timeout: float = 120.0) -> None:
         self.token = token
-        api = urlsplit(api_url)
-        self.allowed = {(api.scheme, api.hostname), ("https", SLACK_FILE_HOST)}
+        self.api_url = api_url
+        self.allowed = {("https", SLACK_FILE_HOST, 443)}
+        api = origin(api_url)
+        if api is not None:
+            self.allowed.add(api)
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._client: AsyncWebClient | None = None
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def describe(self, file: SharedFile) -> SharedFile:
+        """The file with its name, type, size and link; for a stub (Slack Connect channels share
+        files as ids with `file_access: check_file_info`) they come from files.info."""
+        if file.download_url:
+            return file
+        if self._client is None:
+            self._client = AsyncWebClient(
+                token=self.token, base_url=self.api_url, session=self._http()
+            )
+            self._client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+        try:
+            info = await self._client.files_info(file=file.id)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "unknown_error")
+            log.warning("event=file_info_failed file=%s error=%s", file.id, error)
+            raise FileRefused(
+                f"{INFO_FAILURES.get(error, 'Slack would not describe it')} ({error})."
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise FileRefused(f"asking Slack about it failed ({type(exc).__name__}).") from exc
+        described = _shared_file({**(info.get("file") or {}), "id": file.id})
+        if not described.download_url:  # a stub again, or a file hidden by the plan's limits
+            raise FileRefused("Slack gave me no download link for it.")
+        return described
+
     async def fetch(self, file: SharedFile, max_bytes: int) -> bytes:
         if not file.download_url:
             raise FileRefused("Slack gave me no download link for it (it may have been deleted).")
-        url = urlsplit(file.download_url)
-        if (url.scheme, url.hostname) not in self.allowed:
-            log.warning("event=file_host_refused file=%s host=%s", file.id, url.hostname)
+        link = origin(file.download_url)
+        if link not in self.allowed:
+            where = "{}://{}:{}".format(*link) if link else "malformed"
+            log.warning("event=file_host_refused file=%s origin=%s", file.id, where)
             raise FileRefused(
                 "its link does not point to Slack's file host, so I did not follow it."
             )
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            async with self._session.get(
+            async with self._http().get(
                 file.download_url, headers=headers, allow_redirects=False
             ) as response:
                 if response.status != 200:
@@ -77,6 +126,19 @@ class SlackFileSource:
                 return await _read_capped(response, max_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise FileRefused(f"downloading it from Slack failed ({type(exc).__name__}).") from exc
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, the port filled in for http and https; None if malformed."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return scheme, parts.hostname, port
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:

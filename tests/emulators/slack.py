@@ -109,6 +109,7 @@ class _Channel:
     kind: str  # "channel" | "group" | "im" | "mpim"
     user: str | None = None  # the other party of an im
     created: int = 0
+    slack_connect: bool = False  # shared with another organisation
 
 
 @dataclass
@@ -429,10 +430,20 @@ class SlackEmulator:
         self._add_user(user_id, name, real_name or name.title())
 
     def add_channel(
-        self, channel_id: str, name: str, *, is_private: bool = False, is_mpim: bool = False
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        is_private: bool = False,
+        is_mpim: bool = False,
+        slack_connect: bool = False,
     ) -> None:
+        """A channel; with `slack_connect` it is shared with another organisation, and Slack
+        then shows files shared there as stubs that only `files.info` fills in."""
         kind = "mpim" if is_mpim else "group" if is_private else "channel"
-        self.channels[channel_id] = _Channel(channel_id, name, kind, created=self._epoch)
+        self.channels[channel_id] = _Channel(
+            channel_id, name, kind, created=self._epoch, slack_connect=slack_connect
+        )
 
     def dm_channel(self, user: str) -> str:
         """The stable id of `user`'s DM with the bot ("D0ALICE" for "U0ALICE")."""
@@ -696,7 +707,7 @@ class SlackEmulator:
         else:
             out["blocks"] = []
         if msg.files:
-            out["files"] = list(msg.files)
+            out["files"] = self._files_as_seen(msg.channel, msg.files)
             out["upload"] = False
             out["display_as_bot"] = False
         if msg.thread_ts:
@@ -751,7 +762,7 @@ class SlackEmulator:
                     "is_enterprise_install": False,
                 }
             ],
-            "is_ext_shared_channel": False,
+            "is_ext_shared_channel": self._is_slack_connect(event.get("channel")),
             "event_context": self._event_context(event),
         }
 
@@ -1010,7 +1021,7 @@ class SlackEmulator:
         if thread_ts is not None:
             mention_event["thread_ts"] = thread_ts
         if files:
-            mention_event["files"] = list(files)
+            mention_event["files"] = self._files_as_seen(channel, files)
         first = asyncio.ensure_future(self.deliver(mention_event))
         await asyncio.sleep(0)  # let the app_mention request start first, as Slack sends it first
         second = asyncio.ensure_future(self.deliver(message_event))
@@ -1359,9 +1370,11 @@ class SlackEmulator:
         filetype: str,
         mimetype: str,
         size: int,
+        hosted_at: str | None = None,
     ) -> dict[str, Any]:
         quoted = urllib.parse.quote(name)
         now = int(time.time())
+        host = hosted_at or self.base_url
         return {
             "id": file_id,
             "created": now,
@@ -1382,8 +1395,8 @@ class SlackEmulator:
             "public_url_shared": False,
             "display_as_bot": False,
             "username": "",
-            "url_private": f"{self.base_url}/files-pri/{self.team_id}-{file_id}/{quoted}",
-            "url_private_download": f"{self.base_url}/files-pri/{self.team_id}-{file_id}/download/{quoted}",
+            "url_private": f"{host}/files-pri/{self.team_id}-{file_id}/{quoted}",
+            "url_private_download": f"{host}/files-pri/{self.team_id}-{file_id}/download/{quoted}",
             "permalink": f"{self.base_url}/files/{user}/{file_id}/{quoted}",
             "permalink_public": f"{self.base_url}/{self.team_id}-{file_id}-{secrets.token_hex(5)}",
             "has_rich_preview": False,
@@ -1402,13 +1415,44 @@ class SlackEmulator:
         filetype: str = "text",
         mimetype: str = "text/plain",
         title: str | None = None,
+        hosted_at: str | None = None,
     ) -> dict[str, Any]:
-        """A file `user` uploaded; pass the returned Slack file object in `post(..., files=[f])`."""
+        """A file `user` uploaded; pass the returned Slack file object in `post(..., files=[f])`.
+
+        `hosted_at` (a base URL) makes its links point at another server than the emulator."""
         file_id = self._next_id("F")
-        obj = self._file_obj(file_id, user, name, title or name, filetype, mimetype, len(content))
+        obj = self._file_obj(
+            file_id, user, name, title or name, filetype, mimetype, len(content), hosted_at
+        )
         self.files[file_id] = obj
         self.file_contents[file_id] = content
         return obj
+
+    def delete_file(self, file_id: str) -> None:
+        """The file is deleted: files.info answers file_not_found, downloads 404."""
+        self.files.pop(file_id, None)
+        self.file_contents.pop(file_id, None)
+
+    def _is_slack_connect(self, channel: Any) -> bool:
+        ch = self.channels.get(str(channel or ""))
+        return ch is not None and ch.slack_connect
+
+    def _files_as_seen(self, channel: str, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Files of a message as apps get them: in a Slack Connect channel, stubs without name,
+        type or link, which `files.info` fills in."""
+        if not self._is_slack_connect(channel):
+            return list(files)
+        return [
+            {
+                "id": f["id"],
+                "mode": "file_access",
+                "file_access": "check_file_info",
+                "created": 0,
+                "timestamp": 0,
+                "user": "",
+            }
+            for f in files
+        ]
 
     def _share(self, file_id: str, channel: str, ts: str, thread_ts: str | None) -> None:
         obj = self.files[file_id]
@@ -1815,8 +1859,8 @@ class SlackEmulator:
             "is_im": ch.kind == "im",
             "is_mpim": ch.kind == "mpim",
             "is_private": ch.kind != "channel",
-            "is_shared": False,
-            "is_ext_shared": False,
+            "is_shared": ch.slack_connect,
+            "is_ext_shared": ch.slack_connect,
         }
         if ch.kind == "im":
             out.update({"user": ch.user, "is_user_deleted": False, "priority": 0})

@@ -1,0 +1,43 @@
+"""An operator runs the benchmarks: whatever happens, they leave no files behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_an_interrupted_load_benchmark_stops_the_bot_and_leaves_no_files(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    bench = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bench.load", "--burst", "20", "--model-latency", "60"),
+        cwd=ROOT,
+        env={"PATH": "", "TMPDIR": str(temp)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert bench.stderr is not None
+    try:
+        started = await asyncio.wait_for(bench.stderr.readline(), 60)
+        assert started.startswith(b"bench: the bot is up (pid "), started
+        bot_pid = int(started.split(b"pid ")[1].rstrip(b")\n"))
+        assert list(temp.iterdir()), "the run keeps its files in the temporary directory"
+        bench.send_signal(signal.SIGINT)  # Ctrl-C
+        _, errors = await asyncio.wait_for(bench.communicate(), 60)
+    finally:
+        if bench.returncode is None:
+            bench.kill()
+            await bench.wait()
+    assert bench.returncode == 130, errors.decode()
+    with pytest.raises(ProcessLookupError):
+        os.kill(bot_pid, 0)  # the bot was stopped
+    assert list(temp.iterdir()) == [], "nothing is left in the temporary directory"
