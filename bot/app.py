@@ -260,13 +260,14 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
-    events.register(slack, conversations, identity, settings.answer_bots)
+    viewing = assistant.ViewedChannels()
+    events.register(slack, conversations, identity, settings.answer_bots, viewing)
     commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
     actions.register(slack, conversations, store)
-    assistant.register(slack, suggested_prompts(default, definitions))
+    assistant.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     bot = Bot(settings, store, engine, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, engine, settings))
 

@@ -13,6 +13,7 @@ from dotenv import dotenv_values
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 ENGINES = ("assistants", "responses")
+SLACK_VIEWS = ("agent_view", "assistant_view")  # the app manifest's AI feature, new and legacy
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -48,6 +49,7 @@ class Settings:
     max_file_mb: float = 50.0
     file_retention_days: int = 30
     file_index_timeout: float = 120.0
+    slack_view: str = "agent_view"
 
     @property
     def socket_mode(self) -> bool:
@@ -139,6 +141,7 @@ def load_settings(
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
         file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
         file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
+        slack_view=reader.choice("SLACK_VIEW", "agent_view", SLACK_VIEWS),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

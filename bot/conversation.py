@@ -313,6 +313,7 @@ class Conversations:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
                 text, turn_files = await self._take_files(conversation, message, reply)
+                text = "\n\n".join(part for part in (text, message.context) if part)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
                     return await self.tools.run(calls, message)

@@ -33,3 +33,6 @@ class IncomingMessage:
     text: str
     is_direct: bool = False  # sent in a DM with the bot
     files: tuple[SharedFile, ...] = ()
+    # What the chat says around the message (e.g. the channel its writer is looking at), for the
+    # assistant to read after the text; not kept with the turn.
+    context: str = ""

@@ -1,25 +1,87 @@
-"""The Messages tab as an AI app: suggested prompts, the status line, titles and feedback."""
+"""The app as an AI app: suggested prompts, the channel in view, the status line, titles and
+feedback; under agent view (the shipped manifest) and under the legacy assistant view."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from bot.slack.listeners.assistant import DEFAULT_PROMPTS
+import pytest
+
+from bot.slack.listeners.assistant import DEFAULT_PROMPTS, context_note
 from bot.slack.render import FEEDBACK_ACTION, SlackSurface
 from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec
+from tests.emulators.slack import load_manifest
 from tests.test_streaming import element
 
+RANDOM = "C0RANDOM"
 
-async def test_opening_the_assistant_shows_suggested_prompts(bot: Harness) -> None:
+
+def legacy_manifest() -> dict[str, Any]:
+    """manifest.yml as an app made before agent view has it: `assistant_view` and its events."""
+    manifest = load_manifest()
+    features = manifest["features"]
+    del features["agent_view"]
+    features["assistant_view"] = {"assistant_description": "OpenAI assistants in Slack."}
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    events.remove("app_context_changed")
+    events += ["assistant_thread_started", "assistant_thread_context_changed"]
+    return manifest
+
+
+@pytest.fixture
+async def legacy_bot(harness: Harness) -> AsyncIterator[Harness]:
+    """The bot of an app with the legacy assistant view, configured for it."""
+    harness.slack.use_manifest(legacy_manifest())
+    await harness.start(SLACK_VIEW="assistant_view")
+    yield harness
+
+
+def last_text_the_model_read(bot: Harness) -> str:
+    return bot.openai.model.turns[-1].user_texts[-1]
+
+
+async def test_opening_the_apps_messages_tab_shows_the_suggested_prompts(bot: Harness) -> None:
     slack = bot.slack
-    thread = await slack.open_assistant_thread(ALICE)
+    await slack.open_messages_tab(ALICE)
     dm = slack.dm_channel(ALICE)
+    await slack.wait_for(lambda: bool(slack.suggested_prompts(dm)))
+    shown = slack.suggested_prompts(dm)[0]
+    assert [p["message"] for p in shown["prompts"]] == list(DEFAULT_PROMPTS)
+    assert slack.calls_to("views.publish") == [], "the Messages tab is not the Home tab"
+
+
+async def test_opening_the_home_tab_shows_the_home_view_and_sets_no_prompts(bot: Harness) -> None:
+    slack = bot.slack
+    await slack.open_app_home(ALICE)
+    await slack.wait_for(lambda: slack.home_view(ALICE) is not None)
+    await bot.drain_idle()
+    assert slack.calls_to("assistant.threads.setSuggestedPrompts") == []
+
+
+async def test_with_the_legacy_assistant_view_a_new_assistant_thread_shows_the_prompts(
+    legacy_bot: Harness,
+) -> None:
+    slack = legacy_bot.slack
+    dm = slack.dm_channel(ALICE)
+    earlier = await slack.dm(ALICE, "an earlier question")
+    await wait_answers(slack, dm, earlier, 1)
+    await slack.open_messages_tab(ALICE)
+    thread = await slack.open_assistant_thread(ALICE)
     await slack.wait_for(lambda: bool(slack.suggested_prompts(dm, thread)))
     shown = slack.suggested_prompts(dm, thread)[0]
     assert [p["message"] for p in shown["prompts"]] == list(DEFAULT_PROMPTS)
+    await legacy_bot.drain_idle()
+    assert slack.suggested_prompts(dm, earlier) == [], "the Messages tab left old talks alone"
+    assert len(slack.calls_to("assistant.threads.setSuggestedPrompts")) == 1
+
+    await slack.dm(ALICE, "Plan my week", thread_ts=thread)
+    await wait_answers(slack, dm, thread, 1)
+    assert slack.titles(dm, thread) == ["Plan my week"]
 
 
 async def test_the_assistants_own_suggested_prompts_are_offered(
@@ -38,10 +100,10 @@ async def test_the_assistants_own_suggested_prompts_are_offered(
     )
     await harness.start(ASSISTANTS_FILE=str(definitions))
     slack = harness.slack
-    thread = await slack.open_assistant_thread(ALICE)
+    await slack.open_messages_tab(ALICE)
     dm = slack.dm_channel(ALICE)
-    await slack.wait_for(lambda: bool(slack.suggested_prompts(dm, thread)))
-    prompts = slack.suggested_prompts(dm, thread)[0]["prompts"]
+    await slack.wait_for(lambda: bool(slack.suggested_prompts(dm)))
+    prompts = slack.suggested_prompts(dm)[0]["prompts"]
     assert prompts[0] == {
         "title": "Summarize our refund policy",
         "message": "Summarize our refund policy",
@@ -114,12 +176,48 @@ async def test_a_new_dm_conversation_is_titled_after_its_first_message(bot: Harn
     await slack.dm(ALICE, "and production?", thread_ts=ts)
     await wait_answers(slack, dm, ts, 2)
     assert len(slack.titles(dm, ts)) == 1, "only the first message names the conversation"
-
-    thread = await slack.open_assistant_thread(ALICE)
-    await slack.dm(ALICE, "Plan my week", thread_ts=thread)
-    await wait_answers(slack, dm, thread, 1)
-    assert slack.titles(dm, thread) == ["Plan my week"]
     assert slack.titles(GENERAL, ts) == []
+
+
+async def test_a_dm_tells_the_assistant_which_channel_the_person_is_looking_at(
+    bot: Harness,
+) -> None:
+    slack = bot.slack
+    dm = slack.dm_channel(ALICE)
+    await slack.view_channel(ALICE, GENERAL)
+    await bot.drain_idle()
+    ts = await slack.dm(ALICE, "What is this channel for?")
+    await wait_answers(slack, dm, ts, 1)
+    assert last_text_the_model_read(bot) == "What is this channel for?\n\n" + context_note(GENERAL)
+    assert slack.titles(dm, ts) == ["What is this channel for?"]
+
+    mention = await slack.mention(ALICE, RANDOM, "and here?")
+    await wait_answers(slack, RANDOM, mention, 1)
+    assert last_text_the_model_read(bot) == "and here?", "only DMs get the note"
+
+    await slack.view_channel(ALICE, None)
+    await bot.drain_idle()
+    later = await slack.dm(ALICE, "Anything new?")
+    await wait_answers(slack, dm, later, 1)
+    assert last_text_the_model_read(bot) == "Anything new?"
+
+
+async def test_with_the_legacy_assistant_view_the_channel_in_view_follows_the_thread(
+    legacy_bot: Harness,
+) -> None:
+    slack = legacy_bot.slack
+    dm = slack.dm_channel(ALICE)
+    thread = await slack.open_assistant_thread(ALICE, context_channel=GENERAL)
+    await legacy_bot.drain_idle()
+    await slack.dm(ALICE, "Summarize this", thread_ts=thread)
+    await wait_answers(slack, dm, thread, 1)
+    assert last_text_the_model_read(legacy_bot) == "Summarize this\n\n" + context_note(GENERAL)
+
+    await slack.view_channel(ALICE, RANDOM)
+    await legacy_bot.drain_idle()
+    await slack.dm(ALICE, "And this one?", thread_ts=thread)
+    await wait_answers(slack, dm, thread, 2)
+    assert last_text_the_model_read(legacy_bot) == "And this one?\n\n" + context_note(RANDOM)
 
 
 async def test_feedback_on_an_answer_is_recorded_and_acknowledged(bot: Harness) -> None:

@@ -74,7 +74,7 @@ async def test_assistant_alone_or_with_help_explains_itself(harness: Harness, mo
     for text in ("", "help"):
         shown = await command(bot.slack, ALICE, GENERAL, text)
         assert "`/assistant list`" in shown and "`/assistant use NAME`" in shown
-        assert "`/assistant current`" in shown and "Switch assistant for this thread" in shown
+        assert "`/assistant current`" in shown and "Switch thread assistant" in shown
     shown = await command(bot.slack, ALICE, GENERAL, "frobnicate")
     assert shown.startswith("I don't know `/assistant frobnicate`")
     assert bot.slack.channel_messages(GENERAL) == [], "answers are ephemeral"
@@ -211,7 +211,7 @@ async def test_only_admins_may_change_a_channel_default_when_admins_are_set(
     assert shown.startswith(
         "Only the bot's admins (<@U0BOB>, <@U0CAROL>) can change the default assistant of "
         "<#C0GENERAL>. You can still switch a single thread with the message shortcut "
-        "*Switch assistant for this thread*"
+        "*Switch thread assistant*"
     )
     assert (await ask(slack, GENERAL, "hi")).startswith("[You help.]")
     assert (await command(slack, BOB, GENERAL, "use support")).startswith("Done: *Support Bot*")
@@ -219,7 +219,7 @@ async def test_only_admins_may_change_a_channel_default_when_admins_are_set(
 
 
 async def open_picker(slack: SlackEmulator, user: str, channel: str, ts: str) -> dict[str, Any]:
-    """`user` picks "Switch assistant for this thread" on a message; the modal that opens."""
+    """`user` picks "Switch thread assistant" on a message; the modal that opens."""
     opened = len(slack.calls_to("views.open"))
     payload = slack.message_shortcut_payload(user, channel, ts, "switch_thread_assistant")
     delivery = await slack.interaction(payload)

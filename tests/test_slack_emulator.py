@@ -15,10 +15,41 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond, AsyncSay
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.emulators.slack import SlackEmulator
+from tests.emulators.slack import NotSentBySlack, SlackEmulator
 
 ALICE = "U0ALICE"
 GENERAL = "C0GENERAL"
+
+# The tiny app these self-tests install: a legacy assistant-view app with the scopes it uses.
+TINY_APP_MANIFEST = {
+    "display_information": {"name": "Tiny"},
+    "features": {"assistant_view": {"assistant_description": "Tiny"}},
+    "oauth_config": {
+        "scopes": {
+            "bot": [
+                "app_mentions:read",
+                "assistant:write",
+                "channels:history",
+                "chat:write",
+                "commands",
+                "files:read",
+                "files:write",
+                "im:history",
+                "im:read",
+            ]
+        }
+    },
+    "settings": {
+        "event_subscriptions": {
+            "bot_events": [
+                "app_mention",
+                "assistant_thread_started",
+                "message.channels",
+                "message.im",
+            ]
+        }
+    },
+}
 
 
 @dataclass
@@ -70,7 +101,7 @@ def make_bot(emu: SlackEmulator) -> TinyBot:
 
 @pytest.fixture
 async def emu() -> AsyncIterator[SlackEmulator]:
-    emulator = SlackEmulator()
+    emulator = SlackEmulator(TINY_APP_MANIFEST)
     await emulator.start()
     yield emulator
     await emulator.stop()
@@ -213,6 +244,55 @@ async def test_assistant_thread_status(emu: SlackEmulator, bot: TinyBot) -> None
     channel = emu.dm_channel(ALICE)
     await emu.wait_for(lambda: emu.statuses(channel, thread_ts) == ["is thinking..."])
     assert bot.events[0]["assistant_thread"]["user_id"] == ALICE
+
+
+async def test_a_call_without_a_scope_it_needs_is_refused(
+    emu: SlackEmulator, client: AsyncWebClient
+) -> None:
+    with pytest.raises(SlackApiError) as refused:
+        await client.users_info(user=ALICE)
+    assert (refused.value.response["error"], refused.value.response["needed"]) == (
+        "missing_scope",
+        "users:read",
+    )
+    emu.add_channel("G0SECRET", "secret", is_private=True)
+    with pytest.raises(SlackApiError) as refused:
+        await client.conversations_replies(channel="G0SECRET", ts="1.000001")
+    assert refused.value.response["needed"] == "groups:history"
+
+
+async def test_slack_sends_no_event_the_app_does_not_subscribe_to(emu: SlackEmulator) -> None:
+    with pytest.raises(NotSentBySlack):
+        await emu.open_messages_tab(ALICE)
+
+
+async def test_legacy_prompts_without_a_thread_go_to_the_latest_message(
+    emu: SlackEmulator, client: AsyncWebClient
+) -> None:
+    dm = emu.dm_channel(ALICE)
+    emu.add_message(ALICE, dm, "first")
+    latest = emu.add_message(ALICE, dm, "second")
+    prompts = [{"title": "Hi", "message": "Hi there"}]
+    await client.assistant_threads_setSuggestedPrompts(channel_id=dm, prompts=prompts)
+    assert emu.suggested_prompts(dm, latest)[0]["prompts"] == prompts
+
+
+async def test_agent_view_prompts_top_the_dm_and_a_thread_ts_silently_does_nothing() -> None:
+    agent_app = TINY_APP_MANIFEST | {"features": {"agent_view": {"agent_description": "Tiny"}}}
+    async with SlackEmulator(agent_app) as agent_emu:
+        client = AsyncWebClient(token=agent_emu.bot_token, base_url=agent_emu.api_url)
+        dm = agent_emu.dm_channel(ALICE)
+        ts = agent_emu.add_message(ALICE, dm, "hello")
+        prompts = [{"title": "Hi", "message": "Hi there"}]
+        ignored = await client.assistant_threads_setSuggestedPrompts(
+            channel_id=dm, thread_ts=ts, prompts=prompts
+        )
+        assert ignored["ok"]
+        assert agent_emu.suggested_prompts(dm) == agent_emu.suggested_prompts(dm, ts) == []
+        await client.assistant_threads_setSuggestedPrompts(channel_id=dm, prompts=prompts)
+        assert agent_emu.suggested_prompts(dm)[0]["prompts"] == prompts
+        with pytest.raises(NotSentBySlack):
+            await agent_emu.open_assistant_thread(ALICE)
 
 
 async def test_streamed_message_reads_as_joined_text(

@@ -62,6 +62,7 @@ def test_settings_defaults() -> None:
     assert settings.port == 3000
     assert str(settings.database_path) == "bot.sqlite3"
     assert not settings.socket_mode
+    assert settings.slack_view == "agent_view", "as manifest.yml asks for"
 
 
 def test_socket_mode_needs_no_signing_secret() -> None:
@@ -78,6 +79,7 @@ def test_socket_mode_needs_no_signing_secret() -> None:
         ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG"),
         ("ANSWER_BOTS", "maybe", "ANSWER_BOTS must be true or false"),
         ("TURN_TIMEOUT_SECONDS", "0", "TURN_TIMEOUT_SECONDS must be a number from 1 to 3600"),
+        ("SLACK_VIEW", "split_view", "SLACK_VIEW must be one of agent_view, assistant_view"),
     ],
 )
 def test_each_bad_setting_is_named(name: str, value: str, words: str) -> None:

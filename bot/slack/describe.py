@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from bot.assistant_choice import Choice
 from bot.assistants import AssistantDefinition
 
-SHORTCUT_NAME = "Switch assistant for this thread"
+SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml
 
 
 def escape(text: str) -> str:

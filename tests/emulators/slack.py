@@ -6,6 +6,12 @@ talks to it with the real `slack_sdk` AsyncWebClient through `base_url=emu.api_u
 delivered to `emu.events_url` (signed HTTP POSTs, like Slack) or, when that is None, over the
 Socket Mode WebSocket the bot opened through `apps.connections.open`.
 
+The emulator behaves as Slack does for the app described by a manifest (the project's
+`manifest.yml` unless another is given, or `use_manifest` installs another): the app's bot scopes
+decide which Web API calls succeed (`missing_scope` otherwise), its event subscriptions which
+events can be sent, and `features.agent_view` or `features.assistant_view` which AI-app events
+Slack sends and how `assistant.threads.setSuggestedPrompts` behaves.
+
 Everything runs in the test's event loop: `await emu.start()` binds 127.0.0.1 on an ephemeral
 port; `await emu.stop()` tears it down.
 """
@@ -25,11 +31,13 @@ import time
 import urllib.parse
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from aiohttp import web
 
 # Limits documented for chat.postMessage / chat.update / chat.*Stream.
@@ -39,6 +47,57 @@ MAX_BLOCKS = 50
 TRIGGER_ID_LIFETIME = 3.0  # seconds a trigger_id stays valid for views.open
 
 _JSON_ARGS = ("blocks", "attachments", "metadata", "files", "chunks", "view", "prompts")
+
+PROJECT_MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yml"
+
+# The bot-token scopes each Web API method accepts (any one of them), from Slack's method
+# reference. Methods not named here need none (auth.test, views.*, chat.getPermalink).
+METHOD_SCOPES: dict[str, tuple[str, ...]] = {
+    "assistant.threads.setStatus": ("assistant:write", "chat:write"),
+    "assistant.threads.setSuggestedPrompts": ("assistant:write",),
+    "assistant.threads.setTitle": ("assistant:write",),
+    "chat.appendStream": ("chat:write",),
+    "chat.delete": ("chat:write",),
+    "chat.postEphemeral": ("chat:write",),
+    "chat.postMessage": ("chat:write",),
+    "chat.startStream": ("chat:write",),
+    "chat.stopStream": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "files.completeUploadExternal": ("files:write",),
+    "files.getUploadURLExternal": ("files:write",),
+    "files.info": ("files:read",),
+    "files.upload": ("files:write",),
+    "users.info": ("users:read",),
+}
+# Methods on one conversation need the scope for its kind: conversations.replies in a private
+# channel needs groups:history, and so on.
+CONVERSATION_METHOD_SCOPES = {
+    "conversations.history": "history",
+    "conversations.info": "read",
+    "conversations.replies": "history",
+}
+KIND_SCOPE_PREFIX = {"channel": "channels", "group": "groups", "im": "im", "mpim": "mpim"}
+# Downloading a file's url_private with the bot token.
+DOWNLOAD_SCOPE = "files:read"
+# The scope each event subscription needs (events not named here need none).
+EVENT_SCOPES = {
+    "app_mention": "app_mentions:read",
+    "message.channels": "channels:history",
+    "message.groups": "groups:history",
+    "message.im": "im:history",
+    "message.mpim": "mpim:history",
+}
+CHANNEL_ENTITY = "slack#/types/channel_id"
+
+
+def load_manifest(path: Path = PROJECT_MANIFEST) -> dict[str, Any]:
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(manifest, dict), f"{path} is not a manifest"
+    return manifest
+
+
+class NotSentBySlack(Exception):
+    """A test asked Slack for an event it would not send to this app (see its manifest)."""
 
 
 @dataclass
@@ -305,7 +364,11 @@ class SlackEmulator:
     signing_secret = "test-signing-secret"
     verification_token = "test-verification-token"
 
-    def __init__(self) -> None:
+    def __init__(self, manifest: Mapping[str, Any] | None = None) -> None:
+        self.view: str | None = None  # "agent_view", "assistant_view" or None (neither)
+        self.scopes: frozenset[str] = frozenset()
+        self.bot_events: frozenset[str] = frozenset()
+        self.use_manifest(load_manifest() if manifest is None else manifest)
         self.host = "127.0.0.1"
         self.port = 0
         self.events_url: str | None = None  # HTTP mode target; None: deliver over Socket Mode
@@ -330,6 +393,7 @@ class SlackEmulator:
         self._titles: dict[tuple[str, str], list[str]] = defaultdict(list)
         self._prompts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self._home_views: dict[str, dict[str, Any]] = {}
+        self._assistant_threads: dict[str, str] = {}  # user -> their open assistant thread
         self._uploads: list[Upload] = []
         self._pending_uploads: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[str, int, float]]] = defaultdict(list)
@@ -350,6 +414,15 @@ class SlackEmulator:
         self._add_user(self.bot_user_id, self.bot_name, "Assistant Bot", is_bot=True)
         self.add_channel("C0GENERAL", "general")
         self.add_channel("C0RANDOM", "random")
+
+    def use_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Configure the app from `manifest`, as pasting it into the app's settings would."""
+        features = manifest.get("features") or {}
+        self.view = next((v for v in ("agent_view", "assistant_view") if v in features), None)
+        scopes = (manifest.get("oauth_config") or {}).get("scopes") or {}
+        self.scopes = frozenset(scopes.get("bot") or [])
+        subscriptions = (manifest.get("settings") or {}).get("event_subscriptions") or {}
+        self.bot_events = frozenset(subscriptions.get("bot_events") or [])
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -632,8 +705,10 @@ class SlackEmulator:
     def titles(self, channel: str, thread_ts: str) -> list[str]:
         return list(self._titles[(channel, thread_ts)])
 
-    def suggested_prompts(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
-        return list(self._prompts[(channel, thread_ts)])
+    def suggested_prompts(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+        """The prompts set on an assistant thread, or (no `thread_ts`) those an agent-view app
+        set on its DM, shown at the top of its Messages tab."""
+        return list(self._prompts[(channel, thread_ts or "")])
 
     def home_view(self, user: str) -> dict[str, Any] | None:
         return self._home_views.get(user)
@@ -782,8 +857,24 @@ class SlackEmulator:
         retry_reason: str | None = None,
     ) -> Delivery:
         """Deliver an inner event (wrapped in `event_callback`) to the bot."""
+        subscription = self._subscription(event)
+        if subscription is not None and subscription not in self.bot_events:
+            raise NotSentBySlack(
+                f"Slack sends no {subscription} event: the app's manifest does not subscribe to it"
+            )
+        if subscription in EVENT_SCOPES and EVENT_SCOPES[subscription] not in self.scopes:
+            raise NotSentBySlack(f"Slack sends no {subscription} event without its scope")
         body = self.event_callback(event, event_id)
         return await self.deliver_callback(body, retry_num=retry_num, retry_reason=retry_reason)
+
+    def _subscription(self, event: dict[str, Any]) -> str | None:
+        """The event subscription that makes Slack send `event` (None: unknown to us)."""
+        if event.get("type") != "message":
+            return str(event.get("type"))
+        channel = self.channels.get(str(event.get("channel")))
+        if channel is None:
+            return None
+        return "message." + KIND_SCOPE_PREFIX[channel.kind]
 
     async def deliver_callback(
         self, body: dict[str, Any], *, retry_num: int | None = None, retry_reason: str | None = None
@@ -1164,8 +1255,64 @@ class SlackEmulator:
             event["view"] = self._home_views[user]
         return await self.deliver(event)
 
+    async def open_messages_tab(self, user: str) -> Delivery:
+        """`user` opens the app's Messages tab (their DM with it). Under agent view this is how
+        a person opens the app; Slack sends `app_home_opened` with `tab: "messages"`."""
+        event: dict[str, Any] = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": self.dm_channel(user),
+            "tab": "messages",
+            "event_ts": self._next_ts(),
+        }
+        return await self.deliver(event)
+
+    async def view_channel(self, user: str, channel: str | None) -> Delivery | None:
+        """`user`, with the app open beside Slack, moves to `channel` (None: to a view without
+        one). Agent view: `app_context_changed`. Assistant view: `assistant_thread_context_changed`
+        for their open assistant thread (nothing when none is open)."""
+        if self.view == "agent_view":
+            entities = [{"type": CHANNEL_ENTITY, "value": channel, "team_id": self.team_id}]
+            event: dict[str, Any] = {
+                "type": "app_context_changed",
+                "user": user,
+                "channel": self.dm_channel(user),
+                "context": {"entities": entities} if channel else {},
+                "event_ts": self._next_ts(),
+            }
+            return await self.deliver(event)
+        thread_ts = self._assistant_threads.get(user)
+        if self.view != "assistant_view" or thread_ts is None:
+            return None
+        event = {
+            "type": "assistant_thread_context_changed",
+            "assistant_thread": {
+                "user_id": user,
+                "context": self._thread_context(channel),
+                "channel_id": self.dm_channel(user),
+                "thread_ts": thread_ts,
+            },
+            "event_ts": self._next_ts(),
+        }
+        return await self.deliver(event)
+
+    def _thread_context(self, channel: str | None) -> dict[str, Any]:
+        context: dict[str, Any] = {"team_id": self.team_id, "enterprise_id": None}
+        if channel:
+            context["channel_id"] = channel
+        return context
+
     async def open_assistant_thread(self, user: str, context_channel: str | None = None) -> str:
-        """`user` opens the assistant container: Slack starts a thread in their DM. Returns its ts."""
+        """`user` opens the assistant container: Slack starts a thread in their DM. Returns its ts.
+
+        Only apps with the legacy `assistant_view` have one: under agent view Slack starts no
+        assistant thread (a person opens the Messages tab instead: `open_messages_tab`).
+        """
+        if self.view != "assistant_view":
+            raise NotSentBySlack(
+                f"Slack starts no assistant thread for an app with {self.view}: "
+                "use open_messages_tab"
+            )
         channel = self.dm_channel(user)
         parent = _Msg(
             channel=channel,
@@ -1181,14 +1328,12 @@ class SlackEmulator:
             "context": {},
         }
         self._store(parent)
-        context: dict[str, Any] = {"team_id": self.team_id, "enterprise_id": None}
-        if context_channel:
-            context["channel_id"] = context_channel
+        self._assistant_threads[user] = parent.ts
         event = {
             "type": "assistant_thread_started",
             "assistant_thread": {
                 "user_id": user,
-                "context": context,
+                "context": self._thread_context(context_channel),
                 "channel_id": channel,
                 "thread_ts": parent.ts,
             },
@@ -1518,6 +1663,7 @@ class SlackEmulator:
             if handler is None:
                 raise _ApiError("unknown_method")
             self._check_token(method, token)
+            self._check_scopes(method, args)
             failures = self._failures.get(method)
             if failures:
                 error, status, retry_after = failures.pop(0)
@@ -1569,6 +1715,18 @@ class SlackEmulator:
         if token == self.bot_token:
             return
         raise _ApiError("not_allowed_token_type" if token == self.app_token else "invalid_auth")
+
+    def _check_scopes(self, method: str, args: dict[str, Any]) -> None:
+        accepted = METHOD_SCOPES.get(method, ())
+        if method in CONVERSATION_METHOD_SCOPES:
+            channel = self.channels.get(str(args.get("channel")))
+            if channel is None:
+                return  # the method itself answers channel_not_found
+            accepted = (f"{KIND_SCOPE_PREFIX[channel.kind]}:{CONVERSATION_METHOD_SCOPES[method]}",)
+        if accepted and not self.scopes.intersection(accepted):
+            raise _ApiError(
+                "missing_scope", needed=",".join(accepted), provided=",".join(sorted(self.scopes))
+            )
 
     # auth / apps
 
@@ -1838,11 +1996,26 @@ class SlackEmulator:
     async def _api_assistant_threads_setSuggestedPrompts(
         self, args: dict[str, Any]
     ) -> dict[str, Any]:
-        key = self._assistant_thread(args)
+        self._require(args, "channel_id")
+        channel = str(args["channel_id"])
+        self._channel(channel)
         prompts = args.get("prompts")
         if not isinstance(prompts, list) or not prompts or len(prompts) > 4:
             raise _ApiError("invalid_arguments")
-        self._prompts[key] = [{"title": args.get("title"), "prompts": prompts}]
+        shown = [{"title": args.get("title"), "prompts": prompts}]
+        thread_ts = str(args.get("thread_ts") or "")
+        if self.view == "agent_view":
+            # Slack: thread_ts is for the legacy assistant view only; with it, an agent app's
+            # call silently does nothing. Without it the prompts top the Messages tab.
+            if not thread_ts:
+                self._prompts[(channel, "")] = shown
+            return {}
+        if not thread_ts:  # Slack: without thread_ts, the latest message in the channel gets them
+            latest = [m for m in self._sorted(channel) if not m.is_reply]
+            if not latest:
+                raise _ApiError("message_not_found")
+            thread_ts = latest[-1].ts
+        self._prompts[(channel, thread_ts)] = shown
         return {}
 
     # conversations / users
@@ -2133,6 +2306,8 @@ class SlackEmulator:
             )
         if auth != f"Bearer {self.bot_token}":
             return web.Response(status=403, text="forbidden")
+        if DOWNLOAD_SCOPE not in self.scopes:
+            return web.Response(status=403, text="missing_scope")
         content = self.file_contents.get(file_id)
         if content is None:
             return web.Response(status=404, text="file not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -33,7 +34,11 @@ class BotIdentity:
 
 
 def register(
-    app: AsyncApp, conversations: Conversations, identity: BotIdentity, answer_bots: bool
+    app: AsyncApp,
+    conversations: Conversations,
+    identity: BotIdentity,
+    answer_bots: bool,
+    viewing: assistant.ViewedChannels | None = None,
 ) -> None:
     mention = re.compile(rf"<@{re.escape(identity.user_id)}(?:\|[^>]*)?>")
 
@@ -53,6 +58,10 @@ def register(
                     text=EMPTY_MESSAGE_HELP,
                 )
             return
+        if message.is_direct and viewing is not None:
+            looking_at = viewing.of(body.get("team_id") or message.key.team_id, message.user_id)
+            if looking_at:
+                message = dataclasses.replace(message, context=assistant.context_note(looking_at))
         new_dm = message.is_direct and not await conversations.is_conversation(message.key)
         taken = await conversations.submit(message)
         if taken and new_dm:

@@ -30,17 +30,18 @@ HOW_TO = (
 
 
 def register(app: AsyncApp, chooser: AssistantChooser) -> None:
+    async def on_home_tab(event: dict[str, Any]) -> bool:
+        return event.get("tab") == "home"
+
     async def home_opened(
         event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
     ) -> None:
-        if event.get("tab") != "home":
-            return
         user = event["user"]
         team = body.get("team_id") or ""
         view = await home_view(chooser, team, user, event.get("channel") or "")
         await client.views_publish(user_id=user, view=view)
 
-    app.event("app_home_opened")(home_opened)
+    app.event("app_home_opened", matchers=[on_home_tab])(home_opened)
 
 
 async def home_view(

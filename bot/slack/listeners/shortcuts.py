@@ -1,4 +1,4 @@
-"""The message shortcut "Switch assistant for this thread": a picker, then the switch.
+"""The message shortcut "Switch thread assistant": a picker, then the switch.
 
 Slash commands do not fire inside threads, so this is how a thread changes its assistant. The
 thread keeps its backend conversation; its next turn runs the chosen assistant, and the thread
