@@ -363,8 +363,7 @@ async def test_slack_connect_channels_share_file_stubs_that_files_info_fills_in(
     }
     assert [e["files"] for e in bot.events] == [[stub], [stub]]
     assert all(d.payload["is_ext_shared_channel"] for d in emu.deliveries[-2:])
-    channel = await client.conversations_info(channel="C0PARTNER")
-    assert channel["channel"]["is_ext_shared"] is True
+    assert emu.channels["C0PARTNER"].slack_connect
     info = await client.files_info(file=f["id"])
     assert info["file"]["name"] == "report.pdf"
     assert info["file"]["url_private_download"] == f["url_private_download"]
