@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bot.slack.blocks import FEEDBACK_ACTION
 from bot.slack.listeners.assistant import DEFAULT_PROMPTS
-from bot.slack.render import FEEDBACK_ACTION, SlackSurface
+from bot.slack.surface import SlackSurface
 from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec
