@@ -30,7 +30,7 @@ from bot.engine.responses import ResponsesEngine
 from bot.files import MB, FileIngest, FileLimits, clean_up
 from bot.slack.files import SlackFileSource
 from bot.slack.listeners import actions, assistant, commands, events, home, knowledge, shortcuts
-from bot.slack.render import SlackSurface
+from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
 from bot.store import Store
 from bot.tools import ToolLoadError, ToolRegistry

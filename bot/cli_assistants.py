@@ -20,6 +20,7 @@ from bot.config import BackendSettings
 from bot.engine.base import Engine, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.store import Store
+from bot.text import shorten
 
 
 class CliError(Exception):
@@ -184,7 +185,7 @@ def _print_list(assistants: list[AssistantDefinition]) -> None:
         print("No assistants.")
         return
     rows = [
-        (a.name, a.id, a.model, ", ".join(a.tool_types) or "-", _line(a.description))
+        (a.name, a.id, a.model, ", ".join(a.tool_types) or "-", shorten(a.description, 60))
         for a in assistants
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -222,8 +223,3 @@ def _print_one(assistant: AssistantDefinition) -> None:
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
-
-
-def _line(text: str) -> str:
-    first = " ".join(text.split())
-    return first if len(first) <= 60 else first[:59] + "…"

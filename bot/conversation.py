@@ -6,9 +6,10 @@ It speaks neither Slack's nor OpenAI's types: chat surfaces implement `Surface`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -176,6 +177,32 @@ class Conversations:
         self._queues: dict[ConversationKey, deque[_Queued]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._accepting = True
+        self._busy = 0  # messages being received, and conversations with turns to take
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Held while a chat message is looked at, until it is submitted or turned away."""
+        self._busier()
+        try:
+            yield
+        finally:
+            self._calmer()
+
+    async def idle(self) -> None:
+        """Return once no message is being received and no turn waits or runs."""
+        while self._busy:
+            await self._idle.wait()
+
+    def _busier(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _calmer(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
 
     async def is_conversation(self, key: ConversationKey) -> bool:
         return key in self._queues or await self.store.has_conversation(key)
@@ -241,6 +268,7 @@ class Conversations:
             position -= 1
         queue.insert(position, _Queued(turn_id, message, reply))
         if message.key not in self._workers:
+            self._busier()
             self._workers[message.key] = asyncio.create_task(self._work(message.key))
 
     async def _begin_after(
@@ -263,6 +291,7 @@ class Conversations:
         finally:
             del self._queues[key]
             del self._workers[key]
+            self._calmer()
 
     async def _take_turn(self, item: _Queued) -> None:
         message = item.message

@@ -12,12 +12,9 @@ import pytest
 
 from bot import app
 from bot.config import Settings, load_settings
-from bot.slack.render import STOP_ACTION, THINKING
+from bot.slack.blocks import STOP_ACTION, THINKING
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import Message, SlackEmulator
-
-# Coroutines that carry the bot's work on an event: Bolt's listener runner and the turn workers.
-BOT_WORK = ("run_ack_function_asynchronously", "Conversations._work", "run_message_listeners")
 
 GENERAL = "C0GENERAL"
 ALICE = "U0ALICE"
@@ -109,21 +106,15 @@ class Harness:
         return "/v1/threads" if self.engine == "assistants" else "/v1/conversations"
 
     async def drain_idle(self) -> None:
-        """Wait until every event delivered so far has been fully handled by the bot.
+        """Wait until every message delivered so far has been answered or turned away.
 
-        Bolt runs each listener in a task of its own after the ack; turns run in the bot's
-        per-conversation workers. Both live in this event loop, so waiting for them is exact.
+        Each delivery returns once the bot acked it, and the bot counts a message as being
+        received from before its ack until it is submitted or turned away; then its turn counts
+        until it is finished.
         """
-        while True:
-            busy = [
-                task
-                for task in asyncio.all_tasks()
-                if task is not asyncio.current_task()
-                and any(name in repr(task.get_coro()) for name in BOT_WORK)
-            ]
-            if not busy:
-                return
-            await asyncio.wait(busy, timeout=15)
+        assert self.bot is not None
+        async with asyncio.timeout(60):
+            await self.bot.conversations.idle()
 
     async def restart(self) -> app.Bot:
         await self.stop()

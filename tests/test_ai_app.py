@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from bot.slack.blocks import FEEDBACK_ACTION
 from bot.slack.listeners.assistant import DEFAULT_PROMPTS, context_note
-from bot.slack.render import FEEDBACK_ACTION, SlackSurface
+from bot.slack.surface import SlackSurface
 from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec

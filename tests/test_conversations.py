@@ -202,3 +202,22 @@ async def test_a_long_answer_is_split_into_several_messages_without_losing_a_wor
     assert len(replies) == 2
     assert all(len(m.text) <= 12_000 for m in replies)
     assert "\n\n".join(texts(replies)) == long_text
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_once_the_bot_is_idle_every_message_delivered_so_far_is_answered(
+    harness: Harness, mode: str
+) -> None:
+    """What the tests that check that nothing happened rely on: idle means done, not early."""
+    harness.mode = mode
+    await harness.start()
+    slack = harness.slack
+    first = await slack.mention(ALICE, GENERAL, "one")
+    second = await slack.mention(BOB, GENERAL, "two")
+    await harness.drain_idle()
+    assert texts(answers(slack, GENERAL, first)) == [
+        "You said: one (message 1 of this conversation)"
+    ]
+    assert texts(answers(slack, GENERAL, second)) == [
+        "You said: two (message 1 of this conversation)"
+    ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.slack.render import FEEDBACK_ACTION, STOP_ACTION
+from bot.slack.blocks import FEEDBACK_ACTION, STOP_ACTION
 from tests.conftest import ALICE, BOB, GENERAL, Harness, answers, has_stop_button, wait_answers
 from tests.emulators.model import Reply
 from tests.emulators.slack import Message, SlackEmulator

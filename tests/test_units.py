@@ -11,9 +11,7 @@ import pytest
 from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine import filetypes
-from bot.engine.base import Citation
 from bot.engine.files import StreamCleaner, clean_answer
-from bot.slack.render import _complete_words, _Layout, split_markdown, with_footnotes
 from bot.store.store import MIGRATIONS, Store
 
 MINIMAL = {
@@ -22,37 +20,6 @@ MINIMAL = {
     "OPENAI_API_KEY": "sk-1",
     "ASSISTANT_ID": "asst_1",
 }
-
-
-def test_short_markdown_stays_whole() -> None:
-    assert split_markdown("# Title\n\nbody") == ["# Title\n\nbody"]
-
-
-def test_long_markdown_splits_between_paragraphs_and_keeps_every_word() -> None:
-    text = "\n\n".join(f"paragraph {n} " + "x" * 90 for n in range(50))
-    pieces = split_markdown(text, limit=1000)
-    assert all(len(p) <= 1000 for p in pieces)
-    assert "\n\n".join(pieces) == text
-    assert all(p.startswith("paragraph") for p in pieces)
-
-
-def test_a_code_block_cut_in_two_is_closed_and_reopened() -> None:
-    code = "\n".join(f"print({n})" for n in range(300))
-    text = f"Here:\n\n```python\n{code}\n```\n\nDone."
-    pieces = split_markdown(text, limit=1000)
-    assert len(pieces) > 1
-    for piece in pieces:
-        assert len(piece) <= 1000
-        assert piece.count("```") % 2 == 0, "every piece renders its code as code"
-    assert pieces[1].startswith("```python\n")
-    lines = [line for p in pieces for line in p.splitlines() if line.startswith("print(")]
-    assert lines == [f"print({n})" for n in range(300)]
-
-
-def test_text_without_spaces_is_cut_hard_and_kept_whole() -> None:
-    text = "a" * 2500
-    pieces = split_markdown(text, limit=1000)
-    assert "".join(pieces) == text and all(len(p) <= 1000 for p in pieces)
 
 
 def test_settings_defaults() -> None:
@@ -125,48 +92,11 @@ def test_sandbox_links_become_their_labels_and_later_citations_move_with_the_tex
     assert citation.position == len(cleaned) - 1
 
 
-def test_footnotes_number_files_in_order_of_first_citation_and_list_the_sources() -> None:
-    text = "Alpha. Beta. Gamma."
-    citations = [
-        Citation(text.index(" Beta"), "f2", "b.pdf"),
-        Citation(text.index(" Gamma"), "f1", "a.pdf"),
-        Citation(len(text), "f2", "b.pdf"),
-        Citation(len(text), "f2", "b.pdf"),
-    ]
-    assert with_footnotes(text, citations) == (
-        "Alpha.[1] Beta.[2] Gamma.[1]\n\n**Sources:**\n[1] b.pdf\n[2] a.pdf"
-    )
-    assert with_footnotes(text, []) == text
-
-
 def test_file_types_decide_how_a_file_is_used() -> None:
     assert filetypes.is_searchable("Report.PDF") and not filetypes.is_searchable("a.xlsx")
     assert filetypes.is_data("a.xlsx") and filetypes.is_data("b.csv")
     assert filetypes.is_image("x", "image/png") and filetypes.is_image("y.webp", "")
     assert filetypes.takes_images("gpt-4o") and not filetypes.takes_images("gpt-3.5-turbo")
-
-
-def test_an_answer_laid_out_as_it_streams_only_ever_grows_at_the_end() -> None:
-    """What was streamed into a message stays a prefix of it, whatever the deltas' sizes."""
-    code = "\n".join(f"    step({n})" for n in range(120))
-    text = "\n\n".join(["intro " * 80, f"```python\n{code}\n```", "outro " * 150])
-    for size in (1, 7, 64, 900):
-        layout = _Layout(limit=1000)
-        seen: list[str] = []
-        shown = 0
-        for end in range(size, len(text) + size, size):
-            # Like the streaming renderer: whole words are laid out, the rest waits for more.
-            arrived = text[shown:end]
-            take = len(arrived) if end >= len(text) else _complete_words(arrived)
-            layout.add(arrived[:take])
-            shown += take
-            for index, before in enumerate(seen):
-                assert layout.messages[index].startswith(before)
-            seen = list(layout.messages)
-        assert all(len(m) <= 1000 for m in layout.messages)
-        assert all(m.count("```") % 2 == 0 for m in layout.messages[:-1])
-        shown = " ".join(layout.messages).replace("```python", "").replace("```", "")
-        assert shown.split() == text.replace("```python", "").replace("```", "").split()
 
 
 async def test_processes_opening_a_new_database_at_once_all_get_the_same_schema(

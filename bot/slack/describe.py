@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from bot.assistant_choice import Choice
 from bot.assistants import AssistantDefinition
+from bot.text import shorten
 
 SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml
 
@@ -14,11 +15,6 @@ SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml
 def escape(text: str) -> str:
     """Text shown as mrkdwn: `&`, `<` and `>` are Slack's control characters (links, mentions)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def one_line(text: str, limit: int) -> str:
-    first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
-    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
 
 
 def name_of(assistant_id: str, assistants: Sequence[AssistantDefinition]) -> str:
@@ -35,7 +31,7 @@ def assistant_line(assistant: AssistantDefinition, here: bool = False) -> str:
     if assistant.tool_types:
         parts.append("tools: " + ", ".join(assistant.tool_types))
     line = "• " + " · ".join(parts)
-    description = one_line(assistant.description, 100)
+    description = shorten(assistant.description, 100)
     if description:
         line += f" — {escape(description)}"
     if here:

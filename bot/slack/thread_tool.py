@@ -6,7 +6,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.render import is_progress_text
+from bot.slack.blocks import is_progress_text
 from bot.tools import Tool, ToolContext, tool
 
 MAX_MESSAGES = 200

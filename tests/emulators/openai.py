@@ -14,24 +14,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import importlib
 import itertools
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from aiohttp import web
 
-from tests.emulators import spec
+from tests.emulators import openai_responses, spec
+from tests.emulators.common import JSON, ApiError, Handler, ScriptError, SseEvent, now, read_json
 from tests.emulators.model import Reply, ScriptedModel, TurnContext
-
-JSON = dict[str, Any]
-SseEvent = tuple[str | None, JSON | str, str | None]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ACTIVE_RUN_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
 ASSISTANTS_PATHS = ("/v1/assistants", "/v1/threads")
@@ -153,25 +148,6 @@ class _Piece:
     annotation: JSON | None = None
 
 
-class _ScriptError(Exception):
-    """The scripted reply cannot be produced (e.g. it cites a file nobody uploaded)."""
-
-
-class ApiError(Exception):
-    def __init__(
-        self, status: int, message: str, code: str | None = None, param: str | None = None
-    ):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-
-
-def now() -> int:
-    return int(time.time())
-
-
 def message_text(message: JSON) -> str:
     parts = [part["text"]["value"] for part in message["content"] if part["type"] == "text"]
     return "\n".join(parts)
@@ -219,13 +195,7 @@ class OpenAIEmulator:
             client_max_size=64 * 1024 * 1024,
         )
         self._add_routes(app)
-        try:
-            responses_module = importlib.import_module("tests.emulators.openai_responses")
-        except ImportError:
-            responses_module = None
-        setup = getattr(responses_module, "setup", None)
-        if callable(setup):
-            setup(app, self)
+        openai_responses.setup(app, self)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -370,12 +340,7 @@ class OpenAIEmulator:
         return response
 
     async def _body(self, request: web.Request, schema: str | None = None) -> JSON:
-        try:
-            body = await request.json() if request.body_exists else {}
-        except json.JSONDecodeError as exc:
-            raise ApiError(400, "We could not parse the JSON body of your request.") from exc
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
+        body = await read_json(request)
         if schema is not None:
             self.check_request(body, schema)
         return body
@@ -397,8 +362,8 @@ class OpenAIEmulator:
         )
         try:
             response = await handler(request)
-        except ApiError as exc:
-            return self.error(
+        except ApiError as exc:  # raised by the Assistants and the Responses routes alike
+            response = self.error(
                 exc.status,
                 exc.message,
                 ERROR_TYPES.get(exc.status, "server_error"),
@@ -1038,7 +1003,7 @@ class OpenAIEmulator:
         await self.model.wait_before_output(reply)
         try:
             await self._answer(run, reply, context)
-        except _ScriptError as exc:
+        except ScriptError as exc:
             self._finish(run, "failed", last_error={"code": "server_error", "message": str(exc)})
 
     async def _answer(self, run: RunState, reply: Reply, context: TurnContext) -> None:
@@ -1190,7 +1155,7 @@ class OpenAIEmulator:
         for stored in reversed(list(self.files.values())):
             if stored.filename == filename and stored.purpose != "assistants_output":
                 return stored
-        raise _ScriptError(f"the scripted reply cites {filename!r}, which was never uploaded")
+        raise ScriptError(f"the scripted reply cites {filename!r}, which was never uploaded")
 
     async def _write_message(
         self,

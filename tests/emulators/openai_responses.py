@@ -25,18 +25,14 @@ import contextlib
 import copy
 import json
 import mimetypes
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from tests.emulators.common import JSON, ApiError, Handler, ScriptError, SseEvent, now, read_json
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, ScriptedModel, TurnContext
-
-JSON = dict[str, Any]
-SseEvent = tuple[str | None, JSON | str, str | None]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PREFIX = "/v1"
 TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
@@ -91,15 +87,6 @@ class Emulator(Protocol):
 
     def json(self, data: Any, schema: str, status: int = 200) -> web.Response: ...
 
-    def error(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> web.Response: ...
-
     def check_request(self, body: Any, schema: str) -> Any: ...
 
     async def sse(
@@ -113,27 +100,6 @@ class Emulator(Protocol):
 
 class Cancelled(Exception):
     """Raised inside a running response once it was cancelled."""
-
-
-class ScriptError(Exception):
-    """The scripted reply cannot be played (e.g. it cites a file nobody uploaded): the response fails."""
-
-
-class ApiError(Exception):
-    """Raised while handling a request; becomes an `emu.error(...)` answer."""
-
-    def __init__(
-        self, status: int, message: str, *, code: str | None = None, param: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-
-
-def now() -> int:
-    return int(time.time())
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,18 +310,6 @@ def paginate(items: list[JSON], request: web.Request, default_order: str = "desc
     }
 
 
-async def read_json(request: web.Request) -> JSON:
-    if not request.body_exists:  # not `can_read_body`: the recording middleware has read it already
-        return {}
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "We could not parse the JSON body of your request.") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
-    return body
-
-
 # --------------------------------------------------------------------------------------------
 # The routes
 
@@ -413,15 +367,6 @@ class ResponsesApi:
                 self.get_container_file_content,
             ),
         ]
-
-    def wrap(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except ApiError as exc:
-                return self.emu.error(exc.status, exc.message, code=exc.code, param=exc.param)
-
-        return guarded
 
     def _conversation(self, conversation_id: str) -> JSON:
         conversation = self.state.conversations.get(conversation_id)
@@ -1413,5 +1358,5 @@ def setup(app: web.Application, emu: Any) -> None:
     emu.responses_api = state
     api = ResponsesApi(emu, state)
     for method, path, handler in api.routes():
-        app.router.add_route(method, path, api.wrap(handler))
+        app.router.add_route(method, path, handler)
     app.on_shutdown.append(api.shutdown)

@@ -9,7 +9,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
-from bot.slack.render import (
+from bot.slack.blocks import (
     FEEDBACK_ACTION,
     STOP_ACTION,
     parse_feedback_value,

@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.messages import IncomingMessage
+from bot.text import shorten
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def register(
     app: AsyncApp, suggested_prompts: Sequence[str], view: str, viewing: ViewedChannels
 ) -> None:
     prompts = [
-        {"title": _shorten(text, 75), "message": text}
+        {"title": shorten(text, 75), "message": text}
         for text in (list(suggested_prompts) or list(DEFAULT_PROMPTS))[:MAX_PROMPTS]
     ]
 
@@ -129,17 +130,9 @@ async def set_title(client: AsyncWebClient, message: IncomingMessage) -> None:
         await client.assistant_threads_setTitle(
             channel_id=message.key.channel_id,
             thread_ts=message.key.thread_ts,
-            title=_shorten(message.text, TITLE_LENGTH),
+            title=shorten(message.text, TITLE_LENGTH),
         )
     except SlackApiError as exc:
         log.info(
             "event=title_failed channel=%s error=%s", message.key.channel_id, exc.response["error"]
         )
-
-
-def _shorten(text: str, length: int) -> str:
-    line = " ".join(text.split())
-    if len(line) <= length:
-        return line
-    cut = line[: length - 1].rsplit(" ", 1)[0]
-    return cut + "…"

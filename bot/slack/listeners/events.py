@@ -74,8 +74,14 @@ def register(
             body.get("event_id"),
         )
 
-    app.event("app_mention")(take)
-    app.event("message")(take)
+    async def receive(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        # Bolt starts this before it sends the ack, and it counts itself before its first await:
+        # once Slack has the ack, Conversations.idle() waits for the message.
+        with conversations.receiving():
+            await take(body, event, client)
+
+    app.event("app_mention")(receive)
+    app.event("message")(receive)
 
 
 def _to_message(

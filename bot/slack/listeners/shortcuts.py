@@ -22,7 +22,8 @@ from bot.assistants import AssistantDefinition
 from bot.conversation import Conversations
 from bot.engine.base import EngineError
 from bot.messages import ConversationKey
-from bot.slack.describe import escape, name_of, one_line, why
+from bot.slack.describe import escape, name_of, why
+from bot.text import shorten
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,10 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
 
 def _option(assistant: AssistantDefinition) -> dict[str, Any]:
     option: dict[str, Any] = {
-        "text": {"type": "plain_text", "text": one_line(assistant.name, 75) or assistant.id},
+        "text": {"type": "plain_text", "text": shorten(assistant.name, 75) or assistant.id},
         "value": assistant.id,
     }
-    summary = one_line(" · ".join(filter(None, [assistant.model, assistant.description])), 75)
+    summary = shorten(" · ".join(filter(None, [assistant.model, assistant.description])), 75)
     if summary:
         option["description"] = {"type": "plain_text", "text": summary}
     return option

@@ -1,0 +1,234 @@
+"""Answers into Slack: a sign of life at once, then the answer as it is written.
+
+A placeholder ("Thinking…" and a Stop button) is posted in the thread as soon as a message is
+taken. The answer then streams into a new message and the placeholder goes away; where Slack
+refuses streaming, or a stream expires, the text is shown by editing messages instead (see
+writers.py). Either way updates are coalesced (Slack rate-limits them), an answer longer than one
+message continues in new messages (layout.py), and the finished answer carries feedback buttons
+(blocks.py). In DMs the thread's status line says what the assistant is doing (status.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.engine.base import Citation, GeneratedFile
+from bot.messages import IncomingMessage
+from bot.slack.blocks import progress_content
+from bot.slack.layout import Draft, with_footnotes
+from bot.slack.status import LOADING_MESSAGES, STATUS_REFRESH, StatusLine
+from bot.slack.writers import (
+    STREAM_INTERVAL,
+    UPDATE_INTERVAL,
+    AnswerThread,
+    EditWriter,
+    Shown,
+    StreamWriter,
+    Writer,
+)
+
+log = logging.getLogger(__name__)
+
+EMPTY_ANSWER = "_(The assistant finished without writing an answer.)_"
+
+
+class SlackSurface:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        stream_interval: float = STREAM_INTERVAL,
+        update_interval: float = UPDATE_INTERVAL,
+        status_refresh: float = STATUS_REFRESH,
+    ) -> None:
+        self.client = client
+        self.streaming = True  # until Slack says streaming is not available to this app
+        self.stream_interval = stream_interval
+        self.update_interval = update_interval
+        self.status_refresh = status_refresh
+
+    async def begin(self, message: IncomingMessage) -> SlackReply:
+        content = progress_content("", message)
+        text, blocks = content
+        response = await self.client.chat_postMessage(
+            channel=message.key.channel_id,
+            thread_ts=message.key.thread_ts,
+            text=text,
+            blocks=blocks,
+        )
+        return SlackReply(self, message, Shown(str(response["ts"]), content=content))
+
+
+class SlackReply:
+    """One answer: takes what the core reports and keeps the thread in step with it."""
+
+    def __init__(self, surface: SlackSurface, message: IncomingMessage, placeholder: Shown) -> None:
+        self.surface = surface
+        self.thread = AnswerThread(surface.client, message, placeholder)
+        self.writer: Writer = (
+            StreamWriter(self.thread, surface.stream_interval)
+            if surface.streaming
+            else EditWriter(self.thread, surface.update_interval)
+        )
+        self.draft = Draft()
+        self.tool_status = ""
+        self.succeeded = False
+        self.status = (
+            StatusLine(
+                surface.client, self.thread.channel, self.thread.thread_ts, surface.status_refresh
+            )
+            if message.is_direct
+            else None
+        )
+        self._progress_dirty = False
+        self._closed = False
+        self._next_sync = 0.0
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- what the core reports -------------------------------------------------------------
+
+    async def started(self) -> None:
+        if self.status is not None:
+            await self.status.show(LOADING_MESSAGES)
+
+    async def text_delta(self, text: str) -> None:
+        self.draft.add(text)
+        if self.tool_status:
+            self.tool_status = ""
+            self._progress_dirty = True
+            self._wake.set()
+        self._kick()
+
+    async def tools_running(self, statuses: Sequence[str]) -> None:
+        self.draft.new_round()
+        self.tool_status = " ".join(f"_{status}_" for status in statuses)
+        self._progress_dirty = True
+        self._wake.set()
+        self._kick()
+        if self.status is not None:
+            await self.status.show(list(statuses))
+
+    async def reading(self, names: Sequence[str]) -> None:
+        self.tool_status = f"_Reading {', '.join(names)}…_"
+        async with self._lock:
+            await self.thread.show_progress(self.tool_status)
+
+    async def note(self, text: str) -> None:
+        await self.thread.client.chat_postMessage(
+            channel=self.thread.channel, thread_ts=self.thread.thread_ts, text=text
+        )
+
+    async def finish(
+        self,
+        text: str,
+        citations: Sequence[Citation] = (),
+        files: Sequence[GeneratedFile] = (),
+    ) -> None:
+        answer = with_footnotes(text.strip(), citations) if text.strip() else ""
+        if not answer and files:
+            answer = "_(The assistant made the files below.)_"
+        await self._close(answer, succeeded=True)
+        if files:
+            await self._upload(files)
+
+    async def _upload(self, files: Sequence[GeneratedFile]) -> None:
+        channel = self.thread.channel
+        try:
+            await self.thread.client.files_upload_v2(
+                channel=channel,
+                thread_ts=self.thread.thread_ts,
+                file_uploads=[
+                    {"content": file.content, "filename": file.name, "title": file.name}
+                    for file in files
+                ],
+            )
+        except SlackApiError as exc:
+            log.warning(
+                "event=upload_failed channel=%s error=%s", channel, exc.response.get("error")
+            )
+            names = ", ".join(file.name for file in files)
+            await self.note(f":warning: I could not upload the files the assistant made ({names}).")
+
+    async def fail(self, text: str) -> None:
+        await self._close(text, succeeded=False)
+
+    # --- keeping Slack in step ---------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if not self._closed and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closed and (self._progress_dirty or self.draft.has_news()):
+                delay = self._next_sync - loop.time()
+                if delay > 0 and not self._wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                self._wake.clear()
+                async with self._lock:
+                    if self._closed:
+                        return
+                    await self._sync(final=False)
+                self._next_sync = loop.time() + self.writer.interval
+        except Exception:
+            # The final sync shows everything anyway; until then the thread just looks slower.
+            log.exception("event=answer_update_failed channel=%s", self.thread.channel)
+
+    async def _close(self, text: str, succeeded: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        # Shielded: a turn stopped or timed out while its answer is being finished still leaves
+        # the thread tidy (stream stopped, placeholder gone, status cleared).
+        await asyncio.shield(self._finalize(text, succeeded))
+
+    async def _finalize(self, text: str, succeeded: bool) -> None:
+        async with self._lock:
+            try:
+                self.tool_status = ""
+                self.succeeded = succeeded
+                if not succeeded:
+                    self.draft.end_with(text)
+                    if not self.thread.messages:
+                        # Nothing streamed: the placeholder says what happened. (An answer still
+                        # streams, so that answers keep the order they were written in.)
+                        self._edit_from_now_on()
+                elif self.draft.complete(text or self.draft.received.strip() or EMPTY_ANSWER):
+                    log.info("event=answer_rewritten channel=%s", self.thread.channel)
+                    for shown in self.thread.messages:
+                        shown.content = None
+                    self._edit_from_now_on()
+                await self._sync(final=True)
+                if self.thread.placeholder is not None:
+                    await self.thread.delete(self.thread.placeholder.ts)
+                    self.thread.placeholder = None
+            finally:
+                if self.status is not None:
+                    await self.status.clear()
+
+    async def _sync(self, final: bool) -> None:
+        chunk = self.draft.lay_out(final)
+        self._progress_dirty = False
+        texts = self.draft.messages
+        if not await self.writer.sync(texts, final, self.tool_status, self.succeeded):
+            self._edit_from_now_on()
+            await self.writer.sync(texts, final, self.tool_status, self.succeeded)
+        if self.status is not None and chunk.strip():
+            await self.status.clear()  # the answer itself now shows that something happens
+
+    def _edit_from_now_on(self) -> None:
+        if isinstance(self.writer, StreamWriter):
+            if self.writer.unavailable:
+                self.surface.streaming = False
+            self.writer = EditWriter(self.thread, self.surface.update_interval)

@@ -1,0 +1,208 @@
+"""The two ways an answer's messages are written into a Slack thread.
+
+`StreamWriter` streams each message (`chat.startStream` / `appendStream` / `stopStream`) while
+the placeholder above keeps the Stop button and the tools' status; `EditWriter` edits the
+messages (`chat.update`, the placeholder becoming the first) and posts the ones that follow. An
+answer starts streaming and goes on editing where Slack refuses or ends its stream; both write
+into the same `AnswerThread`, so whatever was shown stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.messages import IncomingMessage
+from bot.slack.blocks import Content, answer_content, feedback_block, progress_content
+
+log = logging.getLogger(__name__)
+
+# chat.appendStream is a Tier 4 method; chat.update allows about one edit a second per message.
+STREAM_INTERVAL = 0.5
+UPDATE_INTERVAL = 1.0
+# An edit that fails with these says the message again instead.
+MESSAGE_GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
+# Errors that mean streaming will not work for this app at all (rather than for this message).
+STREAMING_UNAVAILABLE = {"not_allowed_token_type", "missing_scope", "unknown_method", "not_allowed"}
+
+
+@dataclass
+class Shown:
+    """One Slack message of the answer."""
+
+    ts: str
+    sent: str = ""  # streamed into it so far
+    streaming: bool = False
+    content: Content | None = None  # last shown by chat.postMessage / chat.update
+
+
+class AnswerThread:
+    """The thread an answer is written into: its placeholder, its messages, and the calls that
+    both writers make on them."""
+
+    def __init__(
+        self, client: AsyncWebClient, message: IncomingMessage, placeholder: Shown
+    ) -> None:
+        self.client = client
+        self.message = message
+        self.channel = message.key.channel_id
+        self.thread_ts = message.key.thread_ts
+        self.placeholder: Shown | None = placeholder
+        self.messages: list[Shown] = []
+
+    async def post(self, content: Content) -> str:
+        text, blocks = content
+        response = await self.client.chat_postMessage(
+            channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=blocks
+        )
+        return str(response["ts"])
+
+    async def show(self, shown: Shown, content: Content) -> None:
+        """Make `shown` show `content`: edited, or said anew where it can no longer be edited."""
+        text, blocks = content
+        if shown.streaming:  # a rewrite replaces what a stream showed: end that stream first
+            shown.streaming = False
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_stopStream(channel=self.channel, ts=shown.ts)
+        try:
+            await self.client.chat_update(
+                channel=self.channel, ts=shown.ts, text=text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") not in MESSAGE_GONE:
+                raise
+            # The message is gone (deleted by someone) or cannot be edited: say it anew.
+            log.warning(
+                "event=update_failed channel=%s error=%s", self.channel, exc.response.get("error")
+            )
+            shown.ts = await self.post(content)
+        shown.content = content
+
+    async def show_progress(self, status: str) -> None:
+        """While the placeholder stands above the answer, it shows the status and Stop."""
+        if self.placeholder is None:
+            return
+        content = progress_content(status, self.message)
+        if self.placeholder.content != content:
+            await self.show(self.placeholder, content)
+
+    async def delete(self, ts: str) -> None:
+        try:
+            await self.client.chat_delete(channel=self.channel, ts=ts)
+        except SlackApiError as exc:
+            log.info(
+                "event=delete_failed channel=%s error=%s", self.channel, exc.response.get("error")
+            )
+
+
+class Writer:
+    """Brings the thread in step with the answer's laid-out `texts` (the last still growing
+    unless `final`); `status` is what the assistant is doing, `succeeded` earns feedback buttons.
+    """
+
+    def __init__(self, thread: AnswerThread, interval: float) -> None:
+        self.thread = thread
+        self.interval = interval  # at most one sync this often while the answer is written
+
+    async def sync(self, texts: Sequence[str], final: bool, status: str, succeeded: bool) -> bool:
+        """False when this writer cannot go on: the edit writer takes over from where it was."""
+        raise NotImplementedError
+
+
+class StreamWriter(Writer):
+    def __init__(self, thread: AnswerThread, interval: float = STREAM_INTERVAL) -> None:
+        super().__init__(thread, interval)
+        self.unavailable = False  # Slack said this app cannot stream at all
+
+    async def sync(self, texts: Sequence[str], final: bool, status: str, succeeded: bool) -> bool:
+        thread = self.thread
+        client, channel = thread.client, thread.channel
+        try:
+            for index in range(max(len(thread.messages) - 1, 0), len(texts)):
+                text = texts[index]
+                last = index == len(texts) - 1
+                if index == len(thread.messages):
+                    if not text:
+                        break
+                    ts = await self._start(text)
+                    if ts is None:
+                        return False
+                    thread.messages.append(Shown(ts, sent=text, streaming=True))
+                shown = thread.messages[index]
+                if len(text) > len(shown.sent):
+                    await client.chat_appendStream(
+                        channel=channel, ts=shown.ts, markdown_text=text[len(shown.sent) :]
+                    )
+                    shown.sent = text
+                if shown.streaming and (final or not last):
+                    if final and last and succeeded:
+                        blocks = [feedback_block(thread.message)]
+                        await client.chat_stopStream(channel=channel, ts=shown.ts, blocks=blocks)
+                    else:
+                        await client.chat_stopStream(channel=channel, ts=shown.ts)
+                    shown.streaming = False
+        except SlackApiError as exc:
+            # Expired or refused mid-answer: what was streamed stays; editing finishes the job.
+            log.warning("event=stream_lost channel=%s error=%s", channel, exc.response.get("error"))
+            for index, shown in enumerate(thread.messages):
+                if not shown.streaming:  # closed properly earlier: it stays as it is
+                    shown.content = answer_content(texts[index], thread.message)
+                shown.streaming = False
+            return False
+        if not final:
+            await thread.show_progress(status)
+        return True
+
+    async def _start(self, text: str) -> str | None:
+        thread = self.thread
+        try:
+            response = await thread.client.chat_startStream(
+                channel=thread.channel,
+                thread_ts=thread.thread_ts,
+                markdown_text=text,
+                recipient_team_id=thread.message.key.team_id,
+                recipient_user_id=thread.message.user_id,
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            log.warning("event=stream_refused channel=%s error=%s", thread.channel, error)
+            self.unavailable = error in STREAMING_UNAVAILABLE
+            return None
+        return str(response["ts"])
+
+
+class EditWriter(Writer):
+    def __init__(self, thread: AnswerThread, interval: float = UPDATE_INTERVAL) -> None:
+        super().__init__(thread, interval)
+
+    async def sync(self, texts: Sequence[str], final: bool, status: str, succeeded: bool) -> bool:
+        thread = self.thread
+        for index, text in enumerate(texts):
+            last = index == len(texts) - 1
+            content = answer_content(
+                text,
+                thread.message,
+                status=status,
+                live=last and not final,
+                feedback=last and final and succeeded,
+            )
+            if index < len(thread.messages):
+                if thread.messages[index].content != content:
+                    await thread.show(thread.messages[index], content)
+            elif index == 0 and thread.placeholder is not None:
+                shown, thread.placeholder = thread.placeholder, None
+                thread.messages.append(shown)
+                if shown.content != content:
+                    await thread.show(shown, content)
+            else:
+                ts = await thread.post(content)
+                thread.messages.append(Shown(ts, content=content))
+        for shown in thread.messages[len(texts) :]:
+            await thread.delete(shown.ts)
+        del thread.messages[len(texts) :]
+        return True
