@@ -1,19 +1,24 @@
 """Assistant definitions: name, model, instructions, tools and sampling, validated field by field.
 
 One shape for both engines: the Assistants engine sends them to the backend's `/assistants`;
-the Responses engine keeps them in the bot's own store (OpenAI's prompt objects are not used).
+the Responses engine uses the bot's own, kept in its store (`StoredAssistants`; OpenAI's prompt
+objects are not used).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 TOOL_TYPES = ("code_interpreter", "file_search", "function")
 FIELDS = (
@@ -166,3 +171,31 @@ def load_definitions(path: Path) -> list[AssistantDefinition]:
     if duplicated:
         raise DefinitionError(f"{path}: the name {duplicated[0]!r} is used twice")
     return definitions
+
+
+class StoredAssistants:
+    """The bot's own definitions as an assistant catalogue, kept in its store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
+        return await self.store.get_definition(assistant_id)
+
+    async def list_assistants(self) -> list[AssistantDefinition]:
+        return await self.store.list_definitions()
+
+    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition:
+        created = replace(definition, id=definition.id or f"asst_bot_{secrets.token_hex(8)}")
+        await self.store.save_definition(created)
+        return created
+
+    async def update_assistant(
+        self, assistant_id: str, definition: AssistantDefinition
+    ) -> AssistantDefinition:
+        updated = replace(definition, id=assistant_id)
+        await self.store.save_definition(updated)
+        return updated
+
+    async def delete_assistant(self, assistant_id: str) -> bool:
+        return await self.store.delete_definition(assistant_id)

@@ -86,11 +86,11 @@ async def held(env: dict[str, str]) -> dict[str, AssistantDefinition]:
     """What the backend (or, for the Responses engine, the bot's database) holds now, by name."""
     settings = load_backend_settings(env, env_file=None)
     store = await Store.open(settings.database_path)
-    engine = app.make_engine(settings, store)
+    backend = app.make_backend(settings, store)
     try:
-        return {a.name: a for a in await engine.list_assistants()}
+        return {a.name: a for a in await backend.catalog.list_assistants()}
     finally:
-        await engine.close()
+        await backend.close()
         await store.close()
 
 

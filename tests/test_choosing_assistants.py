@@ -35,7 +35,7 @@ async def start_with_team(harness: Harness, **env: str) -> dict[str, str]:
     harness.openai.model.respond = who_answers
     ids = {}
     for name, description, tools in TEAM:
-        created = await bot.engine.create_assistant(
+        created = await bot.backend.catalog.create_assistant(
             AssistantDefinition(
                 name=name,
                 model="gpt-4o-mini",
@@ -317,7 +317,7 @@ async def test_picking_an_assistant_deleted_meanwhile_is_refused_in_the_picker(
     await wait_answers(slack, GENERAL, root, 1)
     view = await open_picker(slack, ALICE, GENERAL, root)
     assert harness.bot is not None
-    await harness.bot.engine.delete_assistant(ids["Code Reviewer"])
+    await harness.bot.backend.catalog.delete_assistant(ids["Code Reviewer"])
     body = await pick(slack, ALICE, view, ids["Code Reviewer"])
     assert body == {
         "response_action": "errors",
@@ -359,7 +359,7 @@ async def test_home_tab_shows_the_assistants_the_defaults_and_how_to_use_the_bot
 
 async def test_assistant_names_are_escaped_in_slack(harness: Harness) -> None:
     bot = await harness.start()
-    await bot.engine.create_assistant(
+    await bot.backend.catalog.create_assistant(
         AssistantDefinition(name="R&D <!channel>", model="gpt-4o", description="<b>labs</b>")
     )
     slack = harness.slack

@@ -34,24 +34,17 @@ from bot.engine.base import (
     Usage,
 )
 from bot.engine.errors import engine_error
-from bot.engine.files import OpenAIFiles, StreamCleaner, clean_answer
+from bot.engine.files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
 
 
-class AssistantsEngine(OpenAIFiles):
-    name = "assistants"
-    vector_stores_per_conversation = 1  # an Assistants thread holds at most one vector store
+class AssistantsApiCatalog:
+    """The backend's own assistants (`/assistants`)."""
 
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
-        self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
-        self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
-        self._filenames: dict[str, str] = {}
-
-    async def close(self) -> None:
-        await self.client.close()
 
     async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
         try:
@@ -63,9 +56,6 @@ class AssistantsEngine(OpenAIFiles):
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
         return _definition(assistant)
-
-    async def verify(self, assistant: AssistantDefinition) -> None:
-        """Nothing more to do: the backend itself returned this assistant."""
 
     async def list_assistants(self) -> list[AssistantDefinition]:
         try:
@@ -102,6 +92,20 @@ class AssistantsEngine(OpenAIFiles):
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
         return bool(deleted.deleted)
+
+
+class AssistantsEngine:
+    name = "assistants"
+    vector_stores_per_conversation = 1  # an Assistants thread holds at most one vector store
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.client = client
+        self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
+        self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
+        self._filenames: dict[str, str] = {}
+
+    async def verify(self, assistant: AssistantDefinition) -> None:
+        """Nothing more to do: the backend itself returned this assistant."""
 
     async def create_conversation(self) -> str:
         try:
@@ -203,6 +207,16 @@ class AssistantsEngine(OpenAIFiles):
             completed, text=text, citations=tuple(citations), files=tuple(fetched)
         )
 
+    async def _fetch_output(self, file_id: str, fallback_name: str) -> GeneratedFile | None:
+        """A file code_interpreter wrote (Files API), or None when it cannot be fetched."""
+        try:
+            info = await self.client.files.retrieve(file_id)
+            content = await self.client.files.content(file_id)
+        except openai.OpenAIError as exc:
+            log.warning("event=output_fetch_failed file=%s error=%s", file_id, exc)
+            return None
+        return generated(_basename(info.filename) or fallback_name, content.content)
+
     async def _filename(self, file_id: str) -> str:
         if file_id not in self._filenames:
             try:
@@ -257,6 +271,10 @@ def _user_message(
             {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in code_file_ids
         ]
     return message
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def _definition(assistant: Any) -> AssistantDefinition:
@@ -385,4 +403,4 @@ class _Answer:
             self.parts.append("".join(texts))
 
 
-__all__ = ["AssistantsEngine", "EngineError"]
+__all__ = ["AssistantsApiCatalog", "AssistantsEngine", "EngineError"]

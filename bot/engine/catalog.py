@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.assistants import AssistantDefinition
-from bot.engine.base import Engine
+from bot.engine.base import AssistantCatalog
 
 
 @dataclass(frozen=True)
@@ -19,24 +19,24 @@ class SyncResult:
 
 
 async def sync_assistants(
-    engine: Engine, definitions: Sequence[AssistantDefinition], prune: bool = False
+    catalog: AssistantCatalog, definitions: Sequence[AssistantDefinition], prune: bool = False
 ) -> SyncResult:
     """Create or update each definition, matched by name; with `prune`, delete the rest."""
-    existing = {a.name: a for a in await engine.list_assistants()}
+    existing = {a.name: a for a in await catalog.list_assistants()}
     result = SyncResult([], [], [], [])
     for definition in definitions:
         current = existing.pop(definition.name, None)
         if current is None:
-            await engine.create_assistant(definition)
+            await catalog.create_assistant(definition)
             result.created.append(definition.name)
         elif _same(current, definition):
             result.unchanged.append(definition.name)
         else:
-            await engine.update_assistant(current.id, definition)
+            await catalog.update_assistant(current.id, definition)
             result.updated.append(definition.name)
     if prune:
         for stale in existing.values():
-            await engine.delete_assistant(stale.id)
+            await catalog.delete_assistant(stale.id)
             result.deleted.append(stale.name)
     return result
 

@@ -2,14 +2,13 @@
 
 A Slack thread maps to a Conversations API conversation; each turn is one streamed
 `responses.create(conversation=…)`, repeated with `function_call_output` items while the model
-calls functions. Assistants are the bot's own definitions, kept in its store.
+calls functions. Assistants are the bot's own definitions, looked up in the catalogue it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +19,7 @@ from openai import AsyncOpenAI
 from bot.assistants import AssistantDefinition
 from bot.engine.base import (
     NO_FILES,
+    AssistantCatalog,
     Citation,
     Completed,
     EngineError,
@@ -34,8 +34,7 @@ from bot.engine.base import (
     Usage,
 )
 from bot.engine.errors import engine_error
-from bot.engine.files import OpenAIFiles, StreamCleaner, clean_answer, generated
-from bot.store import Store
+from bot.engine.files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +43,13 @@ log = logging.getLogger(__name__)
 LOCK_RETRIES = 10
 
 
-class ResponsesEngine(OpenAIFiles):
+class ResponsesEngine:
     name = "responses"
     vector_stores_per_conversation = 2  # the conversation's own store and its channel's
 
-    def __init__(self, client: AsyncOpenAI, store: Store) -> None:
+    def __init__(self, client: AsyncOpenAI, catalog: AssistantCatalog) -> None:
         self.client = client
-        self.store = store
-
-    async def close(self) -> None:
-        await self.client.close()
-
-    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
-        return await self.store.get_definition(assistant_id)
+        self.catalog = catalog
 
     async def verify(self, assistant: AssistantDefinition) -> None:
         try:
@@ -67,24 +60,6 @@ class ResponsesEngine(OpenAIFiles):
             ) from exc
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
-
-    async def list_assistants(self) -> list[AssistantDefinition]:
-        return await self.store.list_definitions()
-
-    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition:
-        created = replace(definition, id=definition.id or f"asst_bot_{secrets.token_hex(8)}")
-        await self.store.save_definition(created)
-        return created
-
-    async def update_assistant(
-        self, assistant_id: str, definition: AssistantDefinition
-    ) -> AssistantDefinition:
-        updated = replace(definition, id=assistant_id)
-        await self.store.save_definition(updated)
-        return updated
-
-    async def delete_assistant(self, assistant_id: str) -> bool:
-        return await self.store.delete_definition(assistant_id)
 
     async def create_conversation(self) -> str:
         try:
@@ -101,7 +76,7 @@ class ResponsesEngine(OpenAIFiles):
         run_tools: ToolRunner,
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
-        definition = await self.store.get_definition(assistant_id)
+        definition = await self.catalog.get_assistant(assistant_id)
         if definition is None:
             yield Failed("assistant_not_found", f"no assistant {assistant_id!r} is defined")
             return
