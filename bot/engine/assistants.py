@@ -29,10 +29,12 @@ from bot.engine.base import (
     TextDelta,
     ToolCall,
     ToolCallsRequired,
+    ToolOutput,
     ToolRunner,
     TurnFiles,
     Usage,
 )
+from bot.engine.driver import drive
 from bot.engine.errors import engine_error
 from bot.engine.files import StreamCleaner, clean_answer, generated
 
@@ -114,7 +116,7 @@ class AssistantsEngine:
             raise engine_error(exc) from exc
         return thread.id
 
-    async def run(
+    def run(
         self,
         conversation_id: str,
         assistant_id: str,
@@ -122,49 +124,17 @@ class AssistantsEngine:
         run_tools: ToolRunner,
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
-        answer = _Answer()
-        finished = False
-        try:
-            extra = await self._prepare_files(conversation_id, assistant_id, files)
-            # A thread keeps what its messages attached: attach each data file once.
-            attached = self._thread_code_files.setdefault(conversation_id, set())
-            new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
-            message = _user_message(text, files.image_file_ids, new_code_files)
-            attached.update(new_code_files)
-            stream: Any = await self._start_run(conversation_id, assistant_id, message, extra)
-            while stream is not None:
-                next_stream = None
-                async with stream:
-                    async for event in stream:
-                        outcome = answer.take(event)
-                        if isinstance(outcome, TextDelta):
-                            yield outcome
-                        elif isinstance(outcome, ToolCallsRequired):
-                            yield outcome
-                            outputs = await run_tools(outcome.calls)
-                            next_stream = await self.client.beta.threads.runs.submit_tool_outputs(
-                                answer.run_id,
-                                thread_id=conversation_id,
-                                tool_outputs=[
-                                    {"tool_call_id": o.call_id, "output": o.output} for o in outputs
-                                ],
-                                stream=True,
-                            )
-                            break
-                        elif outcome is not None:
-                            finished = True
-                            if isinstance(outcome, Completed):
-                                outcome = await self._with_files(outcome, answer)
-                            yield outcome
-                            return
-                stream = next_stream
-        except openai.OpenAIError as exc:
-            raise engine_error(exc) from exc
-        finally:
-            if not finished and answer.run_id:
-                # Timed out, cut off or cancelled: free the thread for the conversation's next turn.
-                await asyncio.shield(self._cancel_run(conversation_id, answer.run_id))
-        yield Failed("stream_ended", "the stream ended before the run finished", answer.run_id)
+        return drive(_Run(self, conversation_id, assistant_id, text, files), run_tools)
+
+    async def _begin(self, thread_id: str, assistant_id: str, text: str, files: TurnFiles) -> Any:
+        """Add the message and start a run on the thread; its event stream."""
+        extra = await self._prepare_files(thread_id, assistant_id, files)
+        # A thread keeps what its messages attached: attach each data file once.
+        attached = self._thread_code_files.setdefault(thread_id, set())
+        new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
+        message = _user_message(text, files.image_file_ids, new_code_files)
+        attached.update(new_code_files)
+        return await self._start_run(thread_id, assistant_id, message, extra)
 
     async def _prepare_files(
         self, thread_id: str, assistant_id: str, files: TurnFiles
@@ -312,6 +282,55 @@ def _fields(definition: AssistantDefinition) -> dict[str, Any]:
     if definition.top_p is not None:
         fields["top_p"] = definition.top_p
     return fields
+
+
+class _Run:
+    """One run on an Assistants thread, as `drive` runs it."""
+
+    def __init__(
+        self,
+        engine: AssistantsEngine,
+        thread_id: str,
+        assistant_id: str,
+        text: str,
+        files: TurnFiles,
+    ) -> None:
+        self.engine = engine
+        self.thread_id = thread_id
+        self.assistant_id = assistant_id
+        self.text = text
+        self.files = files
+        self.answer = _Answer()
+
+    @property
+    def active_run(self) -> str | None:
+        return self.answer.run_id or None  # waiting for tool outputs counts as running
+
+    async def start(self) -> Any:
+        return await self.engine._begin(self.thread_id, self.assistant_id, self.text, self.files)
+
+    async def submit(self, outputs: list[ToolOutput]) -> Any:
+        return await self.engine.client.beta.threads.runs.submit_tool_outputs(
+            self.answer.run_id,
+            thread_id=self.thread_id,
+            tool_outputs=[{"tool_call_id": o.call_id, "output": o.output} for o in outputs],
+            stream=True,
+        )
+
+    def take(self, event: Any) -> EngineEvent | None:
+        return self.answer.take(event)
+
+    async def finish(self, completed: Completed) -> Completed:
+        return await self.engine._with_files(completed, self.answer)
+
+    def cut_off(self) -> Failed:
+        return Failed(
+            "stream_ended", "the stream ended before the run finished", self.answer.run_id
+        )
+
+    async def cancel(self, run_id: str) -> None:
+        # Timed out, cut off or cancelled: free the thread for the conversation's next turn.
+        await self.engine._cancel_run(self.thread_id, run_id)
 
 
 class _Answer:

@@ -29,10 +29,12 @@ from bot.engine.base import (
     TextDelta,
     ToolCall,
     ToolCallsRequired,
+    ToolOutput,
     ToolRunner,
     TurnFiles,
     Usage,
 )
+from bot.engine.driver import drive
 from bot.engine.errors import engine_error
 from bot.engine.files import StreamCleaner, clean_answer, generated
 
@@ -68,7 +70,7 @@ class ResponsesEngine:
             raise engine_error(exc) from exc
         return conversation.id
 
-    async def run(
+    def run(
         self,
         conversation_id: str,
         assistant_id: str,
@@ -76,65 +78,7 @@ class ResponsesEngine:
         run_tools: ToolRunner,
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
-        definition = await self.catalog.get_assistant(assistant_id)
-        if definition is None:
-            yield Failed("assistant_not_found", f"no assistant {assistant_id!r} is defined")
-            return
-        request = _request(definition, files)
-        pending_input: Any = [_user_message(text, files)]
-        texts = _Answer()
-        response_id: str | None = None
-        finished = False
-        try:
-            while True:
-                finished = False
-                stream = await self._create(request, conversation_id, pending_input)
-                cleaner = StreamCleaner()  # sandbox links never reach the screen
-                outcome: EngineEvent | None = None
-                async with stream:
-                    async for event in stream:
-                        kind = event.type
-                        if kind == "response.created":
-                            response_id = event.response.id
-                        elif kind == "response.output_text.delta" and event.delta:
-                            if shown := cleaner.feed(event.delta):
-                                yield TextDelta(shown)
-                        elif kind in (
-                            "response.completed",
-                            "response.failed",
-                            "response.incomplete",
-                        ):
-                            outcome = _outcome(event.response, texts)
-                            finished = True  # the response ended: nothing left to cancel
-                            break
-                        elif kind == "error":
-                            outcome = Failed(
-                                event.code or "server_error", event.message, response_id
-                            )
-                            break
-                if outcome is None:
-                    yield Failed(
-                        "stream_ended", "the stream ended before the response finished", response_id
-                    )
-                    return
-                if not isinstance(outcome, ToolCallsRequired):
-                    finished = True
-                    if isinstance(outcome, Completed):
-                        outcome = await self._with_files(outcome, texts)
-                    yield outcome
-                    return
-                yield outcome
-                outputs = await run_tools(outcome.calls)
-                pending_input = [
-                    {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
-                    for o in outputs
-                ]
-        except openai.OpenAIError as exc:
-            raise engine_error(exc) from exc
-        finally:
-            if not finished and response_id:
-                # Timed out or cut off: cancel it, or it holds the conversation's lock.
-                await asyncio.shield(self._cancel(response_id))
+        return drive(_Run(self, conversation_id, assistant_id, text, files), run_tools)
 
     async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
         """The Completed event with the files code_interpreter wrote fetched from its container."""
@@ -231,6 +175,81 @@ def _tool(
         file_ids = [*given, *files.code_file_ids]
         return {"type": "code_interpreter", "container": {"type": "auto", "file_ids": file_ids}}
     return dict(tool)
+
+
+class _Run:
+    """One turn on a conversation, as `drive` runs it: a response, and one more per tool round."""
+
+    def __init__(
+        self,
+        engine: ResponsesEngine,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        files: TurnFiles,
+    ) -> None:
+        self.engine = engine
+        self.conversation_id = conversation_id
+        self.assistant_id = assistant_id
+        self.text = text
+        self.files = files
+        self.request: dict[str, Any] = {}
+        self.answer = _Answer()
+        self.response_id: str | None = None
+        self.running = False  # the latest response has not ended yet
+        self.cleaner = StreamCleaner()  # sandbox links never reach the screen
+
+    @property
+    def active_run(self) -> str | None:
+        # A running response holds the conversation's lock: a turn cut short cancels it.
+        return self.response_id if self.running else None
+
+    async def start(self) -> Any:
+        definition = await self.engine.catalog.get_assistant(self.assistant_id)
+        if definition is None:
+            raise EngineError(
+                "assistant_not_found", f"no assistant {self.assistant_id!r} is defined"
+            )
+        self.request = _request(definition, self.files)
+        return await self._create([_user_message(self.text, self.files)])
+
+    async def submit(self, outputs: list[ToolOutput]) -> Any:
+        return await self._create(
+            [
+                {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
+                for o in outputs
+            ]
+        )
+
+    async def _create(self, items: Any) -> Any:
+        self.cleaner = StreamCleaner()
+        return await self.engine._create(self.request, self.conversation_id, items)
+
+    def take(self, event: Any) -> EngineEvent | None:
+        kind = event.type
+        if kind == "response.created":
+            self.response_id = event.response.id
+            self.running = True
+        elif kind == "response.output_text.delta" and event.delta:
+            shown = self.cleaner.feed(event.delta)
+            return TextDelta(shown) if shown else None
+        elif kind in ("response.completed", "response.failed", "response.incomplete"):
+            self.running = False
+            return _outcome(event.response, self.answer)
+        elif kind == "error":
+            return Failed(event.code or "server_error", event.message, self.response_id)
+        return None
+
+    async def finish(self, completed: Completed) -> Completed:
+        return await self.engine._with_files(completed, self.answer)
+
+    def cut_off(self) -> Failed:
+        return Failed(
+            "stream_ended", "the stream ended before the response finished", self.response_id
+        )
+
+    async def cancel(self, run_id: str) -> None:
+        await self.engine._cancel(run_id)
 
 
 @dataclass
