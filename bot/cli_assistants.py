@@ -15,7 +15,13 @@ from typing import Any
 
 from bot import app
 from bot.assistant_choice import match_assistant
-from bot.assistants import AssistantDefinition, DefinitionError, load_definitions, parse_definition
+from bot.assistants import (
+    SETTINGS,
+    AssistantDefinition,
+    DefinitionError,
+    load_definitions,
+    parse_definition,
+)
 from bot.config import BackendSettings
 from bot.engine.base import AssistantCatalog, EngineError
 from bot.engine.catalog import sync_assistants
@@ -104,7 +110,7 @@ async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:
         print(f"created {created.name} ({created.id})")
     elif args.action == "update":
         current = await _find(catalog, args.assistant)
-        definition = parse_definition({**_fields(current), **_flags(args)})
+        definition = parse_definition({**current.settings(), **_flags(args)})
         if definition.name.casefold() != current.name.casefold():
             await _name_is_free(catalog, definition.name)
         updated = await catalog.update_assistant(current.id, definition)
@@ -134,22 +140,7 @@ async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """The definition fields given on the command line (those left out are not in the dict)."""
-    names = ("name", "model", "instructions", "description", "tools", "temperature", "top_p")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-
-def _fields(definition: AssistantDefinition) -> dict[str, Any]:
-    return {
-        "name": definition.name,
-        "model": definition.model,
-        "instructions": definition.instructions,
-        "description": definition.description,
-        "tools": list(definition.tools),
-        "tool_resources": definition.tool_resources,
-        "temperature": definition.temperature,
-        "top_p": definition.top_p,
-        "metadata": definition.metadata,
-    }
+    return {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
 
 
 async def _find(catalog: AssistantCatalog, name: str) -> AssistantDefinition:

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from bot.assistants import AssistantDefinition
+from bot.assistants import BOT_ONLY, AssistantDefinition
 from bot.engine.base import (
     NO_FILES,
     Citation,
@@ -248,39 +248,19 @@ def _basename(path: str) -> str:
 
 
 def _definition(assistant: Any) -> AssistantDefinition:
-    return AssistantDefinition(
-        id=assistant.id,
-        name=assistant.name or assistant.id,
-        model=assistant.model,
-        instructions=assistant.instructions or "",
-        description=assistant.description or "",
-        tools=tuple(tool.model_dump(exclude_none=True) for tool in assistant.tools),
-        tool_resources=(
-            assistant.tool_resources.model_dump(exclude_none=True)
-            if assistant.tool_resources
-            else {}
-        ),
-        temperature=assistant.temperature,
-        top_p=assistant.top_p,
-        metadata=dict(assistant.metadata or {}),
-    )
+    record = assistant.model_dump(exclude_none=True)
+    return AssistantDefinition.from_record({**record, "name": assistant.name or assistant.id})
 
 
 def _fields(definition: AssistantDefinition) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "name": definition.name,
-        "model": definition.model,
-        "instructions": definition.instructions,
-        "description": definition.description,
-        "tools": list(definition.tools),
-        "metadata": definition.metadata,
+    """What `/assistants` takes: the settings it has a place for, those left unset left out."""
+    fields = {
+        name: value
+        for name, value in definition.settings().items()
+        if name not in BOT_ONLY and value is not None
     }
-    if definition.tool_resources:
-        fields["tool_resources"] = definition.tool_resources
-    if definition.temperature is not None:
-        fields["temperature"] = definition.temperature
-    if definition.top_p is not None:
-        fields["top_p"] = definition.top_p
+    if not definition.tool_resources:
+        del fields["tool_resources"]
     return fields
 
 
