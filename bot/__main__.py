@@ -60,10 +60,10 @@ async def check(settings: Settings) -> int:
     finally:
         await app.close_slack_client(client)
     store = await Store.open(settings.database_path)
-    engine = app.make_engine(settings, store)
+    backend = app.make_backend(settings, store)
     try:
-        await app.load_assistants_file(engine, settings)
-        assistant = await app.check_assistant(engine, settings)
+        await app.load_assistants_file(backend.catalog, settings)
+        assistant = await app.check_assistant(backend, settings)
         print(f"assistant: ok, {app.describe(assistant)}")
     except app.StartupError as exc:
         ok = False
@@ -72,7 +72,7 @@ async def check(settings: Settings) -> int:
         ok = False
         print(f"assistant: FAILED {_reason(exc)}")
     finally:
-        await engine.close()
+        await backend.close()
         await store.close()
     try:
         tools = app.make_tools(settings, client, "")
@@ -88,14 +88,14 @@ async def check(settings: Settings) -> int:
 async def cleanup(settings: Settings) -> int:
     """Delete the backend files and vector stores the bot made more than N days ago."""
     store = await Store.open(settings.database_path)
-    engine = app.make_engine(settings, store)
+    backend = app.make_backend(settings, store)
     try:
-        stores, files = await clean_up(store, engine, settings.file_retention_days)
+        stores, files = await clean_up(store, backend.files, settings.file_retention_days)
     except Exception as exc:
         print(f"cleanup: FAILED {_reason(exc)}")
         return 1
     finally:
-        await engine.close()
+        await backend.close()
         await store.close()
     print(
         f"cleanup: deleted {stores} vector store(s) and {files} file(s) older than "

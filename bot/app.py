@@ -20,12 +20,18 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import AssistantDefinition, DefinitionError, load_definitions
+from bot.assistants import (
+    AssistantDefinition,
+    DefinitionError,
+    StoredAssistants,
+    load_definitions,
+)
 from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings, Settings
 from bot.conversation import Conversations
-from bot.engine.assistants import AssistantsEngine
-from bot.engine.base import Engine, EngineError
+from bot.engine.assistants import AssistantsApiCatalog, AssistantsEngine
+from bot.engine.base import AssistantCatalog, Backend, EngineError, FileBackend
 from bot.engine.catalog import sync_assistants
+from bot.engine.files import OpenAIFiles
 from bot.engine.responses import ResponsesEngine
 from bot.files import MB, FileIngest, FileLimits, clean_up
 from bot.slack.files import SlackFileSource
@@ -67,11 +73,14 @@ def make_openai_client(settings: Settings | BackendSettings) -> AsyncOpenAI:
     )
 
 
-def make_engine(settings: Settings | BackendSettings, store: Store) -> Engine:
+def make_backend(settings: Settings | BackendSettings, store: Store) -> Backend:
+    """The engine, its assistant catalogue and the file backend, sharing one API client."""
     client = make_openai_client(settings)
+    files = OpenAIFiles(client)
     if settings.engine == "responses":
-        return ResponsesEngine(client, store)
-    return AssistantsEngine(client)
+        catalog = StoredAssistants(store)  # the bot's own definitions
+        return Backend(ResponsesEngine(client, catalog), catalog, files, client.close)
+    return Backend(AssistantsEngine(client), AssistantsApiCatalog(client), files, client.close)
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -100,14 +109,16 @@ async def close_slack_client(client: AsyncWebClient) -> None:
         await client.session.close()
 
 
-async def load_assistants_file(engine: Engine, settings: Settings) -> list[AssistantDefinition]:
+async def load_assistants_file(
+    catalog: AssistantCatalog, settings: Settings
+) -> list[AssistantDefinition]:
     if settings.assistants_file is None:
         return []
     try:
         definitions = load_definitions(settings.assistants_file)
     except DefinitionError as exc:
         raise StartupError(f"ASSISTANTS_FILE: {exc}") from exc
-    result = await sync_assistants(engine, definitions)
+    result = await sync_assistants(catalog, definitions)
     log.info(
         "event=assistants_loaded created=%d updated=%d unchanged=%d",
         len(result.created),
@@ -117,12 +128,12 @@ async def load_assistants_file(engine: Engine, settings: Settings) -> list[Assis
     return definitions
 
 
-async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefinition:
+async def check_assistant(backend: Backend, settings: Settings) -> AssistantDefinition:
     """The default assistant, or StartupError saying what is wrong."""
     assistant_id = settings.assistant_id or ""
     where = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
     try:
-        info = await engine.get_assistant(assistant_id)
+        info = await backend.catalog.get_assistant(assistant_id)
     except EngineError as exc:
         if exc.code == "api_not_served":
             raise StartupError(
@@ -131,11 +142,11 @@ async def check_assistant(engine: Engine, settings: Settings) -> AssistantDefini
         raise StartupError(f"Could not look up ASSISTANT_ID at {where}: {exc.message}") from exc
     if info is None:
         message = f"ASSISTANT_ID {assistant_id} was not found at {where}."
-        if settings.uses_openai_itself and engine.name == "assistants":
+        if settings.uses_openai_itself and backend.engine.name == "assistants":
             message += " " + RETIREMENT_NOTE
         raise StartupError(message)
     try:
-        await engine.verify(info)
+        await backend.engine.verify(info)
     except EngineError as exc:
         raise StartupError(f"Assistant {info.name!r} cannot run at {where}: {exc.message}") from exc
     return info
@@ -192,7 +203,7 @@ class Bot:
 
     settings: Settings
     store: Store
-    engine: Engine
+    backend: Backend
     slack: AsyncApp
     conversations: Conversations
     file_source: SlackFileSource
@@ -212,21 +223,22 @@ class Bot:
             await self._runner.cleanup()
         await self.conversations.drain(self.settings.shutdown_grace)
         await self.file_source.close()
-        await self.engine.close()
+        await self.backend.close()
         await close_slack_client(self.slack.client)
         await self.store.close()
         log.info("event=stopped")
 
 
-async def start(settings: Settings, engine: Engine | None = None) -> Bot:
+async def start(settings: Settings, backend: Backend | None = None) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack."""
     async with contextlib.AsyncExitStack() as undo:  # closes what was opened if start-up fails
         store = await Store.open(settings.database_path)
         undo.push_async_callback(store.close)
-        engine = engine or make_engine(settings, store)
-        undo.push_async_callback(engine.close)
-        definitions = await load_assistants_file(engine, settings)
-        default = await check_assistant(engine, settings)
+        backend = backend or make_backend(settings, store)
+        undo.push_async_callback(backend.close)
+        definitions = await load_assistants_file(backend.catalog, settings)
+        default = await check_assistant(backend, settings)
+        engine = backend.engine
         log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
         client = make_slack_client(settings)
         undo.push_async_callback(close_slack_client, client)
@@ -246,15 +258,22 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not settings.socket_mode,
     )
-    chooser = AssistantChooser(store, engine, default.id, settings.assistant_admins)
+    chooser = AssistantChooser(
+        store, backend.catalog, engine.name, default.id, settings.assistant_admins
+    )
     file_source = SlackFileSource(settings.slack_bot_token, settings.slack_api_url)
-    ingest = FileIngest(store, engine, file_source, file_limits(settings))
+    ingest = FileIngest(
+        store,
+        backend.files,
+        file_source,
+        file_limits(settings),
+        engine.vector_stores_per_conversation,
+    )
     conversations = Conversations(
         store,
         engine,
         SlackSurface(client),
-        default.id,
-        chooser=chooser,
+        chooser,
         files=ingest,
         tools=tools,
         turn_timeout=settings.turn_timeout,
@@ -268,8 +287,8 @@ async def start(settings: Settings, engine: Engine | None = None) -> Bot:
     knowledge.register(slack, ingest)
     actions.register(slack, conversations, store)
     assistant.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
-    bot = Bot(settings, store, engine, slack, conversations, file_source)
-    bot._cleanup = asyncio.create_task(_clean_up_daily(store, engine, settings))
+    bot = Bot(settings, store, backend, slack, conversations, file_source)
+    bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
     if settings.socket_mode:
         bot._socket = AsyncSocketModeHandler(slack, settings.slack_app_token)
@@ -294,11 +313,11 @@ def file_limits(settings: Settings) -> FileLimits:
     )
 
 
-async def _clean_up_daily(store: Store, engine: Engine, settings: Settings) -> None:
+async def _clean_up_daily(store: Store, files: FileBackend, settings: Settings) -> None:
     """Delete what outlived FILE_RETENTION_DAYS: once at start, then every day."""
     while True:
         try:
-            await clean_up(store, engine, settings.file_retention_days)
+            await clean_up(store, files, settings.file_retention_days)
         except EngineError as exc:
             log.warning("event=cleanup_failed error=%s", exc.code)
         except Exception:  # tomorrow's run may well succeed: never end the daily task

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.assistants import AssistantDefinition
-from bot.engine.base import Engine
+from bot.engine.base import AssistantCatalog
 from bot.messages import ConversationKey
 from bot.store import ChannelSetting, Store
 
@@ -66,12 +66,14 @@ class AssistantChooser:
     def __init__(
         self,
         store: Store,
-        engine: Engine,
+        catalog: AssistantCatalog,
+        engine_name: str,
         global_default_id: str,
         admins: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
-        self.engine = engine
+        self.catalog = catalog
+        self.engine_name = engine_name  # a thread's choice counts only on the engine it was made on
         self.global_default_id = global_default_id
         self.admins = admins  # empty: everyone may change a channel's default
 
@@ -85,13 +87,17 @@ class AssistantChooser:
         """The thread's own assistant (also one chosen before the bot took part in it), else
         what a new conversation here gets."""
         record = await self.store.get_conversation(key)
-        if record is not None and record.engine == self.engine.name:
+        if record is not None and record.engine == self.engine_name:
             return Choice(record.assistant_id, "thread")
         return await self.for_new_conversation(key.team_id, key.channel_id)
 
     async def assistants(self) -> list[AssistantDefinition]:
         """Every assistant, by name (the backend lists newest first; people look for names)."""
-        return sorted(await self.engine.list_assistants(), key=lambda a: (a.name.casefold(), a.id))
+        return sorted(await self.catalog.list_assistants(), key=lambda a: (a.name.casefold(), a.id))
+
+    async def assistant(self, assistant_id: str) -> AssistantDefinition | None:
+        """One assistant by id (the bot's own definitions also by name), None if unknown."""
+        return await self.catalog.get_assistant(assistant_id)
 
     def may_set_default(self, user_id: str, is_direct: bool) -> bool:
         """A DM's default is its person's; a channel's is everyone's, or only the admins'."""
@@ -106,7 +112,7 @@ class AssistantChooser:
 
     async def switch_thread(self, key: ConversationKey, assistant_id: str) -> None:
         """The thread's next turn runs `assistant_id`, on the same backend conversation."""
-        await self.store.set_thread_assistant(key, self.engine.name, assistant_id)
+        await self.store.set_thread_assistant(key, self.engine_name, assistant_id)
 
     async def channel_defaults(self, team_id: str) -> list[ChannelSetting]:
         return await self.store.list_channel_settings(team_id)

@@ -1,34 +1,26 @@
 """Assistant definitions: name, model, instructions, tools and sampling, validated field by field.
 
 One shape for both engines: the Assistants engine sends them to the backend's `/assistants`;
-the Responses engine keeps them in the bot's own store (OpenAI's prompt objects are not used).
+the Responses engine uses the bot's own, kept in its store (`StoredAssistants`; OpenAI's prompt
+objects are not used).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+if TYPE_CHECKING:
+    from bot.store import Store
+
 TOOL_TYPES = ("code_interpreter", "file_search", "function")
-FIELDS = (
-    "id",
-    "name",
-    "model",
-    "instructions",
-    "description",
-    "tools",
-    "tool_resources",
-    "temperature",
-    "top_p",
-    "metadata",
-    "suggested_prompts",
-)
 
 
 class DefinitionError(ValueError):
@@ -37,6 +29,9 @@ class DefinitionError(ValueError):
 
 @dataclass(frozen=True)
 class AssistantDefinition:
+    """An assistant. Its fields are the one list of what a definition holds: files, the store,
+    the command line and the engines take theirs from here (`SETTINGS`, `settings()`)."""
+
     name: str
     model: str
     instructions: str = ""
@@ -53,25 +48,35 @@ class AssistantDefinition:
     def tool_types(self) -> tuple[str, ...]:
         return tuple(str(tool["type"]) for tool in self.tools)
 
+    def settings(self) -> dict[str, Any]:
+        """Every field but the id, in JSON's shapes (lists, not tuples)."""
+        return {
+            name: list(value) if isinstance(value := getattr(self, name), tuple) else value
+            for name in SETTINGS
+        }
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "model": self.model,
-                "instructions": self.instructions,
-                "description": self.description,
-                "tools": list(self.tools),
-                "tool_resources": self.tool_resources,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "metadata": self.metadata,
-                "suggested_prompts": list(self.suggested_prompts),
-            }
-        )
+        return json.dumps(self.settings())
 
     @classmethod
     def from_json(cls, assistant_id: str, text: str) -> AssistantDefinition:
         return parse_definition({**json.loads(text), "id": assistant_id})
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AssistantDefinition:
+        """A definition from what a backend holds, as it is (not validated): the fields it has
+        (others are ignored), missing or null ones left at their defaults."""
+        values: dict[str, Any] = {
+            name: tuple(value) if isinstance(value := record[name], list) else value
+            for name in FIELDS
+            if record.get(name) is not None
+        }
+        return cls(**values)
+
+
+SETTINGS = tuple(f.name for f in fields(AssistantDefinition) if f.name != "id")
+FIELDS = ("id", *SETTINGS)
+BOT_ONLY = ("suggested_prompts",)  # settings only the bot keeps: the Assistants API has no place
 
 
 def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
@@ -166,3 +171,31 @@ def load_definitions(path: Path) -> list[AssistantDefinition]:
     if duplicated:
         raise DefinitionError(f"{path}: the name {duplicated[0]!r} is used twice")
     return definitions
+
+
+class StoredAssistants:
+    """The bot's own definitions as an assistant catalogue, kept in its store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
+        return await self.store.get_definition(assistant_id)
+
+    async def list_assistants(self) -> list[AssistantDefinition]:
+        return await self.store.list_definitions()
+
+    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition:
+        created = replace(definition, id=definition.id or f"asst_bot_{secrets.token_hex(8)}")
+        await self.store.save_definition(created)
+        return created
+
+    async def update_assistant(
+        self, assistant_id: str, definition: AssistantDefinition
+    ) -> AssistantDefinition:
+        updated = replace(definition, id=assistant_id)
+        await self.store.save_definition(updated)
+        return updated
+
+    async def delete_assistant(self, assistant_id: str) -> bool:
+        return await self.store.delete_definition(assistant_id)

@@ -15,9 +15,15 @@ from typing import Any
 
 from bot import app
 from bot.assistant_choice import match_assistant
-from bot.assistants import AssistantDefinition, DefinitionError, load_definitions, parse_definition
+from bot.assistants import (
+    SETTINGS,
+    AssistantDefinition,
+    DefinitionError,
+    load_definitions,
+    parse_definition,
+)
 from bot.config import BackendSettings
-from bot.engine.base import Engine, EngineError
+from bot.engine.base import AssistantCatalog, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.store import Store
 from bot.text import shorten
@@ -75,9 +81,9 @@ async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
     store = await Store.open(
         settings.database_path if settings.engine == "responses" else ":memory:"
     )
-    engine = app.make_engine(settings, store)
+    backend = app.make_backend(settings, store)
     try:
-        await _act(args, engine)
+        await _act(args, backend.catalog)
     except (CliError, DefinitionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -88,37 +94,37 @@ async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 1
     finally:
-        await engine.close()
+        await backend.close()
         await store.close()
     return 0
 
 
-async def _act(args: argparse.Namespace, engine: Engine) -> None:
+async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:
     if args.action == "list":
-        _print_list(await engine.list_assistants())
+        _print_list(await catalog.list_assistants())
     elif args.action == "show":
-        _print_one(await _find(engine, args.assistant))
+        _print_one(await _find(catalog, args.assistant))
     elif args.action == "create":
         definition = parse_definition(_flags(args))
-        await _name_is_free(engine, definition.name)
-        created = await engine.create_assistant(definition)
+        await _name_is_free(catalog, definition.name)
+        created = await catalog.create_assistant(definition)
         print(f"created {created.name} ({created.id})")
     elif args.action == "update":
-        current = await _find(engine, args.assistant)
-        definition = parse_definition({**_fields(current), **_flags(args)})
+        current = await _find(catalog, args.assistant)
+        definition = parse_definition({**current.settings(), **_flags(args)})
         if definition.name.casefold() != current.name.casefold():
-            await _name_is_free(engine, definition.name)
-        updated = await engine.update_assistant(current.id, definition)
+            await _name_is_free(catalog, definition.name)
+        updated = await catalog.update_assistant(current.id, definition)
         print(f"updated {updated.name} ({updated.id})")
     elif args.action == "delete":
-        doomed = await _find(engine, args.assistant)
-        if not await engine.delete_assistant(doomed.id):
+        doomed = await _find(catalog, args.assistant)
+        if not await catalog.delete_assistant(doomed.id):
             raise CliError(f"{doomed.name} ({doomed.id}) was already gone")
         print(f"deleted {doomed.name} ({doomed.id})")
     elif args.action == "sync":
         if not args.file.is_file():
             raise CliError(f"{args.file} is not a file")
-        result = await sync_assistants(engine, load_definitions(args.file), prune=args.prune)
+        result = await sync_assistants(catalog, load_definitions(args.file), prune=args.prune)
         for label, names in (
             ("created", result.created),
             ("updated", result.updated),
@@ -135,27 +141,12 @@ async def _act(args: argparse.Namespace, engine: Engine) -> None:
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     """The definition fields given on the command line (those left out are not in the dict)."""
-    names = ("name", "model", "instructions", "description", "tools", "temperature", "top_p")
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
 
 
-def _fields(definition: AssistantDefinition) -> dict[str, Any]:
-    return {
-        "name": definition.name,
-        "model": definition.model,
-        "instructions": definition.instructions,
-        "description": definition.description,
-        "tools": list(definition.tools),
-        "tool_resources": definition.tool_resources,
-        "temperature": definition.temperature,
-        "top_p": definition.top_p,
-        "metadata": definition.metadata,
-    }
-
-
-async def _find(engine: Engine, name: str) -> AssistantDefinition:
+async def _find(catalog: AssistantCatalog, name: str) -> AssistantDefinition:
     """By id or whole name (any case); never by a prefix, so `delete` removes what was named."""
-    assistants = await engine.list_assistants()
+    assistants = await catalog.list_assistants()
     for assistant in assistants:
         if assistant.id == name:
             return assistant
@@ -171,8 +162,8 @@ async def _find(engine: Engine, name: str) -> AssistantDefinition:
     raise CliError(f"no assistant named {name!r}{hint}")
 
 
-async def _name_is_free(engine: Engine, name: str) -> None:
-    for assistant in await engine.list_assistants():
+async def _name_is_free(catalog: AssistantCatalog, name: str) -> None:
+    for assistant in await catalog.list_assistants():
         if assistant.name.casefold() == name.casefold():
             raise CliError(
                 f"an assistant named {assistant.name!r} already exists ({assistant.id}); "

@@ -1,6 +1,7 @@
 """The core: takes messages, runs one turn at a time per conversation, and reports the outcome.
 
-It speaks neither Slack's nor OpenAI's types: chat surfaces implement `Surface`, backends `Engine`.
+It speaks neither Slack's nor OpenAI's types: chat surfaces implement `Surface`, backends
+`ConversationEngine`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bot.engine.base import (
     NO_FILES,
     Citation,
     Completed,
-    Engine,
+    ConversationEngine,
     EngineError,
     Failed,
     GeneratedFile,
@@ -156,11 +157,10 @@ class Conversations:
     def __init__(
         self,
         store: Store,
-        engine: Engine,
+        engine: ConversationEngine,
         surface: Surface,
-        default_assistant_id: str,
+        chooser: AssistantChooser,
         *,
-        chooser: AssistantChooser | None = None,
         tools: ToolBox | None = None,
         files: FileIngest | None = None,
         turn_timeout: float = 300.0,
@@ -169,7 +169,7 @@ class Conversations:
         self.store = store
         self.engine = engine
         self.surface = surface
-        self.chooser = chooser or AssistantChooser(store, engine, default_assistant_id)
+        self.chooser = chooser
         self.tools: ToolBox = tools or NoTools()
         self.files = files
         self.turn_timeout = turn_timeout
@@ -401,7 +401,7 @@ class Conversations:
         images: list[str] = []
         text = message.text
         if message.files:
-            assistant = await self.engine.get_assistant(conversation.assistant_id)
+            assistant = await self.chooser.assistant(conversation.assistant_id)
             taken = await self.files.take(
                 conversation, message.files, message.user_id, assistant, reading=reply.reading
             )

@@ -1,7 +1,7 @@
 """Files shared in a chat become knowledge: searchable documents, data for code, images.
 
 Like the core, this speaks neither Slack's nor OpenAI's types: a `FileSource` (the chat side)
-downloads, the `Engine` uploads and indexes, the `Store` remembers what went where.
+downloads, the `FileBackend` uploads and indexes, the `Store` remembers what went where.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from bot.assistants import AssistantDefinition
 from bot.engine import filetypes
-from bot.engine.base import Engine, EngineError, TurnFiles
+from bot.engine.base import EngineError, FileBackend, TurnFiles
 from bot.messages import ConversationKey, SharedFile
 from bot.store import ConversationRecord, SharedFileRecord, Store
 
@@ -61,12 +61,18 @@ def channel_scope(key: ConversationKey) -> ConversationKey:
 
 class FileIngest:
     def __init__(
-        self, store: Store, engine: Engine, source: FileSource, limits: FileLimits
+        self,
+        store: Store,
+        backend: FileBackend,
+        source: FileSource,
+        limits: FileLimits,
+        vector_stores_per_conversation: int,
     ) -> None:
         self.store = store
-        self.engine = engine
+        self.backend = backend
         self.source = source
         self.limits = limits
+        self.vector_stores_per_conversation = vector_stores_per_conversation  # the engine's limit
 
     # --- a conversation's files -----------------------------------------------------------
 
@@ -142,14 +148,14 @@ class FileIngest:
         if searchable:
             store_id = await self._conversation_store(conversation)
             try:
-                result = await self.engine.index_file(store_id, file_id, self.limits.index_timeout)
+                result = await self.backend.index_file(store_id, file_id, self.limits.index_timeout)
             except EngineError as exc:
                 if exc.code != "vector_store_not_found":
                     raise
                 # The store expired after a long quiet spell: start a new one.
                 await self.store.forget_vector_store(store_id)
                 store_id = await self._conversation_store(conversation)
-                result = await self.engine.index_file(store_id, file_id, self.limits.index_timeout)
+                result = await self.backend.index_file(store_id, file_id, self.limits.index_timeout)
             await self._record(
                 key, file_id, "search", file.name, store_id, result.status, result.error, user_id
             )
@@ -167,7 +173,7 @@ class FileIngest:
         stores = [store for store in (own, channel) if store]
         code = [f.backend_file_id for f in await self.store.shared_files(key, "code")]
         return TurnFiles(
-            vector_store_ids=tuple(stores[: self.engine.vector_stores_per_conversation]),
+            vector_store_ids=tuple(stores[: self.vector_stores_per_conversation]),
             code_file_ids=tuple(dict.fromkeys(code)),
             image_file_ids=tuple(image_file_ids),
         )
@@ -176,16 +182,16 @@ class FileIngest:
         existing = await self.store.vector_store_for(conversation.key)
         if existing:
             return existing
-        store_id = await self.engine.create_vector_store(
+        store_id = await self.backend.create_vector_store(
             f"Slack thread {conversation.key.channel_id}/{conversation.key.thread_ts}",
             self.limits.retention_days,
         )
         await self.store.save_vector_store(store_id, conversation.key)
-        if self.engine.vector_stores_per_conversation < 2:
+        if self.vector_stores_per_conversation < 2:
             # The thread can search one store only: it starts with the channel's knowledge.
             for known in await self.store.shared_files(channel_scope(conversation.key), "search"):
                 if known.status == "completed":
-                    await self.engine.index_file(
+                    await self.backend.index_file(
                         store_id, known.backend_file_id, self.limits.index_timeout
                     )
         return store_id
@@ -205,9 +211,9 @@ class FileIngest:
                 self._check_size(file)
                 file_id = await self._upload(file, "assistants")
                 store_id = await self._channel_store(scope)
-                result = await self.engine.index_file(store_id, file_id, self.limits.index_timeout)
+                result = await self.backend.index_file(store_id, file_id, self.limits.index_timeout)
                 if result.status != "completed":
-                    await self.engine.remove_from_vector_store(store_id, file_id)
+                    await self.backend.remove_from_vector_store(store_id, file_id)
                     raise FileRefused(f"it could not be indexed ({result.error}).")
                 await self._record(
                     scope, file_id, "search", file.name, store_id, "completed", None, user_id
@@ -230,7 +236,7 @@ class FileIngest:
         store_id = await self.store.vector_store_for(scope)
         if store_id is None or not await self.store.remove_shared_file(scope, file_id):
             return False
-        await self.engine.remove_from_vector_store(store_id, file_id)
+        await self.backend.remove_from_vector_store(store_id, file_id)
         return True
 
     async def _channel_store(self, scope: ConversationKey) -> str:
@@ -238,7 +244,7 @@ class FileIngest:
         if existing:
             return existing
         # Kept until people remove its files: a knowledge base should not expire unnoticed.
-        store_id = await self.engine.create_vector_store(
+        store_id = await self.backend.create_vector_store(
             f"Slack channel {scope.channel_id} knowledge", None
         )
         await self.store.save_vector_store(store_id, scope)
@@ -259,7 +265,7 @@ class FileIngest:
         if known:
             return known
         content = await self.source.fetch(file, self.limits.max_bytes)
-        file_id = await self.engine.upload_file(file.name, content, purpose)
+        file_id = await self.backend.upload_file(file.name, content, purpose)
         await self.store.save_backend_file(file.id, purpose, file_id, file.name, len(content))
         log.info(
             "event=file_uploaded file=%s backend_file=%s bytes=%d", file.id, file_id, len(content)
@@ -282,7 +288,7 @@ class FileIngest:
 
 
 async def clean_up(
-    store: Store, engine: Engine, retention_days: int, now: float | None = None
+    store: Store, backend: FileBackend, retention_days: int, now: float | None = None
 ) -> tuple[int, int]:
     """Delete the conversation vector stores and files the bot made more than N days ago.
 
@@ -291,11 +297,11 @@ async def clean_up(
     before = (time.time() if now is None else now) - retention_days * 86400
     stores = await store.expired_vector_stores(before)
     for store_id in stores:
-        await engine.delete_vector_store(store_id)
+        await backend.delete_vector_store(store_id)
         await store.forget_vector_store(store_id)
     files = await store.expired_backend_files(before)
     for file_id in files:
-        await engine.delete_file(file_id)
+        await backend.delete_file(file_id)
         await store.forget_backend_file(file_id)
     log.info("event=cleanup vector_stores=%d files=%d", len(stores), len(files))
     return len(stores), len(files)

@@ -86,11 +86,11 @@ async def held(env: dict[str, str]) -> dict[str, AssistantDefinition]:
     """What the backend (or, for the Responses engine, the bot's database) holds now, by name."""
     settings = load_backend_settings(env, env_file=None)
     store = await Store.open(settings.database_path)
-    engine = app.make_engine(settings, store)
+    backend = app.make_backend(settings, store)
     try:
-        return {a.name: a for a in await engine.list_assistants()}
+        return {a.name: a for a in await backend.catalog.list_assistants()}
     finally:
-        await engine.close()
+        await backend.close()
         await store.close()
 
 
@@ -168,6 +168,31 @@ async def test_create_list_show_update_and_delete_an_assistant(
     code, out, _ = await assistants(cli_env, tmp_path, "delete", "helpdesk")
     assert (code, out) == (0, f"deleted Helpdesk ({assistant_id})\n")
     assert await held(cli_env) == {}
+
+
+# Only the bot's own definitions keep suggested prompts (the Assistants API has no place for them).
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_update_keeps_what_it_was_not_told_to_change_suggested_prompts_included(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    declared = tmp_path / "assistants.yaml"
+    declared.write_text(
+        "assistants:\n"
+        "  - name: Helper\n"
+        "    model: gpt-4o\n"
+        "    tools: [file_search]\n"
+        "    metadata: {team: support}\n"
+        "    suggested_prompts: [Summarise this thread, Draft a reply]\n"
+    )
+    code, _, err = await assistants(cli_env, tmp_path, "sync", str(declared))
+    assert code == 0, err
+
+    code, out, err = await assistants(cli_env, tmp_path, "update", "Helper", "--temperature", "1")
+    assert (code, out) == (0, f"updated Helper ({(await held(cli_env))['Helper'].id})\n"), err
+    helper = (await held(cli_env))["Helper"]
+    assert helper.temperature == 1.0
+    assert helper.suggested_prompts == ("Summarise this thread", "Draft a reply")
+    assert (helper.tool_types, helper.metadata) == (("file_search",), {"team": "support"})
 
 
 async def test_unknown_and_duplicate_names_are_one_clear_line(

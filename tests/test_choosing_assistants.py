@@ -35,7 +35,7 @@ async def start_with_team(harness: Harness, **env: str) -> dict[str, str]:
     harness.openai.model.respond = who_answers
     ids = {}
     for name, description, tools in TEAM:
-        created = await bot.engine.create_assistant(
+        created = await bot.backend.catalog.create_assistant(
             AssistantDefinition(
                 name=name,
                 model="gpt-4o-mini",
@@ -317,7 +317,7 @@ async def test_picking_an_assistant_deleted_meanwhile_is_refused_in_the_picker(
     await wait_answers(slack, GENERAL, root, 1)
     view = await open_picker(slack, ALICE, GENERAL, root)
     assert harness.bot is not None
-    await harness.bot.engine.delete_assistant(ids["Code Reviewer"])
+    await harness.bot.backend.catalog.delete_assistant(ids["Code Reviewer"])
     body = await pick(slack, ALICE, view, ids["Code Reviewer"])
     assert body == {
         "response_action": "errors",
@@ -326,6 +326,32 @@ async def test_picking_an_assistant_deleted_meanwhile_is_refused_in_the_picker(
     await slack.post(ALICE, GENERAL, "still there?", thread_ts=root)
     answered = await wait_answers(slack, GENERAL, root, 2)
     assert answered[-1].text.startswith("[You help.]")
+
+
+async def test_a_thread_whose_assistant_was_deleted_says_so_and_can_be_switched(
+    harness: Harness,
+) -> None:
+    ids = await start_with_team(harness)
+    slack = harness.slack
+    root = await slack.mention(ALICE, GENERAL, "hi")
+    await wait_answers(slack, GENERAL, root, 1)
+    view = await open_picker(slack, ALICE, GENERAL, root)
+    await pick(slack, ALICE, view, ids["Code Reviewer"])
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, root)) == 2)
+    assert harness.bot is not None
+    await harness.bot.backend.catalog.delete_assistant(ids["Code Reviewer"])
+
+    await slack.post(ALICE, GENERAL, "review this", thread_ts=root)
+    answered = await wait_answers(slack, GENERAL, root, 3)
+    assert answered[-1].text.startswith(":warning: The assistant could not answer")
+    assert "Your next message in this thread will work as usual." in answered[-1].text
+
+    view = await open_picker(slack, ALICE, GENERAL, root)
+    await pick(slack, ALICE, view, ids["Support Bot"])
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, root)) == 4)
+    await slack.post(ALICE, GENERAL, "and now?", thread_ts=root)
+    answered = await wait_answers(slack, GENERAL, root, 5)
+    assert answered[-1].text.startswith("[You are Support Bot.] and now?")
 
 
 async def test_home_tab_shows_the_assistants_the_defaults_and_how_to_use_the_bot(
@@ -359,7 +385,7 @@ async def test_home_tab_shows_the_assistants_the_defaults_and_how_to_use_the_bot
 
 async def test_assistant_names_are_escaped_in_slack(harness: Harness) -> None:
     bot = await harness.start()
-    await bot.engine.create_assistant(
+    await bot.backend.catalog.create_assistant(
         AssistantDefinition(name="R&D <!channel>", model="gpt-4o", description="<b>labs</b>")
     )
     slack = harness.slack

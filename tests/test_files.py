@@ -423,7 +423,7 @@ async def test_old_files_and_stores_are_deleted_but_channel_knowledge_stays(
     assert bot.bot is not None
 
     month_later = time.time() + 31 * 86400
-    assert await clean_up(bot.bot.store, bot.bot.engine, 30, now=month_later) == (1, 1)
+    assert await clean_up(bot.bot.store, bot.bot.backend.files, 30, now=month_later) == (1, 1)
     assert uploads_for_search(openai) == ["handbook.md"]
     assert len(openai.vector_stores) == 1, "only the channel's knowledge is left"
 

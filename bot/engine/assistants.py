@@ -16,7 +16,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from bot.assistants import AssistantDefinition
+from bot.assistants import BOT_ONLY, AssistantDefinition
 from bot.engine.base import (
     NO_FILES,
     Citation,
@@ -29,29 +29,24 @@ from bot.engine.base import (
     TextDelta,
     ToolCall,
     ToolCallsRequired,
+    ToolOutput,
     ToolRunner,
     TurnFiles,
     Usage,
 )
+from bot.engine.driver import drive
 from bot.engine.errors import engine_error
-from bot.engine.files import OpenAIFiles, StreamCleaner, clean_answer
+from bot.engine.files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
 
 
-class AssistantsEngine(OpenAIFiles):
-    name = "assistants"
-    vector_stores_per_conversation = 1  # an Assistants thread holds at most one vector store
+class AssistantsApiCatalog:
+    """The backend's own assistants (`/assistants`)."""
 
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
-        self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
-        self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
-        self._filenames: dict[str, str] = {}
-
-    async def close(self) -> None:
-        await self.client.close()
 
     async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
         try:
@@ -63,9 +58,6 @@ class AssistantsEngine(OpenAIFiles):
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
         return _definition(assistant)
-
-    async def verify(self, assistant: AssistantDefinition) -> None:
-        """Nothing more to do: the backend itself returned this assistant."""
 
     async def list_assistants(self) -> list[AssistantDefinition]:
         try:
@@ -103,6 +95,20 @@ class AssistantsEngine(OpenAIFiles):
             raise engine_error(exc) from exc
         return bool(deleted.deleted)
 
+
+class AssistantsEngine:
+    name = "assistants"
+    vector_stores_per_conversation = 1  # an Assistants thread holds at most one vector store
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.client = client
+        self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
+        self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
+        self._filenames: dict[str, str] = {}
+
+    async def verify(self, assistant: AssistantDefinition) -> None:
+        """Nothing more to do: the backend itself returned this assistant."""
+
     async def create_conversation(self) -> str:
         try:
             thread = await self.client.beta.threads.create()
@@ -110,7 +116,7 @@ class AssistantsEngine(OpenAIFiles):
             raise engine_error(exc) from exc
         return thread.id
 
-    async def run(
+    def run(
         self,
         conversation_id: str,
         assistant_id: str,
@@ -118,49 +124,17 @@ class AssistantsEngine(OpenAIFiles):
         run_tools: ToolRunner,
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
-        answer = _Answer()
-        finished = False
-        try:
-            extra = await self._prepare_files(conversation_id, assistant_id, files)
-            # A thread keeps what its messages attached: attach each data file once.
-            attached = self._thread_code_files.setdefault(conversation_id, set())
-            new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
-            message = _user_message(text, files.image_file_ids, new_code_files)
-            attached.update(new_code_files)
-            stream: Any = await self._start_run(conversation_id, assistant_id, message, extra)
-            while stream is not None:
-                next_stream = None
-                async with stream:
-                    async for event in stream:
-                        outcome = answer.take(event)
-                        if isinstance(outcome, TextDelta):
-                            yield outcome
-                        elif isinstance(outcome, ToolCallsRequired):
-                            yield outcome
-                            outputs = await run_tools(outcome.calls)
-                            next_stream = await self.client.beta.threads.runs.submit_tool_outputs(
-                                answer.run_id,
-                                thread_id=conversation_id,
-                                tool_outputs=[
-                                    {"tool_call_id": o.call_id, "output": o.output} for o in outputs
-                                ],
-                                stream=True,
-                            )
-                            break
-                        elif outcome is not None:
-                            finished = True
-                            if isinstance(outcome, Completed):
-                                outcome = await self._with_files(outcome, answer)
-                            yield outcome
-                            return
-                stream = next_stream
-        except openai.OpenAIError as exc:
-            raise engine_error(exc) from exc
-        finally:
-            if not finished and answer.run_id:
-                # Timed out, cut off or cancelled: free the thread for the conversation's next turn.
-                await asyncio.shield(self._cancel_run(conversation_id, answer.run_id))
-        yield Failed("stream_ended", "the stream ended before the run finished", answer.run_id)
+        return drive(_Run(self, conversation_id, assistant_id, text, files), run_tools)
+
+    async def _begin(self, thread_id: str, assistant_id: str, text: str, files: TurnFiles) -> Any:
+        """Add the message and start a run on the thread; its event stream."""
+        extra = await self._prepare_files(thread_id, assistant_id, files)
+        # A thread keeps what its messages attached: attach each data file once.
+        attached = self._thread_code_files.setdefault(thread_id, set())
+        new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
+        message = _user_message(text, files.image_file_ids, new_code_files)
+        attached.update(new_code_files)
+        return await self._start_run(thread_id, assistant_id, message, extra)
 
     async def _prepare_files(
         self, thread_id: str, assistant_id: str, files: TurnFiles
@@ -202,6 +176,16 @@ class AssistantsEngine(OpenAIFiles):
         return dataclasses.replace(
             completed, text=text, citations=tuple(citations), files=tuple(fetched)
         )
+
+    async def _fetch_output(self, file_id: str, fallback_name: str) -> GeneratedFile | None:
+        """A file code_interpreter wrote (Files API), or None when it cannot be fetched."""
+        try:
+            info = await self.client.files.retrieve(file_id)
+            content = await self.client.files.content(file_id)
+        except openai.OpenAIError as exc:
+            log.warning("event=output_fetch_failed file=%s error=%s", file_id, exc)
+            return None
+        return generated(_basename(info.filename) or fallback_name, content.content)
 
     async def _filename(self, file_id: str) -> str:
         if file_id not in self._filenames:
@@ -259,41 +243,74 @@ def _user_message(
     return message
 
 
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
 def _definition(assistant: Any) -> AssistantDefinition:
-    return AssistantDefinition(
-        id=assistant.id,
-        name=assistant.name or assistant.id,
-        model=assistant.model,
-        instructions=assistant.instructions or "",
-        description=assistant.description or "",
-        tools=tuple(tool.model_dump(exclude_none=True) for tool in assistant.tools),
-        tool_resources=(
-            assistant.tool_resources.model_dump(exclude_none=True)
-            if assistant.tool_resources
-            else {}
-        ),
-        temperature=assistant.temperature,
-        top_p=assistant.top_p,
-        metadata=dict(assistant.metadata or {}),
-    )
+    record = assistant.model_dump(exclude_none=True)
+    return AssistantDefinition.from_record({**record, "name": assistant.name or assistant.id})
 
 
 def _fields(definition: AssistantDefinition) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "name": definition.name,
-        "model": definition.model,
-        "instructions": definition.instructions,
-        "description": definition.description,
-        "tools": list(definition.tools),
-        "metadata": definition.metadata,
+    """What `/assistants` takes: the settings it has a place for, those left unset left out."""
+    fields = {
+        name: value
+        for name, value in definition.settings().items()
+        if name not in BOT_ONLY and value is not None
     }
-    if definition.tool_resources:
-        fields["tool_resources"] = definition.tool_resources
-    if definition.temperature is not None:
-        fields["temperature"] = definition.temperature
-    if definition.top_p is not None:
-        fields["top_p"] = definition.top_p
+    if not definition.tool_resources:
+        del fields["tool_resources"]
     return fields
+
+
+class _Run:
+    """One run on an Assistants thread, as `drive` runs it."""
+
+    def __init__(
+        self,
+        engine: AssistantsEngine,
+        thread_id: str,
+        assistant_id: str,
+        text: str,
+        files: TurnFiles,
+    ) -> None:
+        self.engine = engine
+        self.thread_id = thread_id
+        self.assistant_id = assistant_id
+        self.text = text
+        self.files = files
+        self.answer = _Answer()
+
+    @property
+    def active_run(self) -> str | None:
+        return self.answer.run_id or None  # waiting for tool outputs counts as running
+
+    async def start(self) -> Any:
+        return await self.engine._begin(self.thread_id, self.assistant_id, self.text, self.files)
+
+    async def submit(self, outputs: list[ToolOutput]) -> Any:
+        return await self.engine.client.beta.threads.runs.submit_tool_outputs(
+            self.answer.run_id,
+            thread_id=self.thread_id,
+            tool_outputs=[{"tool_call_id": o.call_id, "output": o.output} for o in outputs],
+            stream=True,
+        )
+
+    def take(self, event: Any) -> EngineEvent | None:
+        return self.answer.take(event)
+
+    async def finish(self, completed: Completed) -> Completed:
+        return await self.engine._with_files(completed, self.answer)
+
+    def cut_off(self) -> Failed:
+        return Failed(
+            "stream_ended", "the stream ended before the run finished", self.answer.run_id
+        )
+
+    async def cancel(self, run_id: str) -> None:
+        # Timed out, cut off or cancelled: free the thread for the conversation's next turn.
+        await self.engine._cancel_run(self.thread_id, run_id)
 
 
 class _Answer:
@@ -385,4 +402,4 @@ class _Answer:
             self.parts.append("".join(texts))
 
 
-__all__ = ["AssistantsEngine", "EngineError"]
+__all__ = ["AssistantsApiCatalog", "AssistantsEngine", "EngineError"]

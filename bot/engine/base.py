@@ -118,29 +118,18 @@ class EngineError(Exception):
         self.message = message
 
 
-class Engine(Protocol):
+class ConversationEngine(Protocol):
+    """Runs conversations: what a new backend implements (besides, perhaps, a catalogue)."""
+
     name: str
-
-    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
-        """The assistant (by id; the Responses engine also takes a name), or None if unknown."""
-        ...
-
-    async def verify(self, assistant: AssistantDefinition) -> None:
-        """Raise EngineError unless the backend can run this assistant (key, API and model)."""
-        ...
-
-    async def list_assistants(self) -> list[AssistantDefinition]: ...
-
-    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition: ...
-
-    async def update_assistant(
-        self, assistant_id: str, definition: AssistantDefinition
-    ) -> AssistantDefinition: ...
-
-    async def delete_assistant(self, assistant_id: str) -> bool: ...
+    vector_stores_per_conversation: int  # how many vector stores one conversation can search
 
     async def create_conversation(self) -> str:
         """A new backend conversation (an Assistants thread, a Conversations conversation)."""
+        ...
+
+    async def verify(self, assistant: AssistantDefinition) -> None:
+        """Raise EngineError unless this engine can run this assistant (key, API and model)."""
         ...
 
     def run(
@@ -157,9 +146,27 @@ class Engine(Protocol):
         """
         ...
 
-    # --- files and vector stores (file_search, code_interpreter, images) ---------------------
 
-    vector_stores_per_conversation: int  # how many vector stores one conversation can search
+class AssistantCatalog(Protocol):
+    """The assistants there are: a backend's own, or the bot's own definitions."""
+
+    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
+        """The assistant (by id; the bot's own definitions also by name), or None if unknown."""
+        ...
+
+    async def list_assistants(self) -> list[AssistantDefinition]: ...
+
+    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition: ...
+
+    async def update_assistant(
+        self, assistant_id: str, definition: AssistantDefinition
+    ) -> AssistantDefinition: ...
+
+    async def delete_assistant(self, assistant_id: str) -> bool: ...
+
+
+class FileBackend(Protocol):
+    """Files and vector stores (file_search, code_interpreter, images)."""
 
     async def upload_file(self, name: str, content: bytes, purpose: str) -> str:
         """Upload a file (purpose "assistants" or "vision"); its backend id."""
@@ -181,4 +188,15 @@ class Engine(Protocol):
         """Delete it; one already gone counts as deleted."""
         ...
 
-    async def close(self) -> None: ...
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend as the bot uses it: conversations, assistants and files, and one way out."""
+
+    engine: ConversationEngine
+    catalog: AssistantCatalog
+    files: FileBackend
+    release: Callable[[], Awaitable[None]]  # closes what they share (the API client)
+
+    async def close(self) -> None:
+        await self.release()

@@ -6,8 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.assistants import AssistantDefinition
-from bot.engine.base import Engine
+from bot.assistants import BOT_ONLY, SETTINGS, AssistantDefinition
+from bot.engine.base import AssistantCatalog
+
+SAMPLING = ("temperature", "top_p")
+GROWN_BY_BACKEND = ("tools", "tool_resources")
 
 
 @dataclass(frozen=True)
@@ -19,46 +22,42 @@ class SyncResult:
 
 
 async def sync_assistants(
-    engine: Engine, definitions: Sequence[AssistantDefinition], prune: bool = False
+    catalog: AssistantCatalog, definitions: Sequence[AssistantDefinition], prune: bool = False
 ) -> SyncResult:
     """Create or update each definition, matched by name; with `prune`, delete the rest."""
-    existing = {a.name: a for a in await engine.list_assistants()}
+    existing = {a.name: a for a in await catalog.list_assistants()}
     result = SyncResult([], [], [], [])
     for definition in definitions:
         current = existing.pop(definition.name, None)
         if current is None:
-            await engine.create_assistant(definition)
+            await catalog.create_assistant(definition)
             result.created.append(definition.name)
         elif _same(current, definition):
             result.unchanged.append(definition.name)
         else:
-            await engine.update_assistant(current.id, definition)
+            await catalog.update_assistant(current.id, definition)
             result.updated.append(definition.name)
     if prune:
         for stale in existing.values():
-            await engine.delete_assistant(stale.id)
+            await catalog.delete_assistant(stale.id)
             result.deleted.append(stale.name)
     return result
 
 
 def _same(current: AssistantDefinition, wanted: AssistantDefinition) -> bool:
-    """Whether the backend already holds what the definition says.
+    """Whether the backend already holds what the definition says, setting by setting.
 
-    A sampling setting the definition leaves out, and keys the backend adds to tools and
-    resources (defaults like a function's `strict`), do not count as differences.
+    Assistants are matched by name. A sampling setting the definition leaves out, and keys the
+    backend adds to tools and resources (defaults like a function's `strict`), do not count as
+    differences; settings only the bot keeps are not compared (the Assistants API has none).
     """
-    return (
-        all(
-            getattr(current, f) == getattr(wanted, f)
-            for f in ("model", "instructions", "description", "metadata")
-        )
-        and all(
-            getattr(wanted, f) is None or getattr(current, f) == getattr(wanted, f)
-            for f in ("temperature", "top_p")
-        )
-        and _covers(current.tools, wanted.tools)
-        and _covers(current.tool_resources, wanted.tool_resources)
-    )
+    for name in SETTINGS:
+        held, declared = getattr(current, name), getattr(wanted, name)
+        if name == "name" or name in BOT_ONLY or (name in SAMPLING and declared is None):
+            continue
+        if not (_covers(held, declared) if name in GROWN_BY_BACKEND else held == declared):
+            return False
+    return True
 
 
 def _covers(current: Any, wanted: Any) -> bool:

@@ -1,13 +1,12 @@
 """Files and vector stores: the OpenAI endpoints both engines share, and answer clean-up.
 
-Both the Assistants and the Responses engine upload files, keep vector stores and fetch what
-code_interpreter wrote through the same `/files` and `/vector_stores` endpoints, so they share this.
+Both the Assistants and the Responses engine upload files and keep vector stores through the same
+`/files` and `/vector_stores` endpoints, so they share this file backend.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -17,8 +16,6 @@ from openai import AsyncOpenAI
 
 from bot.engine.base import Citation, EngineError, GeneratedFile, IndexResult
 from bot.engine.errors import engine_error
-
-log = logging.getLogger(__name__)
 
 # A link code_interpreter writes to a file in its sandbox: useless outside it (the file itself is
 # uploaded next to the answer), so the link becomes its label.
@@ -72,9 +69,10 @@ class StreamCleaner:
 
 
 class OpenAIFiles:
-    """Files and vector stores for an engine holding an `AsyncOpenAI` client as `self.client`."""
+    """The file backend on OpenAI's `/files` and `/vector_stores`."""
 
-    client: AsyncOpenAI
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.client = client
 
     async def upload_file(self, name: str, content: bytes, purpose: str) -> str:
         try:
@@ -144,23 +142,9 @@ class OpenAIFiles:
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
 
-    async def _fetch_output(self, file_id: str, fallback_name: str) -> GeneratedFile | None:
-        """A file code_interpreter wrote (Files API), or None when it cannot be fetched."""
-        try:
-            info = await self.client.files.retrieve(file_id)
-            content = await self.client.files.content(file_id)
-        except openai.OpenAIError as exc:
-            log.warning("event=output_fetch_failed file=%s error=%s", file_id, exc)
-            return None
-        return generated(_basename(info.filename) or fallback_name, content.content)
-
 
 def generated(name: str, content: bytes) -> GeneratedFile:
     return GeneratedFile(name, content, is_image=name.lower().endswith(IMAGE_SUFFIXES))
-
-
-def _basename(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
 
 
 def clean_answer(

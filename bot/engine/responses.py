@@ -2,14 +2,13 @@
 
 A Slack thread maps to a Conversations API conversation; each turn is one streamed
 `responses.create(conversation=…)`, repeated with `function_call_output` items while the model
-calls functions. Assistants are the bot's own definitions, kept in its store.
+calls functions. Assistants are the bot's own definitions, looked up in the catalogue it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +19,7 @@ from openai import AsyncOpenAI
 from bot.assistants import AssistantDefinition
 from bot.engine.base import (
     NO_FILES,
+    AssistantCatalog,
     Citation,
     Completed,
     EngineError,
@@ -29,13 +29,14 @@ from bot.engine.base import (
     TextDelta,
     ToolCall,
     ToolCallsRequired,
+    ToolOutput,
     ToolRunner,
     TurnFiles,
     Usage,
 )
+from bot.engine.driver import drive
 from bot.engine.errors import engine_error
-from bot.engine.files import OpenAIFiles, StreamCleaner, clean_answer, generated
-from bot.store import Store
+from bot.engine.files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,13 @@ log = logging.getLogger(__name__)
 LOCK_RETRIES = 10
 
 
-class ResponsesEngine(OpenAIFiles):
+class ResponsesEngine:
     name = "responses"
     vector_stores_per_conversation = 2  # the conversation's own store and its channel's
 
-    def __init__(self, client: AsyncOpenAI, store: Store) -> None:
+    def __init__(self, client: AsyncOpenAI, catalog: AssistantCatalog) -> None:
         self.client = client
-        self.store = store
-
-    async def close(self) -> None:
-        await self.client.close()
-
-    async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
-        return await self.store.get_definition(assistant_id)
+        self.catalog = catalog
 
     async def verify(self, assistant: AssistantDefinition) -> None:
         try:
@@ -68,24 +63,6 @@ class ResponsesEngine(OpenAIFiles):
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
 
-    async def list_assistants(self) -> list[AssistantDefinition]:
-        return await self.store.list_definitions()
-
-    async def create_assistant(self, definition: AssistantDefinition) -> AssistantDefinition:
-        created = replace(definition, id=definition.id or f"asst_bot_{secrets.token_hex(8)}")
-        await self.store.save_definition(created)
-        return created
-
-    async def update_assistant(
-        self, assistant_id: str, definition: AssistantDefinition
-    ) -> AssistantDefinition:
-        updated = replace(definition, id=assistant_id)
-        await self.store.save_definition(updated)
-        return updated
-
-    async def delete_assistant(self, assistant_id: str) -> bool:
-        return await self.store.delete_definition(assistant_id)
-
     async def create_conversation(self) -> str:
         try:
             conversation = await self.client.conversations.create()
@@ -93,7 +70,7 @@ class ResponsesEngine(OpenAIFiles):
             raise engine_error(exc) from exc
         return conversation.id
 
-    async def run(
+    def run(
         self,
         conversation_id: str,
         assistant_id: str,
@@ -101,65 +78,7 @@ class ResponsesEngine(OpenAIFiles):
         run_tools: ToolRunner,
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
-        definition = await self.store.get_definition(assistant_id)
-        if definition is None:
-            yield Failed("assistant_not_found", f"no assistant {assistant_id!r} is defined")
-            return
-        request = _request(definition, files)
-        pending_input: Any = [_user_message(text, files)]
-        texts = _Answer()
-        response_id: str | None = None
-        finished = False
-        try:
-            while True:
-                finished = False
-                stream = await self._create(request, conversation_id, pending_input)
-                cleaner = StreamCleaner()  # sandbox links never reach the screen
-                outcome: EngineEvent | None = None
-                async with stream:
-                    async for event in stream:
-                        kind = event.type
-                        if kind == "response.created":
-                            response_id = event.response.id
-                        elif kind == "response.output_text.delta" and event.delta:
-                            if shown := cleaner.feed(event.delta):
-                                yield TextDelta(shown)
-                        elif kind in (
-                            "response.completed",
-                            "response.failed",
-                            "response.incomplete",
-                        ):
-                            outcome = _outcome(event.response, texts)
-                            finished = True  # the response ended: nothing left to cancel
-                            break
-                        elif kind == "error":
-                            outcome = Failed(
-                                event.code or "server_error", event.message, response_id
-                            )
-                            break
-                if outcome is None:
-                    yield Failed(
-                        "stream_ended", "the stream ended before the response finished", response_id
-                    )
-                    return
-                if not isinstance(outcome, ToolCallsRequired):
-                    finished = True
-                    if isinstance(outcome, Completed):
-                        outcome = await self._with_files(outcome, texts)
-                    yield outcome
-                    return
-                yield outcome
-                outputs = await run_tools(outcome.calls)
-                pending_input = [
-                    {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
-                    for o in outputs
-                ]
-        except openai.OpenAIError as exc:
-            raise engine_error(exc) from exc
-        finally:
-            if not finished and response_id:
-                # Timed out or cut off: cancel it, or it holds the conversation's lock.
-                await asyncio.shield(self._cancel(response_id))
+        return drive(_Run(self, conversation_id, assistant_id, text, files), run_tools)
 
     async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
         """The Completed event with the files code_interpreter wrote fetched from its container."""
@@ -256,6 +175,81 @@ def _tool(
         file_ids = [*given, *files.code_file_ids]
         return {"type": "code_interpreter", "container": {"type": "auto", "file_ids": file_ids}}
     return dict(tool)
+
+
+class _Run:
+    """One turn on a conversation, as `drive` runs it: a response, and one more per tool round."""
+
+    def __init__(
+        self,
+        engine: ResponsesEngine,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        files: TurnFiles,
+    ) -> None:
+        self.engine = engine
+        self.conversation_id = conversation_id
+        self.assistant_id = assistant_id
+        self.text = text
+        self.files = files
+        self.request: dict[str, Any] = {}
+        self.answer = _Answer()
+        self.response_id: str | None = None
+        self.running = False  # the latest response has not ended yet
+        self.cleaner = StreamCleaner()  # sandbox links never reach the screen
+
+    @property
+    def active_run(self) -> str | None:
+        # A running response holds the conversation's lock: a turn cut short cancels it.
+        return self.response_id if self.running else None
+
+    async def start(self) -> Any:
+        definition = await self.engine.catalog.get_assistant(self.assistant_id)
+        if definition is None:
+            raise EngineError(
+                "assistant_not_found", f"no assistant {self.assistant_id!r} is defined"
+            )
+        self.request = _request(definition, self.files)
+        return await self._create([_user_message(self.text, self.files)])
+
+    async def submit(self, outputs: list[ToolOutput]) -> Any:
+        return await self._create(
+            [
+                {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
+                for o in outputs
+            ]
+        )
+
+    async def _create(self, items: Any) -> Any:
+        self.cleaner = StreamCleaner()
+        return await self.engine._create(self.request, self.conversation_id, items)
+
+    def take(self, event: Any) -> EngineEvent | None:
+        kind = event.type
+        if kind == "response.created":
+            self.response_id = event.response.id
+            self.running = True
+        elif kind == "response.output_text.delta" and event.delta:
+            shown = self.cleaner.feed(event.delta)
+            return TextDelta(shown) if shown else None
+        elif kind in ("response.completed", "response.failed", "response.incomplete"):
+            self.running = False
+            return _outcome(event.response, self.answer)
+        elif kind == "error":
+            return Failed(event.code or "server_error", event.message, self.response_id)
+        return None
+
+    async def finish(self, completed: Completed) -> Completed:
+        return await self.engine._with_files(completed, self.answer)
+
+    def cut_off(self) -> Failed:
+        return Failed(
+            "stream_ended", "the stream ended before the response finished", self.response_id
+        )
+
+    async def cancel(self, run_id: str) -> None:
+        await self.engine._cancel(run_id)
 
 
 @dataclass

@@ -77,7 +77,7 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
         key = ConversationKey(metadata["team"], metadata["channel"], metadata["thread_ts"])
         selected = view["state"]["values"][BLOCK][ACTION]["selected_option"]["value"]
         try:
-            assistant = await chooser.engine.get_assistant(selected)
+            assistant = await chooser.assistant(selected)
         except EngineError as exc:
             await ack(
                 response_action="errors",
