@@ -16,73 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import signal
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import USER, bot_env, bot_process
 from tests.emulators.common import FAULT_KINDS, STALL, Faults
 from tests.emulators.openai import OpenAIEmulator
-from tests.emulators.slack import Message, SlackEmulator
+from tests.emulators.outcome import Outcome, outcome
+from tests.emulators.slack import SlackEmulator
 
 SLACK_KINDS = tuple(kind for kind in FAULT_KINDS if kind != STALL)  # Slack does not stream SSE
-THINKING = "_Thinking…_"
-STOP_ACTION = "stop_answer"
-# Raw text a failure message must not show people: status codes, SDK and exception wording.
-RAW = re.compile(r"http_\d{3}|Error code: \d{3}|\b[A-Z]\w+(Error|Exception)\b|internal_error")
-
-
-@dataclass
-class Outcome:
-    """What one mention's thread shows once it settled."""
-
-    answers: int = 0
-    failures: int = 0
-    raw_failures: int = 0
-    thinking: int = 0  # placeholders still saying Thinking… (or showing Stop)
-    open_streams: int = 0
-
-    @property
-    def settled(self) -> bool:
-        return (self.answers or self.failures) > 0 and not self.stale
-
-    @property
-    def stale(self) -> bool:
-        return self.thinking > 0 or self.open_streams > 0
 
 
 def expected_answer(question: str) -> str:
     return f"You said: {question} (message 1 of this conversation)"
-
-
-def outcome(replies: list[Message], question: str) -> Outcome:
-    seen = Outcome()
-    answer = expected_answer(question)
-    for message in replies:
-        if message.streaming:
-            seen.open_streams += 1
-        elif message.text == THINKING or has_stop_button(message):
-            seen.thinking += 1
-        elif answer in message.text:
-            seen.answers += 1
-        elif ":warning:" in message.text:
-            seen.failures += 1
-            seen.raw_failures += bool(RAW.search(message.text))
-    return seen
-
-
-def has_stop_button(message: Message) -> bool:
-    return any(
-        element.get("action_id") == STOP_ACTION
-        for block in message.blocks
-        for element in block.get("elements") or []
-        if isinstance(element, dict)
-    )
 
 
 async def benchmark(args: argparse.Namespace) -> int:
@@ -159,7 +110,7 @@ async def measure(
 
     def outcomes() -> dict[str, Outcome]:
         return {
-            ts: outcome(slack.bot_replies(channel, ts), question)
+            ts: outcome(slack.bot_replies(channel, ts), expected_answer(question))
             for ts, (channel, question) in questions.items()
         }
 
