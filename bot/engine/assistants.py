@@ -42,6 +42,17 @@ log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
 
 
+async def serves_assistants_api(client: AsyncOpenAI) -> bool:
+    """Whether the server speaks the Assistants API (OpenAI itself answers 404 since 2026-08-26)."""
+    try:
+        await client.beta.assistants.list(limit=1)
+    except openai.NotFoundError:
+        return False
+    except openai.OpenAIError as exc:
+        raise engine_error(exc) from exc
+    return True
+
+
 class AssistantsApiCatalog:
     """The backend's own assistants (`/assistants`)."""
 
