@@ -13,9 +13,9 @@ import sys
 
 import yaml
 
-from bot import app, cli_assistants
+from bot import app, definitions_cli
 from bot.config import ConfigError, Settings, load_backend_settings, load_settings
-from bot.files import clean_up
+from bot.file_ingest import clean_up
 from bot.store import Store
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
@@ -139,14 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("check", help="check the settings and reach both APIs")
     commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
-    cli_assistants.add_parser(commands)
+    definitions_cli.add_parser(commands)
     commands.add_parser("tools", help="print the function tools' definitions for an assistant")
     args = parser.parse_args(argv)
     try:
         if args.command == "assistants":
             backend = load_backend_settings()
             setup_logging(backend.log_level)
-            return asyncio.run(cli_assistants.run(args, backend))
+            return asyncio.run(definitions_cli.run(args, backend))
         settings = load_settings()
     except ConfigError as exc:
         what = "This command" if args.command == "assistants" else "The bot"

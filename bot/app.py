@@ -20,22 +20,22 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import (
+from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings, Settings
+from bot.conversation import Conversations
+from bot.definitions import (
     AssistantDefinition,
     DefinitionError,
     StoredAssistants,
     load_definitions,
 )
-from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings, Settings
-from bot.conversation import Conversations
-from bot.engine.assistants import AssistantsApiCatalog, AssistantsEngine
+from bot.engine.assistants_api import AssistantsApiCatalog, AssistantsEngine
 from bot.engine.base import AssistantCatalog, Backend, EngineError, FileBackend
 from bot.engine.catalog import sync_assistants
-from bot.engine.files import OpenAIFiles
+from bot.engine.openai_files import OpenAIFiles
 from bot.engine.responses import ResponsesEngine
-from bot.files import MB, FileIngest, FileLimits, clean_up
-from bot.slack.files import SlackFileSource
-from bot.slack.listeners import actions, assistant, commands, events, home, knowledge, shortcuts
+from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.slack.file_source import SlackFileSource
+from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
 from bot.store import Store
@@ -279,14 +279,14 @@ async def start(settings: Settings, backend: Backend | None = None) -> Bot:
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
-    viewing = assistant.ViewedChannels()
+    viewing = ai_app.ViewedChannels()
     events.register(slack, conversations, identity, settings.answer_bots, viewing)
     commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
     actions.register(slack, conversations, store)
-    assistant.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
+    ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     bot = Bot(settings, store, backend, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 

@@ -31,7 +31,7 @@ from bot.engine.base import (
     TurnFiles,
     Usage,
 )
-from bot.files import FileIngest
+from bot.file_ingest import FileIngest
 from bot.messages import ConversationKey, IncomingMessage
 from bot.store import ConversationRecord, Store
 
@@ -341,7 +341,7 @@ class Conversations:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
-                text, turn_files = await self._take_files(conversation, message, reply)
+                text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
@@ -392,7 +392,7 @@ class Conversations:
             await reply.fail(failure_text(event.code, event.message))
             outcome.run_id, outcome.error = event.run_id, f"{event.code}: {event.message}"
 
-    async def _take_files(
+    async def _ingest_files(
         self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
     ) -> tuple[str, TurnFiles]:
         """Take in the message's files; the text to send and what the turn may use."""
@@ -402,7 +402,7 @@ class Conversations:
         text = message.text
         if message.files:
             assistant = await self.chooser.assistant(conversation.assistant_id)
-            taken = await self.files.take(
+            taken = await self.files.add_to_conversation(
                 conversation, message.files, message.user_id, assistant, reading=reply.reading
             )
             for problem in taken.problems:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.slack.blocks import FEEDBACK_ACTION
-from bot.slack.listeners.assistant import DEFAULT_PROMPTS, context_note
+from bot.slack.listeners.ai_app import DEFAULT_PROMPTS, context_note
 from bot.slack.surface import SlackSurface
 from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers

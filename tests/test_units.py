@@ -11,7 +11,7 @@ import pytest
 from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine import filetypes
-from bot.engine.files import StreamCleaner, clean_answer
+from bot.engine.openai_files import StreamCleaner, clean_answer
 from bot.store.store import MIGRATIONS, Store
 
 MINIMAL = {

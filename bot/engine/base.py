@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 
 
 @dataclass(frozen=True)

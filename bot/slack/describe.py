@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.assistant_choice import Choice
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.text import shorten
 
 SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml

@@ -12,9 +12,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.assistant_choice import AssistantChooser, NotAllowed, match_assistant
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
-from bot.files import FileIngest
+from bot.file_ingest import FileIngest
 from bot.slack.describe import SHORTCUT_NAME, assistant_line, escape, name_of, where, why
 from bot.slack.listeners.knowledge import knowledge_command
 

@@ -10,7 +10,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
 from bot.slack.describe import SHORTCUT_NAME, assistant_line, name_of
 

@@ -12,9 +12,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.files import FileIngest
+from bot.file_ingest import FileIngest
 from bot.messages import ConversationKey
-from bot.slack.files import shared_files
+from bot.slack.file_source import shared_files
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import AssistantDefinition
 from bot.conversation import Conversations
+from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
 from bot.messages import ConversationKey
 from bot.slack.describe import escape, name_of, why

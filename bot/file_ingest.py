@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.engine import filetypes
 from bot.engine.base import EngineError, FileBackend, TurnFiles
 from bot.messages import ConversationKey, SharedFile
@@ -76,7 +76,7 @@ class FileIngest:
 
     # --- a conversation's files -----------------------------------------------------------
 
-    async def take(
+    async def add_to_conversation(
         self,
         conversation: ConversationRecord,
         files: Sequence[SharedFile],
@@ -95,7 +95,7 @@ class FileIngest:
             await reading([file.name for file in described])
         for file in described:
             try:
-                await self._take_one(conversation, file, user_id, tools, model, taken)
+                await self._add_one(conversation, file, user_id, tools, model, taken)
             except FileRefused as exc:
                 taken.problems.append(f"I could not use *{file.name}*: {exc}")
             except EngineError as exc:
@@ -119,7 +119,7 @@ class FileIngest:
                 taken.problems.append(f"I could not {verb} {name}: {exc}")
         return described
 
-    async def _take_one(
+    async def _add_one(
         self,
         conversation: ConversationRecord,
         file: SharedFile,

@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.files import FileRefused
+from bot.file_ingest import FileRefused
 from bot.messages import SharedFile
 
 log = logging.getLogger(__name__)
