@@ -285,7 +285,7 @@ async def start(settings: Settings, backend: Backend | None = None) -> Bot:
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
-    actions.register(slack, conversations, store)
+    actions.register(slack, conversations)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     bot = Bot(settings, store, backend, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))

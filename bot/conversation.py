@@ -204,6 +204,15 @@ class Conversations:
         if not self._busy:
             self._idle.set()
 
+    async def record_feedback(
+        self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
+    ) -> bool:
+        """One person's rating ("good" or "bad") of the answer to a message; False if unknown."""
+        if not await self.store.record_feedback(team_id, channel_id, message_ts, user_id, rating):
+            return False
+        log.info("event=feedback channel=%s ts=%s rating=%s", channel_id, message_ts, rating)
+        return True
+
     async def is_conversation(self, key: ConversationKey) -> bool:
         return key in self._queues or await self.store.has_conversation(key)
 

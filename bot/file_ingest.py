@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot import filetypes
 from bot.definitions import AssistantDefinition
-from bot.engine import filetypes
 from bot.engine.base import EngineError, FileBackend, TurnFiles
-from bot.messages import ConversationKey, SharedFile
+from bot.messages import ChannelScope, ConversationKey, SharedFile
 from bot.store import ConversationRecord, SharedFileRecord, Store
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,14 @@ class Taken:
     problems: list[str] = field(default_factory=list)
 
 
-def channel_scope(key: ConversationKey) -> ConversationKey:
-    """Where a channel's knowledge is kept: the channel itself, no thread."""
-    return ConversationKey(key.team_id, key.channel_id, "")
+def channel_scope(key: ConversationKey) -> ChannelScope:
+    """The channel a conversation takes place in."""
+    return ChannelScope(key.team_id, key.channel_id)
+
+
+def _filed(scope: ChannelScope) -> ConversationKey:
+    """How the store files a channel's knowledge: beside its threads, under no thread."""
+    return ConversationKey(scope.team_id, scope.channel_id, "")
 
 
 class FileIngest:
@@ -169,7 +174,7 @@ class FileIngest:
         """What a turn of this conversation may use: its own and its channel's knowledge."""
         key = conversation.key
         own = await self.store.vector_store_for(key)
-        channel = await self.store.vector_store_for(channel_scope(key))
+        channel = await self.store.vector_store_for(_filed(channel_scope(key)))
         stores = [store for store in (own, channel) if store]
         code = [f.backend_file_id for f in await self.store.shared_files(key, "code")]
         return TurnFiles(
@@ -189,7 +194,8 @@ class FileIngest:
         await self.store.save_vector_store(store_id, conversation.key)
         if self.vector_stores_per_conversation < 2:
             # The thread can search one store only: it starts with the channel's knowledge.
-            for known in await self.store.shared_files(channel_scope(conversation.key), "search"):
+            channel = _filed(channel_scope(conversation.key))
+            for known in await self.store.shared_files(channel, "search"):
                 if known.status == "completed":
                     await self.backend.index_file(
                         store_id, known.backend_file_id, self.limits.index_timeout
@@ -199,10 +205,10 @@ class FileIngest:
     # --- a channel's knowledge --------------------------------------------------------------
 
     async def add_to_channel(
-        self, key: ConversationKey, files: Sequence[SharedFile], user_id: str
+        self, channel: ChannelScope, files: Sequence[SharedFile], user_id: str
     ) -> Taken:
         taken = Taken()
-        scope = channel_scope(key)
+        scope = _filed(channel)
         for file in await self._describe(files, "add", taken):
             try:
                 if not filetypes.is_searchable(file.name):
@@ -228,11 +234,11 @@ class FileIngest:
                 )
         return taken
 
-    async def channel_files(self, key: ConversationKey) -> list[SharedFileRecord]:
-        return await self.store.shared_files(channel_scope(key), "search")
+    async def channel_files(self, channel: ChannelScope) -> list[SharedFileRecord]:
+        return await self.store.shared_files(_filed(channel), "search")
 
-    async def remove_from_channel(self, key: ConversationKey, file_id: str) -> bool:
-        scope = channel_scope(key)
+    async def remove_from_channel(self, channel: ChannelScope, file_id: str) -> bool:
+        scope = _filed(channel)
         store_id = await self.store.vector_store_for(scope)
         if store_id is None or not await self.store.remove_shared_file(scope, file_id):
             return False

@@ -17,6 +17,7 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.definitions import BOT_ONLY, AssistantDefinition
+from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
     Citation,
@@ -36,7 +37,6 @@ from bot.engine.base import (
 )
 from bot.engine.driver import drive
 from bot.engine.errors import engine_error
-from bot.engine.openai_files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -15,9 +14,6 @@ from bot.slack.blocks import (
     parse_feedback_value,
     parse_stop_value,
 )
-from bot.store import Store
-
-log = logging.getLogger(__name__)
 
 THANKS = {
     "good": "Thanks for the feedback! Glad it helped.",
@@ -25,7 +21,7 @@ THANKS = {
 }
 
 
-def register(app: AsyncApp, conversations: Conversations, store: Store) -> None:
+def register(app: AsyncApp, conversations: Conversations) -> None:
     async def stop(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -50,10 +46,9 @@ def register(app: AsyncApp, conversations: Conversations, store: Store) -> None:
         if parsed is None:
             return
         rating, team, channel, message_ts = parsed
-        if not await store.record_feedback(team, channel, message_ts, user, rating):
+        if not await conversations.record_feedback(team, channel, message_ts, user, rating):
             await _tell(client, body, "Sorry, I could not find the answer this feedback is for.")
             return
-        log.info("event=feedback channel=%s ts=%s rating=%s", channel, message_ts, rating)
         await _tell(client, body, THANKS[rating])
 
     app.action(STOP_ACTION)(stop)

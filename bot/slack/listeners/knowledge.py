@@ -13,7 +13,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.file_ingest import FileIngest
-from bot.messages import ConversationKey
+from bot.messages import ChannelScope
 from bot.slack.file_source import shared_files
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
             return
         names = ", ".join(f.name for f in files)
         await respond(text=f"_Adding {names} to this channel's knowledge…_")
-        key = ConversationKey(_team(body), channel, "")
+        key = ChannelScope(_team(body), channel)
         taken = await ingest.add_to_channel(key, files, user)
         lines = list(taken.problems)
         if taken.added:
@@ -51,7 +51,7 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
         await ack()
         channel = body["channel"]["id"]
         file_id = body["actions"][0]["value"]
-        key = ConversationKey(_team(body), channel, "")
+        key = ChannelScope(_team(body), channel)
         removed = await ingest.remove_from_channel(key, file_id)
         note = "Removed." if removed else "That file was no longer in this channel's knowledge."
         await respond(replace_original=True, **await knowledge_view(ingest, key, note))
@@ -64,13 +64,11 @@ async def knowledge_command(
     ingest: FileIngest, command: dict[str, Any], respond: AsyncRespond
 ) -> None:
     """`/assistant knowledge`: the channel's knowledge files, each with a Remove button."""
-    key = ConversationKey(str(command.get("team_id") or ""), str(command["channel_id"]), "")
+    key = ChannelScope(str(command.get("team_id") or ""), str(command["channel_id"]))
     await respond(**await knowledge_view(ingest, key))
 
 
-async def knowledge_view(
-    ingest: FileIngest, key: ConversationKey, note: str = ""
-) -> dict[str, Any]:
+async def knowledge_view(ingest: FileIngest, key: ChannelScope, note: str = "") -> dict[str, Any]:
     files = await ingest.channel_files(key)
     if not files:
         text = (
