@@ -16,6 +16,7 @@ from bot import filetypes
 from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError, FileBackend, TurnFiles
 from bot.messages import ChannelScope, ConversationKey, SharedFile
+from bot.outcomes import FileProblem
 from bot.store import ConversationRecord, SharedFileRecord, Store
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,23 @@ MB = 1024 * 1024
 
 
 class FileRefused(Exception):
-    """A file that cannot be taken; the message says why, in words for the person who shared it."""
+    """A file that cannot be ingested, and why: a reason code and its data (see FileProblem).
+
+    Reasons: the chat's (slack_info_refused, slack_unreachable, no_download_link, link_gone,
+    foreign_host, download_refused, sign_in_page, download_failed, over_limit) and the ingest's
+    (model_takes_no_images, unreadable_type, unsearchable_type, too_large, not_indexed,
+    backend_refused).
+    """
+
+    def __init__(self, reason: str, detail: str = "", *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.size = size
+        self.limit = limit
+
+    def problem(self, file: SharedFile) -> FileProblem:
+        return FileProblem(file.name, file.id, self.reason, self.detail, self.size, self.limit)
 
 
 class FileSource(Protocol):
@@ -46,12 +63,12 @@ class FileLimits:
 
 
 @dataclass
-class Taken:
-    """What a message's files became: ids for this turn, and a sentence per file not taken."""
+class Ingested:
+    """What a message's files became: ids for this turn, and a problem per file not ingested."""
 
     image_file_ids: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)  # names of files taken
-    problems: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # names of files ingested
+    problems: list[FileProblem] = field(default_factory=list)
 
 
 def channel_scope(key: ConversationKey) -> ChannelScope:
@@ -88,40 +105,34 @@ class FileIngest:
         user_id: str,
         assistant: AssistantDefinition | None,
         reading: Callable[[Sequence[str]], Awaitable[None]] | None = None,
-    ) -> Taken:
+    ) -> Ingested:
         """Upload and index the files shared with one message of a conversation.
 
         `reading` hears the files' names once they are known (before the slow part)."""
-        taken = Taken()
+        ingested = Ingested()
         tools = {tool.get("type") for tool in assistant.tools} if assistant else set()
         model = assistant.model if assistant else ""
-        described = await self._describe(files, "use", taken)
+        described = await self._describe(files, ingested)
         if described and reading is not None:
             await reading([file.name for file in described])
         for file in described:
             try:
-                await self._add_one(conversation, file, user_id, tools, model, taken)
+                await self._add_one(conversation, file, user_id, tools, model, ingested)
             except FileRefused as exc:
-                taken.problems.append(f"I could not use *{file.name}*: {exc}")
+                ingested.problems.append(exc.problem(file))
             except EngineError as exc:
                 log.warning("event=file_failed file=%s error=%s", file.id, exc.code)
-                taken.problems.append(
-                    f"I could not use *{file.name}*: the assistant service refused it "
-                    f"({exc.message or exc.code})."
-                )
-        return taken
+                ingested.problems.append(FileRefused("backend_refused", exc.code).problem(file))
+        return ingested
 
-    async def _describe(
-        self, files: Sequence[SharedFile], verb: str, taken: Taken
-    ) -> list[SharedFile]:
-        """The files the chat could describe; a sentence in `taken` for each it could not."""
+    async def _describe(self, files: Sequence[SharedFile], ingested: Ingested) -> list[SharedFile]:
+        """The files the chat could describe; a problem in `ingested` for each it could not."""
         described = []
         for file in files:
             try:
                 described.append(await self.source.describe(file))
             except FileRefused as exc:
-                name = f"*{file.name}*" if file.name else f"the file {file.id}"
-                taken.problems.append(f"I could not {verb} {name}: {exc}")
+                ingested.problems.append(exc.problem(file))
         return described
 
     async def _add_one(
@@ -131,21 +142,20 @@ class FileIngest:
         user_id: str,
         tools: set[object],
         model: str,
-        taken: Taken,
+        ingested: Ingested,
     ) -> None:
         searchable = filetypes.is_searchable(file.name)
         for_code = filetypes.is_data(file.name) and "code_interpreter" in tools
         image = filetypes.is_image(file.name, file.mimetype)
         if image and not filetypes.takes_images(model):
-            raise FileRefused(f"this assistant's model ({model}) does not take images.")
+            raise FileRefused("model_takes_no_images", model)
         if not (searchable or for_code or image):
-            kind = filetypes.extension(file.name) or "without an extension"
-            raise FileRefused(f"I cannot read files of this type ({kind}).")
+            raise FileRefused("unreadable_type", filetypes.extension(file.name))
         self._check_size(file)
         key = conversation.key
         if image:
-            taken.image_file_ids.append(await self._upload(file, "vision"))
-            taken.added.append(file.name)
+            ingested.image_file_ids.append(await self._upload(file, "vision"))
+            ingested.added.append(file.name)
             return
         file_id = await self._upload(file, "assistants")
         if for_code:
@@ -165,8 +175,8 @@ class FileIngest:
                 key, file_id, "search", file.name, store_id, result.status, result.error, user_id
             )
             if result.status != "completed" and not for_code:
-                raise FileRefused(f"it could not be indexed ({result.error}).")
-        taken.added.append(file.name)
+                raise FileRefused("not_indexed", result.error)
+        ingested.added.append(file.name)
 
     async def turn_files(
         self, conversation: ConversationRecord, image_file_ids: Sequence[str] = ()
@@ -206,33 +216,30 @@ class FileIngest:
 
     async def add_to_channel(
         self, channel: ChannelScope, files: Sequence[SharedFile], user_id: str
-    ) -> Taken:
-        taken = Taken()
+    ) -> Ingested:
+        ingested = Ingested()
         scope = _filed(channel)
-        for file in await self._describe(files, "add", taken):
+        for file in await self._describe(files, ingested):
             try:
                 if not filetypes.is_searchable(file.name):
-                    kind = filetypes.extension(file.name) or "without an extension"
-                    raise FileRefused(f"files of this type ({kind}) cannot be searched.")
+                    raise FileRefused("unsearchable_type", filetypes.extension(file.name))
                 self._check_size(file)
                 file_id = await self._upload(file, "assistants")
                 store_id = await self._channel_store(scope)
                 result = await self.backend.index_file(store_id, file_id, self.limits.index_timeout)
                 if result.status != "completed":
                     await self.backend.remove_from_vector_store(store_id, file_id)
-                    raise FileRefused(f"it could not be indexed ({result.error}).")
+                    raise FileRefused("not_indexed", result.error)
                 await self._record(
                     scope, file_id, "search", file.name, store_id, "completed", None, user_id
                 )
-                taken.added.append(file.name)
+                ingested.added.append(file.name)
             except FileRefused as exc:
-                taken.problems.append(f"I could not add *{file.name}*: {exc}")
+                ingested.problems.append(exc.problem(file))
             except EngineError as exc:
-                taken.problems.append(
-                    f"I could not add *{file.name}*: the assistant service refused it "
-                    f"({exc.message or exc.code})."
-                )
-        return taken
+                log.warning("event=file_failed file=%s error=%s", file.id, exc.code)
+                ingested.problems.append(FileRefused("backend_refused", exc.code).problem(file))
+        return ingested
 
     async def channel_files(self, channel: ChannelScope) -> list[SharedFileRecord]:
         return await self.store.shared_files(_filed(channel), "search")
@@ -260,10 +267,7 @@ class FileIngest:
 
     def _check_size(self, file: SharedFile) -> None:
         if file.size > self.limits.max_bytes:
-            raise FileRefused(
-                f"it is too large ({file.size / MB:.1f} MB; the limit is "
-                f"{self.limits.max_bytes / MB:g} MB)."
-            )
+            raise FileRefused("too_large", size=file.size, limit=self.limits.max_bytes)
 
     async def _upload(self, file: SharedFile, purpose: str) -> str:
         """The backend file for a chat file: uploaded once, reused when shared again."""

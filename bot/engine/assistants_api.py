@@ -170,11 +170,11 @@ class AssistantsEngine:
                 missing.append(file_id)
             else:
                 fetched.append(output)
-        text = completed.text
-        if missing:
-            text += f"\n\n_(I could not fetch {len(missing)} file(s) the assistant made.)_"
         return dataclasses.replace(
-            completed, text=text, citations=tuple(citations), files=tuple(fetched)
+            completed,
+            citations=tuple(citations),
+            files=tuple(fetched),
+            files_missing=len(missing),
         )
 
     async def _fetch_output(self, file_id: str, fallback_name: str) -> GeneratedFile | None:

@@ -54,16 +54,16 @@ class OpenAIFiles:
                         file_id, vector_store_id=vector_store_id
                     )
         except TimeoutError:
-            return IndexResult("timeout", f"indexing took longer than {timeout:g} seconds")
+            return IndexResult("timeout", "timeout")
         except openai.NotFoundError as exc:
             raise EngineError("vector_store_not_found", exc.message) from exc
         except openai.BadRequestError as exc:
-            return IndexResult("failed", exc.message)
+            return IndexResult("failed", exc.code or "invalid_request")
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
         if entry.status == "completed":
             return IndexResult("completed")
-        error = entry.last_error.message if entry.last_error else entry.status
+        error = entry.last_error.code if entry.last_error else entry.status
         return IndexResult("failed", error)
 
     async def remove_from_vector_store(self, vector_store_id: str, file_id: str) -> None:

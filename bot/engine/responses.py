@@ -94,11 +94,11 @@ class ResponsesEngine:
                 missing += 1
                 continue
             fetched.append(generated(filename or file_id, content.content))
-        text = completed.text
-        if missing:
-            text += f"\n\n_(I could not fetch {missing} file(s) the assistant made.)_"
         return replace(
-            completed, text=text, citations=tuple(answer.citations), files=tuple(fetched)
+            completed,
+            citations=tuple(answer.citations),
+            files=tuple(fetched),
+            files_missing=missing,
         )
 
     async def _cancel(self, response_id: str) -> None:

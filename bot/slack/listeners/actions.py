@@ -8,17 +8,13 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
+from bot.slack import words
 from bot.slack.blocks import (
     FEEDBACK_ACTION,
     STOP_ACTION,
     parse_feedback_value,
     parse_stop_value,
 )
-
-THANKS = {
-    "good": "Thanks for the feedback! Glad it helped.",
-    "bad": "Thanks for the feedback! It helps us improve the assistant.",
-}
 
 
 def register(app: AsyncApp, conversations: Conversations) -> None:
@@ -32,10 +28,10 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
             return
         key, message_ts, asker = parsed
         if user != asker:
-            await _tell(client, body, f"Only <@{asker}>, who asked, can stop this answer.")
+            await _tell(client, body, words.only_asker_can_stop(asker))
             return
         if not await conversations.stop(key, message_ts):
-            await _tell(client, body, "That answer has already finished.")
+            await _tell(client, body, words.ALREADY_FINISHED)
 
     async def feedback(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
@@ -47,9 +43,9 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
             return
         rating, team, channel, message_ts = parsed
         if not await conversations.record_feedback(team, channel, message_ts, user, rating):
-            await _tell(client, body, "Sorry, I could not find the answer this feedback is for.")
+            await _tell(client, body, words.FEEDBACK_NOT_FOUND)
             return
-        await _tell(client, body, THANKS[rating])
+        await _tell(client, body, words.THANKS[rating])
 
     app.action(STOP_ACTION)(stop)
     app.action(FEEDBACK_ACTION)(feedback)

@@ -15,16 +15,13 @@ from bot.conversation import Conversations
 from bot.messages import ConversationKey, IncomingMessage
 from bot.slack.file_source import shared_files
 from bot.slack.listeners import ai_app
+from bot.slack.words import EMPTY_MESSAGE_HELP
 
 log = logging.getLogger(__name__)
 
 # Message subtypes that are a person saying something; every other subtype (edits, deletions,
 # joins, topic changes, bot messages…) is ignored.
 SPOKEN_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message"}
-EMPTY_MESSAGE_HELP = (
-    "Hi! Write your question after the mention, like `@assistant what's our refund policy?`, "
-    "and I'll answer in a thread."
-)
 
 
 @dataclass(frozen=True)
