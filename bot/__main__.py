@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from bot import cli_assistants
+from bot import definitions_cli
 from bot.config import (
     BackendSettings,
     ConfigError,
@@ -53,7 +53,7 @@ async def cleanup(settings: BackendSettings) -> int:
     from bot.backend import open_backend
     from bot.config import OPENAI_DEFAULT_BASE_URL
     from bot.engine.base import EngineError
-    from bot.files import clean_up
+    from bot.file_ingest import clean_up
     from bot.startup import StartupError, network_problem
     from bot.store import Store
 
@@ -131,7 +131,7 @@ def _run(argv: list[str] | None) -> int:
     commands.add_parser("run", help="run the bot (the default)")
     commands.add_parser("check", help="check the settings and reach both APIs (changes nothing)")
     commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
-    cli_assistants.add_parser(commands)
+    definitions_cli.add_parser(commands)
     commands.add_parser("tools", help="print the function tools' definitions for an assistant")
     args = parser.parse_args(argv)
     try:
@@ -142,7 +142,7 @@ def _run(argv: list[str] | None) -> int:
             setup_logging(backend.log_level)
             if args.command == "cleanup":
                 return asyncio.run(cleanup(backend))
-            return asyncio.run(cli_assistants.run(args, backend))
+            return asyncio.run(definitions_cli.run(args, backend))
         settings = load_settings()
     except ConfigError as exc:
         what = "The bot" if args.command in (None, "run", "check") else "This command"

@@ -20,14 +20,14 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import AssistantDefinition
 from bot.backend import check_assistant, describe, load_assistants_file, open_backend
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, ToolSettings
 from bot.conversation import Conversations
+from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
-from bot.files import MB, FileIngest, FileLimits, clean_up
-from bot.slack.files import SlackFileSource
-from bot.slack.listeners import actions, assistant, commands, events, home, knowledge, shortcuts
+from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.slack.file_source import SlackFileSource
+from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
 from bot.startup import (
@@ -242,14 +242,14 @@ async def start(settings: Settings) -> Bot:
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
-    viewing = assistant.ViewedChannels()
+    viewing = ai_app.ViewedChannels()
     events.register(slack, conversations, identity, settings.answer_bots, viewing)
     commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
-    actions.register(slack, conversations, store)
-    assistant.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
+    actions.register(slack, conversations)
+    ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     bot = Bot(settings, store, backend, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import httpx2
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
-from bot.assistants import AssistantDefinition, DefinitionError, StoredAssistants, load_definitions
 from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings, Settings
-from bot.engine.assistants import AssistantsApiCatalog, AssistantsEngine, serves_assistants_api
+from bot.definitions import AssistantDefinition, DefinitionError, StoredAssistants, load_definitions
+from bot.engine.assistants_api import AssistantsApiCatalog, AssistantsEngine, serves_assistants_api
 from bot.engine.base import AssistantCatalog, Backend, EngineError
 from bot.engine.catalog import sync_assistants
-from bot.engine.files import OpenAIFiles
+from bot.engine.openai_files import OpenAIFiles
 from bot.engine.responses import ResponsesEngine
 from bot.startup import StartupError
 from bot.store import Store

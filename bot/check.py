@@ -20,9 +20,9 @@ from bot.app import (
     missing_tools,
     slack_identity,
 )
-from bot.assistants import AssistantDefinition, DefinitionError, load_definitions
 from bot.backend import check_assistant, describe, open_backend
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings
+from bot.definitions import AssistantDefinition, DefinitionError, load_definitions
 from bot.engine.base import Backend, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.startup import StartupError, reaching

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot import backend as backends
-from bot.assistants import AssistantDefinition
 from bot.config import load_backend_settings
+from bot.definitions import AssistantDefinition
 from bot.store import Store
 from tests.emulators.openai import OpenAIEmulator
 from tests.test_operations import run_bot

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from bot import app
-from bot.assistants import load_definitions
+from bot.definitions import load_definitions
 from bot.store.store import MIGRATIONS
 from tests.conftest import ALICE, GENERAL, Harness, bot_env, wait_answers
 from tests.emulators.openai import OpenAIEmulator

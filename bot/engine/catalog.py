@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.assistants import BOT_ONLY, SETTINGS, AssistantDefinition
+from bot.definitions import BOT_ONLY, SETTINGS, AssistantDefinition
 from bot.engine.base import AssistantCatalog
 
 SAMPLING = ("temperature", "top_p")

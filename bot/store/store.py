@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.messages import ConversationKey, SharedFile
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds the version).

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.assistant_choice import match_assistant
-from bot.assistants import (
+from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings
+from bot.definitions import (
     SETTINGS,
     AssistantDefinition,
     DefinitionError,
     load_definitions,
     parse_definition,
 )
-from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings
 from bot.engine.base import AssistantCatalog, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.store import Store
