@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from bot import __main__ as cli
-from bot.files import clean_up
+from bot.file_ingest import clean_up
 from tests.conftest import ALICE, BOB, GENERAL, Harness, answers, wait_answers
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, TurnContext, default_reply
 from tests.emulators.openai import OpenAIEmulator

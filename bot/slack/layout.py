@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.engine.base import Citation
+from bot.slack.words import SOURCES
 
 MARKDOWN_LIMIT = 12_000  # all markdown blocks of one message share 12,000 characters
 FENCE_CLOSE = "\n```"
@@ -54,7 +55,7 @@ def with_footnotes(text: str, citations: Sequence[Citation]) -> str:
         footnote = "".join(f"[{n}]" for n in sorted(marks[position]))
         text = text[:position] + footnote + text[position:]
     sources = "\n".join(f"[{n}] {name}" for name, n in numbers.items())
-    return f"{text.rstrip()}\n\n**Sources:**\n{sources}"
+    return f"{text.rstrip()}\n\n{SOURCES}\n{sources}"
 
 
 class Layout:

@@ -8,10 +8,9 @@ import logging
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-log = logging.getLogger(__name__)
+from bot.slack.words import THINKING_STATUS
 
-THINKING_STATUS = "is thinking…"
-LOADING_MESSAGES = ["Reading your message…", "Thinking it through…", "Writing an answer…"]
+log = logging.getLogger(__name__)
 # Slack removes a status after two minutes without a message: refresh it well before that.
 STATUS_REFRESH = 90.0
 

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.engine.base import Citation, GeneratedFile
+from bot.engine.base import GeneratedFile
 from bot.messages import IncomingMessage
+from bot.outcomes import Answer, Failure, FileProblem, RunningTool
+from bot.slack import words
 from bot.slack.blocks import progress_content
 from bot.slack.layout import Draft, with_footnotes
-from bot.slack.status import LOADING_MESSAGES, STATUS_REFRESH, StatusLine
+from bot.slack.status import STATUS_REFRESH, StatusLine
 from bot.slack.writers import (
     STREAM_INTERVAL,
     UPDATE_INTERVAL,
@@ -34,8 +36,6 @@ from bot.slack.writers import (
 )
 
 log = logging.getLogger(__name__)
-
-EMPTY_ANSWER = "_(The assistant finished without writing an answer.)_"
 
 
 class SlackSurface:
@@ -97,7 +97,7 @@ class SlackReply:
 
     async def started(self) -> None:
         if self.status is not None:
-            await self.status.show(LOADING_MESSAGES)
+            await self.status.show(words.LOADING_MESSAGES)
 
     async def text_delta(self, text: str) -> None:
         self.draft.add(text)
@@ -107,37 +107,36 @@ class SlackReply:
             self._wake.set()
         self._kick()
 
-    async def tools_running(self, statuses: Sequence[str]) -> None:
+    async def tools_running(self, tools: Sequence[RunningTool]) -> None:
         self.draft.new_round()
-        self.tool_status = " ".join(f"_{status}_" for status in statuses)
+        self.tool_status = words.tools_line(tools)
         self._progress_dirty = True
         self._wake.set()
         self._kick()
         if self.status is not None:
-            await self.status.show(list(statuses))
+            await self.status.show([words.tool_status(tool) for tool in tools])
 
     async def reading(self, names: Sequence[str]) -> None:
-        self.tool_status = f"_Reading {', '.join(names)}…_"
+        self.tool_status = words.reading(names)
         async with self._lock:
             await self.thread.show_progress(self.tool_status)
 
-    async def note(self, text: str) -> None:
+    async def file_problem(self, problem: FileProblem) -> None:
+        await self._note(words.file_problem(problem))
+
+    async def _note(self, text: str) -> None:
         await self.thread.client.chat_postMessage(
             channel=self.thread.channel, thread_ts=self.thread.thread_ts, text=text
         )
 
-    async def finish(
-        self,
-        text: str,
-        citations: Sequence[Citation] = (),
-        files: Sequence[GeneratedFile] = (),
-    ) -> None:
-        answer = with_footnotes(text.strip(), citations) if text.strip() else ""
-        if not answer and files:
-            answer = "_(The assistant made the files below.)_"
-        await self._close(answer, succeeded=True)
-        if files:
-            await self._upload(files)
+    async def finish(self, answer: Answer) -> None:
+        text = words.answer_text(answer).strip()
+        shown = with_footnotes(text, answer.citations) if text else ""
+        if not shown and answer.files:
+            shown = words.ONLY_FILES
+        await self._close(shown, succeeded=True)
+        if answer.files:
+            await self._upload(answer.files)
 
     async def _upload(self, files: Sequence[GeneratedFile]) -> None:
         channel = self.thread.channel
@@ -154,11 +153,10 @@ class SlackReply:
             log.warning(
                 "event=upload_failed channel=%s error=%s", channel, exc.response.get("error")
             )
-            names = ", ".join(file.name for file in files)
-            await self.note(f":warning: I could not upload the files the assistant made ({names}).")
+            await self._note(words.upload_failed([file.name for file in files]))
 
-    async def fail(self, text: str) -> None:
-        await self._close(text, succeeded=False)
+    async def fail(self, failure: Failure) -> None:
+        await self._close(words.failure(failure), succeeded=False)
 
     # --- keeping Slack in step ---------------------------------------------------------------
 
@@ -204,7 +202,7 @@ class SlackReply:
                         # Nothing streamed: the placeholder says what happened. (An answer still
                         # streams, so that answers keep the order they were written in.)
                         self._edit_from_now_on()
-                elif self.draft.complete(text or self.draft.received.strip() or EMPTY_ANSWER):
+                elif self.draft.complete(text or self.draft.received.strip() or words.EMPTY_ANSWER):
                     log.info("event=answer_rewritten channel=%s", self.thread.channel)
                     for shown in self.thread.messages:
                         shown.content = None

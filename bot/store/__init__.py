@@ -3,6 +3,7 @@
 from bot.store.store import (
     ChannelSetting,
     ConversationRecord,
+    DatabaseState,
     Feedback,
     PendingTurn,
     SharedFileRecord,
@@ -12,6 +13,7 @@ from bot.store.store import (
 __all__ = [
     "ChannelSetting",
     "ConversationRecord",
+    "DatabaseState",
     "Feedback",
     "PendingTurn",
     "SharedFileRecord",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.messages import ConversationKey, SharedFile
 
 # Each entry migrates the schema from version i to i + 1 (PRAGMA user_version holds the version).
@@ -126,6 +126,19 @@ async def _switch_to_wal(db: aiosqlite.Connection) -> None:
             await asyncio.sleep(0.05)
 
 
+def _read_only_uri(path: Path) -> str | None:
+    """A URI that reads the file without writing anything; None when there is no file.
+
+    With no write-ahead log beside it, the file is read as it stands (a read-only open would
+    leave -wal and -shm files behind); with one (the bot is running), through it, so that the
+    latest writes are seen."""
+    if not path.is_file():
+        return None
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    return f"{uri}?mode=ro" if wal.exists() else f"{uri}?immutable=1"
+
+
 @dataclass(frozen=True)
 class ConversationRecord:
     key: ConversationKey
@@ -180,6 +193,19 @@ class SharedFileRecord:
     added_at: float
 
 
+@dataclass(frozen=True)
+class DatabaseState:
+    """What start-up would find: whether the file exists and which schema version it holds."""
+
+    exists: bool
+    version: int
+    latest: int = len(MIGRATIONS)
+
+    @property
+    def pending_migrations(self) -> int:
+        return self.latest - self.version
+
+
 # Where shared files live: a conversation's thread, or (thread_ts "") a channel's knowledge.
 Scope = ConversationKey
 
@@ -206,6 +232,27 @@ class Store:
             await db.close()
             raise
         return store
+
+    @classmethod
+    async def snapshot(cls, path: Path | str) -> tuple[Store, DatabaseState]:
+        """An in-memory copy of the database at `path` (empty when there is none), migrated.
+
+        `python -m bot check` reads what start-up would see without writing to the file or
+        creating one; the copy's changes stay in memory.
+        """
+        memory = await aiosqlite.connect(":memory:", isolation_level=None)
+        store = cls(memory)
+        try:
+            source_uri = _read_only_uri(Path(path))
+            if source_uri is not None:
+                async with aiosqlite.connect(source_uri, uri=True) as source:
+                    await source.backup(memory)
+            version = await store._schema_version()
+            await store._migrate()
+        except BaseException:
+            await memory.close()
+            raise
+        return store, DatabaseState(source_uri is not None, version)
 
     async def close(self) -> None:
         await self._db.close()

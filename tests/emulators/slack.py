@@ -401,6 +401,9 @@ class SlackEmulator:
         # wait_for also re-checks after this long without Slack activity (None: only on activity)
         self.recheck_interval: float | None = 0.2
         self.refuse_streaming: bool = False
+        # What apps.connections.open hands out instead of this emulator's own Socket Mode URL
+        # (a test points it at a port where nothing listens).
+        self.socket_mode_url: str | None = None
         self.refuse_streaming_error: str = "not_allowed_token_type"
         self.calls: list[ApiCall] = []
         self.deliveries: list[Delivery] = []
@@ -1785,6 +1788,8 @@ class SlackEmulator:
         }
 
     async def _api_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.socket_mode_url is not None:
+            return {"url": self.socket_mode_url}
         ticket = str(uuid.uuid4())
         self._tickets.add(ticket)
         return {
