@@ -783,7 +783,9 @@ class SlackEmulator:
             "subscribed": False,
         }
 
-    def _message_json(self, msg: _Msg) -> dict[str, Any]:
+    def _message_json(self, msg: _Msg, *, metadata: bool = True) -> dict[str, Any]:
+        """A message as the Web API shows it; history and replies show its metadata only when
+        asked (`include_all_metadata`)."""
         out: dict[str, Any] = {"type": "message", "ts": msg.ts}
         if msg.subtype:
             out["subtype"] = msg.subtype
@@ -823,7 +825,7 @@ class SlackEmulator:
                 out["parent_user_id"] = parent.user
         else:
             out.update(self._thread_info(msg))
-        if msg.metadata:
+        if msg.metadata and metadata:
             out["metadata"] = msg.metadata
         if msg.edited:
             out["edited"] = dict(msg.edited)
@@ -2124,7 +2126,10 @@ class SlackEmulator:
         page = msgs[start : start + limit]
         has_more = start + limit < len(msgs)
         return {
-            "messages": [self._message_json(m) for m in page],
+            "messages": [
+                self._message_json(m, metadata=_truthy(args.get("include_all_metadata")))
+                for m in page
+            ],
             "has_more": has_more,
             "response_metadata": {"next_cursor": _cursor(start + limit) if has_more else ""},
         }
