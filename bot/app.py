@@ -224,7 +224,9 @@ async def start(settings: Settings) -> Bot:
     chooser = AssistantChooser(
         store, backend.catalog, engine.name, default.id, settings.assistant_admins
     )
-    file_source = SlackFileSource(settings.slack_bot_token, settings.slack_api_url)
+    file_source = SlackFileSource(
+        settings.slack_bot_token, settings.slack_api_url, retries=settings.slack_retries
+    )
     ingest = FileIngest(
         store,
         backend.files,

@@ -5,10 +5,11 @@ slack_sdk's retry handlers retry a call on the pooled session when Slack rate-li
 connection is lost (reset, refused, timed out), with a short, bounded, jittered backoff.
 
 A lost connection leaves open whether Slack did the call, so calls that add something
-(`chat.postMessage`, `chat.startStream`, `chat.appendStream`, completing an upload) are not
-repeated blindly: `post_message` marks what it posts and looks for the mark before posting again,
-`start_stream` looks for the stream it may have started, and a lost `chat.appendStream` ends the
-stream so that the answer is written anew (see writers.py).
+(`chat.postMessage`, `chat.postEphemeral`, `chat.startStream`, `chat.appendStream`, completing an
+upload) are not repeated blindly: `post_message` marks what it posts and looks for the mark
+before posting again, `start_stream` looks for the stream it may have started, and a lost
+`chat.appendStream` ends the stream so that the answer is written anew (see writers.py). An
+ephemeral message cannot be looked for: it may be lost, never doubled.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
 ANSWER_LOST = (aiohttp.ClientError, TimeoutError)
 # Calls that add something: when their answer is lost they are checked, not repeated.
 ADDS_SOMETHING = frozenset(
-    {"chat.postMessage", "chat.startStream", "chat.appendStream", "files.completeUploadExternal"}
+    {
+        "chat.postMessage",
+        "chat.postEphemeral",
+        "chat.startStream",
+        "chat.appendStream",
+        "files.completeUploadExternal",
+    }
 )
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
 BACKOFF_BASE = 0.25  # seconds before the first retry; doubled each time, jittered
@@ -85,7 +92,7 @@ class LostConnectionRetry(AsyncConnectionErrorRetryHandler):
 
 
 class ServerErrorRetry(AsyncRetryHandler):
-    """HTTP 500, 502, 503 and 504: Slack did not do the call."""
+    """HTTP 500, 502, 503 and 504, which Slack asks clients to retry."""
 
     async def _can_retry_async(
         self,

@@ -116,7 +116,14 @@ class SlackReply:
     async def reading(self, names: Sequence[str]) -> None:
         self.tool_status = words.reading(names)
         async with self._lock:
-            await self.thread.show_progress(self.tool_status)
+            try:
+                await self.thread.show_progress(self.tool_status)
+            except SLACK_FAILURES as exc:  # the answer that follows shows that something happens
+                log.warning(
+                    "event=progress_failed channel=%s error=%s",
+                    self.thread.channel,
+                    failure_name(exc),
+                )
 
     async def file_problem(self, problem: FileProblem) -> None:
         await self._note(words.file_problem(problem))
