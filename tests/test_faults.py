@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tests.conftest import ALICE, GENERAL, Harness, has_stop_button, wait_answers
+from tests.conftest import ALICE, GENERAL, Harness, answers, has_stop_button, wait_answers
 from tests.emulators.common import (
     FAULT_KINDS,
     HTTP_500,
@@ -19,6 +19,7 @@ from tests.emulators.common import (
 )
 from tests.emulators.model import Reply
 from tests.emulators.outcome import outcome
+from tests.emulators.slack import Message
 
 MENTIONS = 100
 SEED = 12
@@ -76,6 +77,13 @@ async def test_through_slack_and_backend_faults_each_message_gets_one_answer_or_
     assert answer.text.startswith(said("still there?"))
 
 
+async def settled(bot: Harness, ts: str) -> list[Message]:
+    """The thread's answers once the bot is done with it (a rewrite may follow the first one)."""
+    await wait_answers(bot.slack, GENERAL, ts, 1)
+    await bot.drain_idle()
+    return answers(bot.slack, GENERAL, ts)
+
+
 def one_fault(emulator_faults: Faults, kind: str, pattern: str) -> None:
     """The first call matching `pattern` (in each thread) fails with `kind`; its retry does not."""
     emulator_faults.max_in_a_row = 1
@@ -86,8 +94,7 @@ async def test_a_placeholder_whose_answer_slack_lost_is_not_posted_twice(bot: Ha
     slack = bot.slack
     one_fault(slack.faults, RESET_AFTER, "chat.postMessage")
     ts = await slack.mention(ALICE, GENERAL, "hello")
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
-    await bot.drain_idle()
+    [answer] = await settled(bot, ts)
     assert answer.text.startswith(said("hello"))
     assert slack.bot_replies(GENERAL, ts) == [answer], "one placeholder, gone; one answer"
     assert len(slack.calls_to("chat.postMessage")) == 1
@@ -97,8 +104,7 @@ async def test_a_stream_whose_start_slack_lost_is_not_started_twice(bot: Harness
     slack = bot.slack
     one_fault(slack.faults, RESET_AFTER, "chat.startStream")
     ts = await slack.mention(ALICE, GENERAL, "hello")
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
-    await bot.drain_idle()
+    [answer] = await settled(bot, ts)
     assert answer.text.startswith(said("hello"))
     assert slack.bot_replies(GENERAL, ts) == [answer]
     assert len(slack.calls_to("chat.startStream")) == 1
@@ -111,8 +117,7 @@ async def test_text_whose_append_slack_lost_is_written_anew_not_twice(bot: Harne
     bot.openai.model.enqueue(Reply(text=text))
     one_fault(slack.faults, RESET_AFTER, "chat.appendStream")
     ts = await slack.mention(ALICE, GENERAL, "a long one")
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
-    await bot.drain_idle()
+    [answer] = await settled(bot, ts)
     assert answer.text == text  # no piece shown twice
     assert [m.streaming for m in slack.bot_replies(GENERAL, ts)] == [False]
 
@@ -124,8 +129,7 @@ async def test_slack_errors_and_rate_limits_are_retried_without_anyone_noticing(
     slack.faults = Faults(seed=SEED, max_in_a_row=1, retry_after=0)
     slack.faults.add(1.0, [HTTP_500, HTTP_503, RATE_LIMITED, RESET_BEFORE])
     ts = await slack.mention(ALICE, GENERAL, "hello")
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
-    await bot.drain_idle()
+    [answer] = await settled(bot, ts)
     assert answer.text.startswith(said("hello"))
     assert slack.bot_replies(GENERAL, ts) == [answer]
     assert len(slack.faults.injected) >= 4
