@@ -26,6 +26,7 @@ from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
 from slack_sdk.http_retry.request import HttpRequest
@@ -91,8 +92,9 @@ class LostConnectionRetry(AsyncConnectionErrorRetryHandler):
         )
 
 
-class ServerErrorRetry(AsyncRetryHandler):
-    """HTTP 500, 502, 503 and 504, which Slack asks clients to retry."""
+class ServerErrorRetry(AsyncServerErrorRetryHandler):
+    """HTTP 500, 502, 503 and 504, which Slack asks clients to retry (slack_sdk's own handler
+    covers 500 and 503)."""
 
     async def _can_retry_async(
         self,

@@ -129,9 +129,12 @@ class SlackReply:
         await self._note(words.file_problem(problem))
 
     async def _note(self, text: str) -> None:
-        await post_message(
-            self.thread.client, self.thread.channel, self.thread.thread_ts, text=text
-        )
+        """A note beside the answer; the answer goes on when Slack will not take it."""
+        thread = self.thread
+        try:
+            await post_message(thread.client, thread.channel, thread.thread_ts, text=text)
+        except SLACK_FAILURES as exc:
+            log.warning("event=note_failed channel=%s error=%s", thread.channel, failure_name(exc))
 
     async def finish(self, answer: Answer) -> None:
         text = words.answer_text(answer).strip()

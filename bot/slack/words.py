@@ -125,7 +125,8 @@ def failure(failed: Failure) -> str:
             ":warning: The bot restarted while answering this message, so the answer was lost. "
             "Please send it again."
         )
-    return f":warning: {failure_words(failed.code)} Your next message in this thread will work as usual."
+    words = failure_words(failed.code)
+    return f":warning: {words} Your next message in this thread will work as usual."
 
 
 # --- shared files -----------------------------------------------------------------------------
