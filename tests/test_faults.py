@@ -135,12 +135,14 @@ async def test_slack_errors_and_rate_limits_are_retried_without_anyone_noticing(
     assert len(slack.faults.injected) >= 4
 
 
-async def test_a_placeholder_slack_will_not_delete_stops_saying_thinking(bot: Harness) -> None:
-    slack = bot.slack
+async def test_a_placeholder_slack_will_not_delete_stops_saying_thinking(
+    harness: Harness,
+) -> None:
+    await harness.start(SLACK_RETRIES="1")
+    slack = harness.slack
     slack.fail_next("chat.delete", "internal_error", times=20, status=500)
     ts = await slack.mention(ALICE, GENERAL, "hello")
-    await wait_answers(slack, GENERAL, ts, 1)
-    await bot.drain_idle()
+    await settled(harness, ts)
     placeholder, answer = slack.bot_replies(GENERAL, ts)
     assert placeholder.text == "_(The answer follows below.)_"
     assert not has_stop_button(placeholder)
