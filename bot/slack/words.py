@@ -23,6 +23,7 @@ from bot.outcomes import (
 from bot.text import shorten
 
 MB = 1024 * 1024
+MAX_NAMES_LISTED = 20  # file names listed in one note before "and N more"
 SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml
 KNOWLEDGE_SHORTCUT_NAME = "Add to channel knowledge"  # as named in manifest.yml
 
@@ -158,6 +159,17 @@ def _file_reason(problem: FileProblem) -> str:
         case "backend_refused":
             return f"the assistant service refused it ({detail})."
     return f"it could not be used ({problem.reason})."
+
+
+def files_left_out(limit: int, left_out: Sequence[str]) -> str:
+    """A message came with more files than one message may bring: the first `limit` are used."""
+    listed = ", ".join(f"*{escape(name)}*" for name in left_out[:MAX_NAMES_LISTED])
+    if len(left_out) > MAX_NAMES_LISTED:
+        listed += f" and {len(left_out) - MAX_NAMES_LISTED} more"
+    return (
+        f"I take up to {limit} files with one message, so I am answering with the first {limit} "
+        f"and left out {listed}. Share those in a reply in the thread if the answer needs them."
+    )
 
 
 def file_problem(problem: FileProblem, adding: bool = False) -> str:
