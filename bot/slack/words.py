@@ -158,6 +158,18 @@ def _file_reason(problem: FileProblem) -> str:
             return f"it could not be indexed ({detail})."
         case "backend_refused":
             return f"the assistant service refused it ({detail})."
+        case "code_files_full" if detail == "searched":
+            return (
+                f"the assistant can run code on at most {problem.limit} files per conversation "
+                "and this one has that many already, so it can only search this file. Start a "
+                "new thread to work on more data files."
+            )
+        case "code_files_full":
+            return (
+                f"the assistant can run code on at most {problem.limit} files per conversation "
+                "and this one has that many already. Start a new thread to work on more data "
+                "files."
+            )
     return f"it could not be used ({problem.reason})."
 
 
@@ -197,6 +209,9 @@ THANKS = {
     "bad": "Thanks for the feedback! It helps us improve the assistant.",
 }
 ALREADY_FINISHED = "That answer has already finished."
+BUTTON_NOT_UNDERSTOOD = (
+    "Sorry, I could not tell what that button is for; it may come from an older version of me."
+)
 FEEDBACK_NOT_FOUND = "Sorry, I could not find the answer this feedback is for."
 
 
@@ -347,6 +362,10 @@ def assistant_names(assistants: Sequence[AssistantDefinition]) -> str:
 
 NOTHING_TO_PICK = "There are no assistants to choose from yet."
 PICKED_ASSISTANT_GONE = "That assistant no longer exists; pick another one."
+SHORTCUT_NOT_UNDERSTOOD = (
+    "Sorry, I could not tell which message or thread that shortcut was used on. Please try again."
+)
+PICKER_NOT_UNDERSTOOD = "Sorry, I could not read this choice. Close the picker and open it again."
 PICKER_TITLE = "Switch assistant"
 PICKER_SUBMIT = "Switch"
 PICKER_CLOSE = "Cancel"

@@ -196,7 +196,9 @@ def read_message(
     """The message the bot may answer; None for what it must ignore; Skipped for an event it
     would answer but that lacks what a turn needs (or holds it garbled)."""
     subtype = event.get("subtype")
-    if subtype not in SPOKEN_SUBTYPES or event.get("hidden"):
+    if not (subtype is None or isinstance(subtype, str)) or subtype not in SPOKEN_SUBTYPES:
+        return None
+    if event.get("hidden"):
         return None
     user, bot_id = event.get("user"), event.get("bot_id")
     if user == identity.user_id or (bot_id and bot_id == identity.bot_id):
