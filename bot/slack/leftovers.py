@@ -22,7 +22,12 @@ from bot.conversation import ChatError
 from bot.messages import ConversationKey, IncomingMessage
 from bot.outcomes import Failure
 from bot.slack import words
-from bot.slack.blocks import FEEDBACK_ACTION, STOP_ACTION, parse_stop_value
+from bot.slack.blocks import (
+    FEEDBACK_ACTION,
+    STOP_ACTION,
+    parse_feedback_value,
+    parse_stop_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,12 @@ class SlackLeftovers:
     ) -> None:
         """End an answer cut off halfway: `note` follows what was shown, the controls go."""
         channel = key.channel_id
+        message_ts = _stop_ts(live[0])
+        if any(_rates(reply) == message_ts for reply in replies):
+            # The answer was finished (it has feedback buttons); only its placeholder was left.
+            for shown in live:
+                await self._delete(channel, shown["ts"])
+            return
         after = [r for r in replies if float(r["ts"]) > float(live[0]["ts"]) and not _controls(r)]
         noted = any(note in str(r.get("text") or "") for r in after)  # by an earlier attempt
         # The answer's stream (a message without buttons after the placeholder) is still open:
@@ -183,16 +194,29 @@ def _controls(reply: dict[str, Any]) -> bool:
     return any(b.get("action_id") in (STOP_ACTION, FEEDBACK_ACTION) for b in _buttons(reply))
 
 
+def _stop_ts(reply: dict[str, Any]) -> str | None:
+    """The message whose answer this reply's Stop button would stop."""
+    for button in _buttons(reply):
+        parsed = parse_stop_value(str(button.get("value") or ""))
+        if button.get("action_id") == STOP_ACTION and parsed:
+            return parsed[1]
+    return None
+
+
+def _rates(reply: dict[str, Any]) -> str | None:
+    """The message whose (finished) answer this reply's feedback buttons rate."""
+    for block in reply.get("blocks") or []:
+        for element in block.get("elements") or [] if isinstance(block, dict) else []:
+            if isinstance(element, dict) and element.get("action_id") == FEEDBACK_ACTION:
+                button = element.get("positive_button") or {}
+                parsed = parse_feedback_value(str(button.get("value") or ""))
+                return parsed[3] if parsed else None
+    return None
+
+
 def _live(replies: list[dict[str, Any]], message_ts: str) -> list[dict[str, Any]]:
     """The replies with a Stop button for the message `message_ts`: its unfinished answer."""
-    live = []
-    for reply in replies:
-        for button in _buttons(reply):
-            parsed = parse_stop_value(str(button.get("value") or ""))
-            if button.get("action_id") == STOP_ACTION and parsed and parsed[1] == message_ts:
-                live.append(reply)
-                break
-    return live
+    return [reply for reply in replies if _stop_ts(reply) == message_ts]
 
 
 def _markdown(reply: dict[str, Any]) -> str:
