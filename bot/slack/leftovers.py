@@ -95,9 +95,12 @@ class SlackLeftovers:
                     "event=answer_ended_after_restart channel=%s ts=%s", key.channel_id, message.ts
                 )
         if any(message.is_direct for message in cut_off):
-            await self.client.assistant_threads_setStatus(
-                channel_id=key.channel_id, thread_ts=key.thread_ts, status=""
-            )
+            try:  # the DM's "is thinking…" line; Slack also clears it on the bot's next reply
+                await self.client.assistant_threads_setStatus(
+                    channel_id=key.channel_id, thread_ts=key.thread_ts, status=""
+                )
+            except SlackApiError as exc:
+                log.info("event=status_clear_failed error=%s", exc.response.get("error"))
 
     async def _own_replies(self, key: ConversationKey, oldest: str) -> list[dict[str, Any]]:
         """The bot's messages in the thread after `oldest`, oldest first."""
