@@ -417,11 +417,11 @@ class _Answer:
             if part.type != "text":
                 continue
             removals: list[tuple[int, int]] = []
-            cited: list[tuple[int, str, str]] = []
+            cited: list[Citation] = []
             for note in part.text.annotations:
                 if note.type == "file_citation":
                     removals.append((note.start_index, note.end_index))
-                    cited.append((note.start_index, note.file_citation.file_id, ""))
+                    cited.append(Citation(note.start_index, note.file_citation.file_id, ""))
                 elif note.type == "file_path":
                     self.output_file_ids.append(note.file_path.file_id)
             offset = len(self.text) + (2 if self.parts else 0) + len("".join(texts))

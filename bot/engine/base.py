@@ -45,11 +45,13 @@ class ToolCallsRequired:
 
 @dataclass(frozen=True)
 class Citation:
-    """The answer cites a file at `position` in its text (where a footnote belongs)."""
+    """The answer cites a file (or, with `url`, a web page titled `filename`) at `position` in its
+    text (where a footnote belongs)."""
 
     position: int
     file_id: str
     filename: str
+    url: str = ""
 
 
 @dataclass(frozen=True)

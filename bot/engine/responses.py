@@ -281,7 +281,9 @@ class _Answer:
                 cited = []
                 for note in content.annotations or ():
                     if note.type == "file_citation":
-                        cited.append((note.index, note.file_id, note.filename))
+                        cited.append(Citation(note.index, note.file_id, note.filename))
+                    elif note.type == "url_citation":  # web_search: after the cited words
+                        cited.append(Citation(note.end_index, "", note.title, note.url))
                     elif note.type == "container_file_citation":
                         self.container_files.append(
                             (note.container_id, note.file_id, note.filename)
