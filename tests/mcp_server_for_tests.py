@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 HUGE_CHARS = 150_000
 
@@ -38,6 +38,15 @@ def build(seen: Seen | None = None) -> MCPServer:
     async def hang() -> str:
         await (seen.hang if seen else asyncio.Event()).wait()
         return "too late"
+
+    @server.tool(description="Adds the `on_call` tool, and tells the client its tools changed.")
+    async def learn_on_call(ctx: Context) -> str:
+        async def on_call() -> str:
+            return "Dana is on call"
+
+        server.add_tool(on_call, description="Who is on call.")
+        await ctx.session.send_tool_list_changed()
+        return "learned on_call"
 
     @server.tool(description="Deletes the tracker (not allowed to the assistant).")
     async def drop_all() -> str:

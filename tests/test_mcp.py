@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from bot.definitions import DefinitionError, parse_definition
-from tests.conftest import ALICE, GENERAL, Harness, wait_answers
+from tests.conftest import ALICE, GENERAL, Harness, bot_env, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec
 from tests.mcp_server_for_tests import HUGE_CHARS, Seen, serve_http, unused_port
+from tests.test_operations import run_bot
 from tests.test_tools import tool_outputs
 
 TOKEN = "tickets-token-s3cret"
@@ -23,14 +24,13 @@ def calls(*specs: tuple[str, str]) -> Reply:
     return Reply(tool_calls=[ToolCallSpec(name, arguments) for name, arguments in specs])
 
 
-def define_helper(path: Path, server: str) -> str:
+def define_helper(path: Path, *servers: str) -> str:
     path.write_text(
         "assistants:\n"
         "  - name: Helper\n"
         "    model: gpt-4o\n"
         "    instructions: You help.\n"
-        "    mcp_servers:\n"
-        f"      - {server}\n"
+        "    mcp_servers:\n" + "".join(f"      - {server}\n" for server in servers)
     )
     return str(path)
 
@@ -55,7 +55,7 @@ async def tickets(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, S
 def tickets_server(url: str) -> str:
     return (
         f'{{name: tickets, url: "{url}", headers: {{Authorization: "Bearer ${{TICKETS_TOKEN}}"}}, '
-        "allowed_tools: [lookup_ticket, dump_everything, hang]}"
+        "allowed_tools: [lookup_ticket, dump_everything, hang, learn_on_call, on_call]}"
     )
 
 
@@ -115,6 +115,28 @@ async def test_what_goes_wrong_on_an_mcp_server_is_an_error_the_model_reads(
     assert tool_outputs(harness)[4] == "OPS-7 is open, assigned to Dana, priority high"
 
 
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_tools_a_server_adds_are_offered_once_it_says_its_list_changed(
+    harness: Harness, tickets: tuple[str, Seen], tmp_path: Path
+) -> None:
+    url, _ = tickets
+    definitions = define_helper(tmp_path / "assistants.yaml", tickets_server(url))
+    bot = await harness.start(ASSISTANTS_FILE=definitions)
+    slack = harness.slack
+    harness.openai.model.enqueue(calls(("tickets__learn_on_call", "{}")))
+    ts = await slack.mention(ALICE, GENERAL, "learn who is on call")
+    await wait_answers(slack, GENERAL, ts, 1)
+    servers = bot.mcp_servers
+    assert servers is not None
+    await slack.wait_for(lambda: "on_call" in servers.servers["tickets"].tools)
+
+    harness.openai.model.enqueue(calls(("tickets__on_call", "{}")))
+    await slack.post(ALICE, GENERAL, "who is on call?", thread_ts=ts)
+    second = await wait_answers(slack, GENERAL, ts, 2)
+    assert "tickets__on_call" in offered_tools(harness)
+    assert second[1].text == "The tools returned: Dana is on call"
+
+
 async def test_a_server_that_is_down_does_not_stop_the_bot_and_its_tools_answer_an_error(
     harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -129,6 +151,24 @@ async def test_a_server_that_is_down_does_not_stop_the_bot_and_its_tools_answer_
     (output,) = tool_outputs(harness)
     assert output.startswith("error: there is no tool named 'wiki__search'")
     assert answer[0].text.startswith("The tools returned: error:")
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_check_says_which_mcp_server_is_unreachable_and_still_passes(
+    harness: Harness, tickets: tuple[str, Seen], tmp_path: Path
+) -> None:
+    url, _ = tickets
+    down = f"http://127.0.0.1:{unused_port()}/mcp"
+    definitions = define_helper(
+        tmp_path / "assistants.yaml", tickets_server(url), f'{{name: wiki, url: "{down}"}}'
+    )
+    env = bot_env(harness.slack, harness.openai, tmp_path / "bot.sqlite3", "http")
+    env |= harness.env | {"ASSISTANTS_FILE": definitions, "TICKETS_TOKEN": TOKEN}
+    code, out, err = await run_bot("check", env=env, cwd=tmp_path)
+    assert code == 0, out + err
+    assert "mcp server 'tickets': ok, 4 tool(s)" in out
+    assert "mcp server 'wiki': UNREACHABLE (" in out
+    assert TOKEN not in out + err
 
 
 @pytest.mark.parametrize("engine", ["responses"])
