@@ -32,6 +32,7 @@ from bot.tools.registry import Tool, ToolRegistry
 log = logging.getLogger(__name__)
 
 CONNECT_SECONDS = 10.0
+RETRY_SECONDS = 30.0  # a server that was unreachable is tried again at most this often
 NAME_SEPARATOR = "__"
 
 
@@ -55,9 +56,21 @@ class McpServer:
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
+        self._retry: asyncio.Task[None] | None = None
+        self._last_attempt = 0.0
+
+    def retry_if_down(self) -> None:
+        """Try again in the background if the server is down and was not tried lately, so that
+        a server that was down at start-up has its tools offered once it is back."""
+        now = asyncio.get_running_loop().time()
+        if self._session is not None or now - self._last_attempt < RETRY_SECONDS:
+            return
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self.connect())
 
     async def connect(self, seconds: float = CONNECT_SECONDS) -> None:
         """Connect (or wait for the connection) for at most `seconds`; never raises."""
+        self._last_attempt = asyncio.get_running_loop().time()
         if self._task is None or self._task.done():
             self._attempted.clear()
             self._lost.clear()
@@ -70,10 +83,11 @@ class McpServer:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._retry, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _hold(self) -> None:
         try:
@@ -205,6 +219,8 @@ class McpServers:
 
     def function_tools(self, assistant_name: str) -> list[dict[str, Any]]:
         """The function tool definitions of the assistant's servers' tools (Assistants' shape)."""
+        for name in self._by_assistant.get(assistant_name, ()):
+            self.servers[name].retry_if_down()
         return [
             tool.definition()
             for name in self._by_assistant.get(assistant_name, ())
