@@ -131,11 +131,12 @@ def make_tools(settings: ToolSettings, client: AsyncWebClient, bot_user_id: str)
 
 
 def missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> list[str]:
-    """The registered tools the assistant does not define (the model cannot call those)."""
+    """The registered tools the assistant does not define (the model cannot call those); MCP
+    servers' tools are offered with each run instead."""
     defined = {
         str(tool["function"]["name"]) for tool in assistant.tools if tool["type"] == "function"
     }
-    return [name for name in registry.names if name not in defined]
+    return [name for name in registry.plain_names if name not in defined]
 
 
 def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> None:

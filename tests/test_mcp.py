@@ -79,6 +79,8 @@ async def test_a_question_is_answered_through_the_teams_mcp_server(
     assert "tickets__drop_all" not in offered  # not in allowed_tools
     assert seen.authorization == {f"Bearer {TOKEN}"}  # the header, resolved from the environment
     assert TOKEN not in caplog.text
+    lacking = [r.getMessage() for r in caplog.records if "tools_not_on_assistant" in r.msg]
+    assert not any("tickets__" in line for line in lacking), "MCP tools come with each run"
     assert all(TOKEN not in m.text for m in slack.bot_replies(GENERAL, ts))
 
 

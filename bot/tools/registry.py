@@ -154,6 +154,12 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    @property
+    def plain_names(self) -> list[str]:
+        """The names of the tools that belong to no group (no MCP server's)."""
+        grouped = set().union(*self._groups.values())
+        return [name for name in self.names if name not in grouped]
+
     def definitions(self) -> list[dict[str, Any]]:
         return [self._tools[name].definition() for name in self.names]
 
