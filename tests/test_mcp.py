@@ -156,6 +156,20 @@ async def test_a_server_that_is_down_does_not_stop_the_bot_and_its_tools_answer_
 
 
 @pytest.mark.parametrize("engine", ["responses"])
+async def test_a_server_that_answers_garbage_is_reported_and_the_bot_still_answers(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    junk = f"{harness.slack.api_url.rstrip('/')}/not-mcp"  # an HTTP server that is no MCP server
+    definitions = define_helper(tmp_path / "assistants.yaml", f'{{name: junk, url: "{junk}"}}')
+    await harness.start(ASSISTANTS_FILE=definitions)
+    assert "event=mcp_server_unreachable server=junk" in caplog.text
+    slack = harness.slack
+    ts = await slack.mention(ALICE, GENERAL, "still there?")
+    answer = await wait_answers(slack, GENERAL, ts, 1)
+    assert answer[0].text.startswith("You said: still there?")
+
+
+@pytest.mark.parametrize("engine", ["responses"])
 async def test_check_says_which_mcp_server_is_unreachable_and_still_passes(
     harness: Harness, tickets: tuple[str, Seen], tmp_path: Path
 ) -> None:
