@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from bot import app
-from tests.conftest import ALICE, GENERAL, Harness, wait_answers
+from tests.conftest import ALICE, GENERAL, Harness
 from tests.emulators.model import Reply, WebSourceSpec
+from tests.test_files import final_answers
 
 SEARCHER = (
     "assistants:\n"
@@ -45,7 +46,7 @@ async def test_a_web_searched_answer_shows_footnotes_and_its_sources(
         )
     )
     ts = await slack.mention(ALICE, GENERAL, "when does Python 3.15 come out?")
-    [answer] = await wait_answers(slack, GENERAL, ts, 1)
+    [answer] = await final_answers(harness, ts, 1)  # streamed first, then given its sources
     assert answer.text == (
         "Python 3.15 comes out in October[1]. Its JIT is on by default[2].\n\n"
         "**Sources:**\n"
