@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.logs import JsonFormatter, RedactSecrets, turn_ids
@@ -230,3 +232,64 @@ async def test_with_log_format_json_every_line_the_bot_writes_parses_and_holds_n
     finished = next(line for line in lines if line.get("event") == "turn_finished")
     assert finished["status"] == "done" and finished["channel"] == GENERAL
     assert finished["thread"] == ts and finished["message_ts"] == ts
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions (continuation lines joined), as (INSTRUCTION, arguments)."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_image_runs_python_m_bot_as_a_user_with_a_health_check_and_no_secret() -> None:
+    instructions = dockerfile_instructions()
+    stages = [args for kind, args in instructions if kind == "FROM"]
+    assert len(stages) == 2 and all("slim" in stage for stage in stages), "multi-stage and slim"
+    for kind, args in instructions:
+        if kind == "COPY" and not args.startswith("--from"):
+            *sources, _ = args.split()
+            for source in sources:
+                assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+    assert json.loads(dict(instructions)["CMD"]) == ["python", "-m", "bot"]
+    assert (REPO / "bot" / "__main__.py").is_file()
+    user = [args for kind, args in instructions if kind == "USER"]
+    assert user and user[-1] not in ("root", "0")
+    assert "/healthz" in dict(instructions)["HEALTHCHECK"]
+    environment = " ".join(args for kind, args in instructions if kind in ("ENV", "ARG"))
+    for secret in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY"):
+        assert secret not in environment
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    assert "*" in ignored, "nothing goes into the build unless named"
+    assert not {"!.env", "!*.sqlite3", "!.venv"} & set(ignored)
+    copied = [
+        source.rstrip("/")
+        for kind, args in instructions
+        if kind == "COPY" and not args.startswith("--from")
+        for source in args.split()[:-1]
+    ]
+    included = {line[1:].rstrip("/") for line in ignored if line.startswith("!")}
+    assert set(copied) <= included, "every copied path reaches the build"
+
+
+def known_settings() -> set[str]:
+    """Every setting bot/config.py reads."""
+    source = (REPO / "bot" / "config.py").read_text()
+    return set(re.findall(r"""["']([A-Z][A-Z0-9_]{2,})["']""", source))
+
+
+def test_the_compose_file_parses_and_sets_only_settings_the_bot_knows() -> None:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    bot = compose["services"]["bot"]
+    assert bot["build"] == "." and "env_file" in bot
+    unknown = set(bot["environment"]) - known_settings()
+    assert not unknown, f"compose sets settings the bot does not read: {unknown}"
+    volume = bot["volumes"][0].split(":")
+    assert volume[0] in compose["volumes"]
+    assert bot["environment"]["DATABASE_PATH"].startswith(volume[1] + "/"), "the data persists"
