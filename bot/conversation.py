@@ -12,7 +12,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot import logs, metrics
@@ -144,7 +144,7 @@ class _Queued:
     reply: asyncio.Task[Reply]
     run: asyncio.Task[None] | None = None  # the turn while it runs
     stop_requested: bool = False
-    taken_at: float = field(default_factory=metrics.now)
+    taken_at: float = 0.0  # when the message was taken (metrics.now)
 
 
 @dataclass
@@ -272,6 +272,7 @@ class Conversations:
         return True
 
     async def _skip(self, item: _Queued) -> None:
+        metrics.turn_finished("stopped", None)
         await _quietly(_say(item, Failure(STOPPED)))
         await self.store.update_turn(item.turn_id, "stopped")
 
@@ -411,6 +412,7 @@ class Conversations:
                 "event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts
             )
             await self.store.update_turn(item.turn_id, "failed", error="could not post to Slack")
+            metrics.turn_finished("failed", "slack")
             return
         if item.stop_requested:
             await self._skip(item)
