@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot import logs, metrics
 from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
     NO_FILES,
@@ -143,6 +144,7 @@ class _Queued:
     reply: asyncio.Task[Reply]
     run: asyncio.Task[None] | None = None  # the turn while it runs
     stop_requested: bool = False
+    taken_at: float = 0.0  # when the message was taken (metrics.now)
 
 
 @dataclass
@@ -151,6 +153,9 @@ class _Outcome:
     run_id: str | None = None
     error: str | None = None
     usage: Usage | None = None
+    taken_at: float = 0.0
+    text_shown: bool = False
+    assistant: str = ""
 
 
 class Conversations:
@@ -210,6 +215,16 @@ class Conversations:
         if not self._busy:
             self._idle.set()
 
+    def turn_counts(self) -> tuple[int, int]:
+        """Turns waiting and turns running, now."""
+        queued = sum(len(queue) for queue in self._queues.values())
+        running = sum(
+            1
+            for queue in self._queues.values()
+            if queue and queue[0].run and not queue[0].run.done()
+        )
+        return queued - running, running
+
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
     ) -> bool:
@@ -257,6 +272,7 @@ class Conversations:
         return True
 
     async def _skip(self, item: _Queued) -> None:
+        metrics.turn_finished("stopped", None)
         await _quietly(_say(item, Failure(STOPPED)))
         await self.store.update_turn(item.turn_id, "stopped")
 
@@ -338,25 +354,29 @@ class Conversations:
 
     def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
         queue = self._queues.setdefault(message.key, deque())
-        reply = asyncio.create_task(self._begin_after(queue[-1].reply if queue else None, message))
+        taken_at = metrics.now()
+        previous = queue[-1].reply if queue else None
+        reply = asyncio.create_task(self._begin_after(previous, message, taken_at))
         # Answer in the order the messages were written, even when their events arrive (or are
         # taken) out of order; the head of the queue may already be running, so it stays first.
         position = len(queue)
         while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
             position -= 1
-        queue.insert(position, _Queued(turn_id, message, reply))
+        queue.insert(position, _Queued(turn_id, message, reply, taken_at=taken_at))
         if message.key not in self._workers:
             self._busier()
             self._workers[message.key] = asyncio.create_task(self._work(message.key))
 
     async def _begin_after(
-        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage
+        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage, taken_at: float
     ) -> Reply:
         # One thread's placeholders are posted one after another: sent at once over pooled
         # connections, they could land in the wrong order.
         if previous is not None:
             await asyncio.wait([previous])
-        return await self.surface.begin(message)
+        reply = await self.surface.begin(message)
+        metrics.sign_of_life(taken_at)
+        return reply
 
     async def _work(self, key: ConversationKey) -> None:
         queue = self._queues[key]
@@ -376,6 +396,15 @@ class Conversations:
 
     async def _take_turn(self, item: _Queued) -> None:
         message = item.message
+        key = message.key
+        logs.turn_ids.set(
+            {
+                "workspace": key.team_id,
+                "channel": key.channel_id,
+                "thread": key.thread_ts,
+                "message_ts": message.ts,
+            }
+        )
         try:
             reply = await item.reply
         except Exception:
@@ -383,6 +412,7 @@ class Conversations:
                 "event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts
             )
             await self.store.update_turn(item.turn_id, "failed", error="could not post to Slack")
+            metrics.turn_finished("failed", "slack")
             return
         if item.stop_requested:
             await self._skip(item)
@@ -390,8 +420,10 @@ class Conversations:
         await self.store.update_turn(item.turn_id, "running")
         await _quietly(reply.started())
         # The turn runs in a task of its own so that Stop can cancel it without ending the queue.
-        outcome = _Outcome()
+        outcome = _Outcome(taken_at=item.taken_at)
         item.run = asyncio.create_task(self._run_turn(message, reply, outcome))
+        if item.stop_requested:  # Stop pressed while the turn was being marked as running
+            item.run.cancel()
         try:
             await item.run
         except asyncio.CancelledError:
@@ -410,6 +442,10 @@ class Conversations:
             input_tokens=outcome.usage.input_tokens if outcome.usage else None,
             output_tokens=outcome.usage.output_tokens if outcome.usage else None,
         )
+        metrics.turn_finished(outcome.status, (outcome.error or "").split(":", 1)[0])
+        if outcome.usage is not None:
+            usage = outcome.usage
+            metrics.tokens_used(outcome.assistant, usage.input_tokens, usage.output_tokens)
         log.info(
             "event=turn_finished channel=%s ts=%s status=%s run=%s error=%s",
             message.key.channel_id,
@@ -423,11 +459,14 @@ class Conversations:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
+                outcome.assistant = conversation.assistant_id or ""
                 text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
-                    return await self.tools.run(calls, message)
+                    outputs = await self.tools.run(calls, message)
+                    _count_tool_calls(calls, outputs)
+                    return outputs
 
                 events = self.engine.run(
                     conversation.backend_id,
@@ -458,6 +497,9 @@ class Conversations:
 
     async def _show(self, event: object, reply: Reply, outcome: _Outcome) -> None:
         if isinstance(event, TextDelta):
+            if not outcome.text_shown:
+                outcome.text_shown = True
+                metrics.first_token(outcome.taken_at)
             await reply.text_delta(event.text)
         elif isinstance(event, ToolCallsRequired):
             names = dict.fromkeys(call.name for call in event.calls)
@@ -469,6 +511,7 @@ class Conversations:
                 Answer(event.text, event.citations, event.files, event.files_missing)
             )
             outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
+            metrics.answered(outcome.taken_at)
         elif isinstance(event, Incomplete):
             await reply.finish(Answer(event.text, incomplete=event.reason))
             outcome.status, outcome.run_id, outcome.error = "incomplete", event.run_id, event.reason
@@ -537,6 +580,13 @@ class Conversations:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:
+    for call, output in zip(calls, outputs, strict=False):
+        unknown = output.output.startswith("error: there is no tool named")
+        failed = output.output.startswith("error:")
+        metrics.tool_called("unknown" if unknown else call.name, "error" if failed else "ok")
 
 
 async def _say_restarting(item: _Queued) -> None:

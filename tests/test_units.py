@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot import filetypes
-from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine.answer_text import StreamCleaner, clean_answer
 from bot.engine.base import Citation
+from bot.logs import RedactSecrets
 from bot.store.store import MIGRATIONS, Store
 
 MINIMAL = {
