@@ -16,7 +16,7 @@ import yaml
 from bot import app, cli_assistants
 from bot.config import ConfigError, Settings, load_backend_settings, load_settings
 from bot.files import clean_up
-from bot.store import Store
+from bot.store import Store, StoreError, describe_url
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
 
@@ -45,7 +45,7 @@ async def check(settings: Settings) -> int:
     """Reach both APIs and print what was found; 0 when everything answers."""
     print(f"engine: {settings.engine}")
     print(f"mode: {'socket' if settings.socket_mode else f'http on port {settings.port}'}")
-    print(f"database: {settings.database_path}")
+    print(f"database: {describe_url(settings.database_url)}")
     ok = True
     client = app.make_slack_client(settings)
     assistant = None
@@ -59,7 +59,7 @@ async def check(settings: Settings) -> int:
         print(f"slack: FAILED auth.test at {settings.slack_api_url}: {_reason(exc)}")
     finally:
         await app.close_slack_client(client)
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_url)
     backend = app.make_backend(settings, store)
     try:
         await app.load_assistants_file(backend.catalog, settings)
@@ -87,7 +87,7 @@ async def check(settings: Settings) -> int:
 
 async def cleanup(settings: Settings) -> int:
     """Delete the backend files and vector stores the bot made more than N days ago."""
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_url)
     backend = app.make_backend(settings, store)
     try:
         stores, files = await clean_up(store, backend.files, settings.file_retention_days)
@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(backend.log_level)
             return asyncio.run(cli_assistants.run(args, backend))
         settings = load_settings()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         what = "This command" if args.command == "assistants" else "The bot"
         print(f"{what} cannot start; fix these settings (environment or .env):", file=sys.stderr)
@@ -155,10 +158,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    if args.command == "check":
-        return asyncio.run(check(settings))
-    if args.command == "cleanup":
-        return asyncio.run(cleanup(settings))
+    try:
+        if args.command == "check":
+            return asyncio.run(check(settings))
+        if args.command == "cleanup":
+            return asyncio.run(cleanup(settings))
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.command == "tools":
         return asyncio.run(print_tools(settings))
     try:

@@ -38,7 +38,7 @@ from bot.slack.files import SlackFileSource
 from bot.slack.listeners import actions, assistant, commands, events, home, knowledge, shortcuts
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
-from bot.store import Store
+from bot.store import Store, StoreError
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
 
@@ -232,7 +232,10 @@ class Bot:
 async def start(settings: Settings, backend: Backend | None = None) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack."""
     async with contextlib.AsyncExitStack() as undo:  # closes what was opened if start-up fails
-        store = await Store.open(settings.database_path)
+        try:
+            store = await Store.open(settings.database_url)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
         backend = backend or make_backend(settings, store)
         undo.push_async_callback(backend.close)

@@ -79,7 +79,7 @@ def _definition_flags(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
     # The Assistants engine keeps nothing locally: don't create a database file for it.
     store = await Store.open(
-        settings.database_path if settings.engine == "responses" else ":memory:"
+        settings.database_url if settings.engine == "responses" else ":memory:"
     )
     backend = app.make_backend(settings, store)
     try:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from bot.store.database import DEFAULT_URL, parse_url, sqlite_url
+
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 ENGINES = ("assistants", "responses")
@@ -36,7 +38,7 @@ class Settings:
     assistant_id: str | None
     assistants_file: Path | None
     engine: str
-    database_path: Path
+    database_url: str  # sqlite:///… or postgresql://…
     port: int
     log_level: str
     answer_bots: bool
@@ -128,7 +130,7 @@ def load_settings(
         assistant_id=assistant_id,
         assistants_file=Path(assistants_file) if assistants_file else None,
         engine=engine,
-        database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
+        database_url=reader.database_url(),
         port=reader.integer("PORT", 3000, 0, 65535),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         answer_bots=reader.boolean("ANSWER_BOTS", False),
@@ -155,7 +157,7 @@ class BackendSettings:
     openai_api_key: str
     openai_base_url: str | None
     engine: str
-    database_path: Path
+    database_url: str  # sqlite:///… or postgresql://…
     log_level: str
 
     @property
@@ -179,7 +181,7 @@ def load_backend_settings(
         openai_api_key=api_key,
         openai_base_url=base_url,
         engine=reader.choice("BOT_ENGINE", "assistants", ENGINES),
-        database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
+        database_url=reader.database_url(),
         log_level=reader.choice("LOG_LEVEL", "WARNING", LOG_LEVELS, upper=True),
     )
     if reader.problems:
@@ -256,6 +258,23 @@ class _Reader:
                 f"{name} must be Slack user ids like U0123ABCD, comma-separated; got {wrong[0]!r}."
             )
         return frozenset(ids)
+
+    def database_url(self) -> str:
+        """DATABASE_URL, or DATABASE_PATH (a SQLite file) as its shorthand."""
+        url = self.values.get("DATABASE_URL", "").strip()
+        path = self.values.get("DATABASE_PATH", "").strip()
+        if url and path:
+            self.problems.append(
+                "DATABASE_URL and DATABASE_PATH are both set: keep one (DATABASE_PATH=FILE is "
+                "short for DATABASE_URL=sqlite:///FILE)."
+            )
+        if not url:
+            url = sqlite_url(path) if path else DEFAULT_URL
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            self.problems.append(str(exc))
+        return url
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name, "").strip().lower()

@@ -12,7 +12,8 @@ from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine import filetypes
 from bot.engine.files import StreamCleaner, clean_answer
-from bot.store.store import MIGRATIONS, Store
+from bot.store import Store
+from bot.store.migrate import latest_revision
 
 MINIMAL = {
     "SLACK_BOT_TOKEN": "xoxb-1",
@@ -27,7 +28,7 @@ def test_settings_defaults() -> None:
     assert settings.engine == "assistants"
     assert settings.slack_api_url == "https://slack.com/api/"
     assert settings.port == 3000
-    assert str(settings.database_path) == "bot.sqlite3"
+    assert settings.database_url == "sqlite:///./bot.sqlite3"
     assert not settings.socket_mode
     assert settings.slack_view == "agent_view", "as manifest.yml asks for"
 
@@ -106,8 +107,8 @@ async def test_processes_opening_a_new_database_at_once_all_get_the_same_schema(
     path = tmp_path / "fresh.sqlite3"
     stores = await asyncio.gather(*(Store.open(path) for _ in range(6)))
     try:
-        versions = {await store._schema_version() for store in stores}
-        assert versions == {len(MIGRATIONS)}
+        states = [await store.schema() for store in stores]
+        assert {state.revision for state in states} == {latest_revision()}
     finally:
         await asyncio.gather(*(store.close() for store in stores))
 

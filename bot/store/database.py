@@ -1,0 +1,296 @@
+"""One database, SQLite or PostgreSQL, behind SQLAlchemy Core (async): the URL, the connection,
+and the store's statements run in autocommit or as one transaction.
+
+Most store calls are one statement (`first`, `all`, `write`), which commits by itself: both
+databases run in autocommit, so there is no BEGIN or COMMIT round trip. `transaction` runs a
+function of a SQLAlchemy `Connection` (several statements) between BEGIN and COMMIT; `run` runs
+one without them. SQLite keeps one sqlite3 connection, as the bot always did, shared by every
+call, and runs a transaction alone (see sqlite_driver.py); PostgreSQL has a small pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from bot.store.sqlite_driver import Session, SQLiteThread, open_thread, run_statement
+
+T = TypeVar("T")
+Params = dict[str, Any]
+AnyRow = Row[*tuple[Any, ...]]
+
+DEFAULT_URL = "sqlite:///./bot.sqlite3"
+EXAMPLES = "sqlite:///path/to/bot.sqlite3 or postgresql://user:password@host:5432/database"
+# PostgreSQL: connections kept open, and how many more a burst may open for a while.
+POOL_SIZE = 5
+POOL_OVERFLOW = 15
+CONNECT_TIMEOUT_SECONDS = 10
+# SQLite: SQLAlchemy connections kept for reuse, all on the one sqlite3 connection.
+SQLITE_SESSIONS = 20
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message is one line an operator can act on."""
+
+
+def sqlite_url(path: Path | str) -> str:
+    """DATABASE_PATH, the shorthand for a SQLite file, as a URL."""
+    return "sqlite://" if str(path) == ":memory:" else f"sqlite:///{path}"
+
+
+def parse_url(value: str) -> sa.URL:
+    """DATABASE_URL as SQLAlchemy's URL with the async driver this bot uses; ValueError naming
+    what is wrong otherwise (never echoing a password)."""
+    try:
+        url = sa.make_url(value.strip())
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ValueError(f"DATABASE_URL is not a database URL ({exc}); use {EXAMPLES}.") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend == "sqlite" and driver in ("", "aiosqlite"):
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
+        if not url.database:
+            raise ValueError(f"DATABASE_URL names no database after the host; use {EXAMPLES}.")
+        return url.set(drivername="postgresql+psycopg")
+    raise ValueError(
+        f"DATABASE_URL {url.drivername}://… is not supported: use {EXAMPLES}"
+        " (drivers aiosqlite and psycopg)."
+    )
+
+
+def shown(url: sa.URL) -> str:
+    """The URL as an operator may see it: the password hidden, the driver left out."""
+    backend = url.get_backend_name()
+    return url.set(drivername=backend).render_as_string(hide_password=True)
+
+
+def describe_url(url: str) -> str:
+    """DATABASE_URL for a log line or a report: the password hidden."""
+    try:
+        return shown(parse_url(url))
+    except ValueError:
+        return "(not a database URL)"
+
+
+def sqlite_path(url: sa.URL) -> str:
+    return url.database or ":memory:"
+
+
+def insert(dialect: str, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that knows ON CONFLICT: both dialects spell it alike, each with its own class."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def insert_new(dialect: str, table: sa.Table, key: Sequence[str]) -> sa.Insert:
+    """Insert a row unless one with the same `key` exists (then nothing happens)."""
+    return insert(dialect, table).on_conflict_do_nothing(index_elements=list(key))
+
+
+def upsert(dialect: str, table: sa.Table, key: Sequence[str], columns: Sequence[str]) -> sa.Insert:
+    """Insert a row, or update `columns` of the one with the same `key`."""
+    statement = insert(dialect, table)
+    return statement.on_conflict_do_update(
+        index_elements=list(key), set_={name: statement.excluded[name] for name in columns}
+    )
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine, url: sa.URL, thread: SQLiteThread | None) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect = url.get_backend_name()
+        self._thread = thread  # SQLite: the one sqlite3 connection
+        self._turns = _Turns() if thread is not None else None
+        self._compiled = _Compiled(engine.dialect) if thread is not None else None
+        self._begin = "BEGIN IMMEDIATE" if thread is not None else "BEGIN"
+
+    @classmethod
+    async def connect(cls, url: sa.URL) -> Database:
+        """Connect (SQLite: open or create the file); StoreError saying why it cannot."""
+        try:
+            if url.get_backend_name() == "sqlite":
+                return await cls._connect_sqlite(url)
+            engine = create_async_engine(
+                url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+                | dict(url.query),  # the URL's own settings win
+            )
+            database = cls(engine, url, None)
+            try:
+                await database.run(lambda connection: connection.exec_driver_sql("SELECT 1"))
+            except BaseException:
+                await engine.dispose()
+                raise
+            return database
+        except (sa.exc.DBAPIError, sqlite3.Error, OSError) as exc:
+            raise StoreError(f"The database {shown(url)} cannot be used: {reason(exc)}") from None
+
+    @classmethod
+    async def _connect_sqlite(cls, url: sa.URL) -> Database:
+        path = sqlite_path(url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        thread = await open_thread(path)
+
+        async def session() -> Session:
+            return Session(thread)
+
+        engine = create_async_engine(
+            url,
+            async_creator=session,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=SQLITE_SESSIONS,
+            max_overflow=-1,  # sessions cost nothing: the thread is shared
+        )
+        return cls(engine, url, thread)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self._thread is not None:
+            await self._thread.close()
+
+    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run `work` on one connection; each of its statements commits by itself."""
+        if self._turns is None:
+            return await self._run(work)
+        async with self._turns.shared():
+            return await self._run(work)
+
+    async def transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run `work`'s statements as one transaction: all of them or none."""
+        atomically = functools.partial(_atomically, self._begin, work)
+        if self._turns is None:
+            return await self._run(atomically)
+        async with self._turns.alone():
+            return await self._run(atomically)
+
+    async def _run(self, work: Callable[[sa.Connection], T]) -> T:
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(work)
+
+    # The shapes most store calls take, each one statement. On SQLite they skip SQLAlchemy's
+    # execution (a greenlet, a pooled connection and a result object per call, which cost more
+    # than the statement): the statement is compiled once, and its rows come back in one trip
+    # to the connection's thread. The column types (text, integer, float, boolean) go to and
+    # come from sqlite3 as they are, booleans as 0 and 1.
+
+    async def first(self, statement: sa.Executable, params: Params) -> AnyRow | None:
+        if self._compiled is None:
+            return await self.run(lambda connection: connection.execute(statement, params).first())
+        rows = (await self._direct(statement, params))[1]
+        return rows[0] if rows else None
+
+    async def all(self, statement: sa.Executable, params: Params | None = None) -> list[AnyRow]:
+        if self._compiled is None:
+            return await self.run(lambda connection: list(connection.execute(statement, params)))
+        return (await self._direct(statement, params or {}))[1]
+
+    async def write(self, statement: sa.Executable, params: Params) -> int:
+        """Execute one change; how many rows it changed."""
+        if self._compiled is None:
+            return await self.run(lambda connection: _rowcount(connection, statement, params))
+        return (await self._direct(statement, params))[0]
+
+    async def _direct(self, statement: sa.Executable, params: Params) -> tuple[int, list[Any]]:
+        assert self._compiled is not None and self._thread is not None and self._turns is not None
+        sql, values = self._compiled.bind(statement, params)
+        async with self._turns.shared():
+            try:
+                outcome = await self._thread.on_thread(
+                    run_statement, self._thread._conn, sql, values
+                )
+            except sqlite3.Error as exc:  # the same errors SQLAlchemy raises on PostgreSQL
+                raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        return outcome[1], outcome[3]
+
+
+class _Compiled:
+    """Statements compiled for one dialect, each once per set of parameter names."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._cache: dict[tuple[sa.Executable, tuple[str, ...]], SQLCompiler] = {}
+
+    def bind(self, statement: sa.Executable, params: Params) -> tuple[str, list[Any]]:
+        """The SQL and its positional values."""
+        key = (statement, tuple(params))
+        compiled = self._cache.get(key)
+        if compiled is None:
+            clause = cast(sa.ClauseElement, statement)
+            compiled = cast(
+                SQLCompiler, clause.compile(dialect=self._dialect, column_keys=[*params])
+            )
+            self._cache[key] = compiled
+        values = compiled.construct_params(params) or {}
+        return compiled.string, [values[name] for name in compiled.positiontup or ()]
+
+
+class _Turns:
+    """SQLite's one connection: any number of autocommit units of work at once (their statements
+    queue on its thread), or one transaction alone."""
+
+    def __init__(self) -> None:
+        self._door = asyncio.Lock()  # a transaction holds it while it waits and runs
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        if self._door.locked():
+            async with self._door:
+                pass
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._door:
+            await self._idle.wait()
+            yield
+
+
+def _rowcount(connection: sa.Connection, statement: sa.Executable, params: Params) -> int:
+    result = connection.execute(statement, params)
+    return int(result.rowcount)
+
+
+def _atomically(begin: str, work: Callable[[sa.Connection], T], connection: sa.Connection) -> T:
+    connection.exec_driver_sql(begin)
+    try:
+        result = work(connection)
+    except BaseException:
+        with contextlib.suppress(sa.exc.DBAPIError):
+            connection.exec_driver_sql("ROLLBACK")
+        raise
+    connection.exec_driver_sql("COMMIT")
+    return result
+
+
+def reason(exc: BaseException) -> str:
+    """The driver's own words for what went wrong, on one line."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return text.removeprefix("connection failed: ")
