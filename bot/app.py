@@ -292,6 +292,9 @@ async def start(settings: Settings, backend: Backend | None = None) -> Bot:
     assistant.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     bot = Bot(settings, store, backend, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
+    # Before events arrive: a message taken meanwhile would be read back as left over, and
+    # answered twice.
+    await conversations.resume_open_turns()
 
     if settings.socket_mode:
         bot._socket = AsyncSocketModeHandler(slack, settings.slack_app_token)
@@ -304,7 +307,6 @@ async def start(settings: Settings, backend: Backend | None = None) -> Bot:
         await site.start()
         bot.port = next(a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2)
         log.info("event=started mode=http port=%s path=/slack/events", bot.port)
-    await conversations.resume_open_turns()
     return bot
 
 
