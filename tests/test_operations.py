@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot import app
-from tests.conftest import ALICE, GENERAL, Harness, bot_env, wait_answers
+from tests.conftest import ALICE, BOTH_DATABASES, GENERAL, Harness, bot_env, wait_answers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,6 +160,7 @@ async def test_a_forged_signature_gets_401_and_no_answer(bot: Harness) -> None:
     assert slack.calls_to("chat.postMessage") == []
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_path: Path) -> None:
     slack, openai = harness.slack, harness.openai
     openai.model.gate = asyncio.Event()
@@ -188,6 +189,7 @@ async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_
             await process.wait()
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 async def test_a_restart_answers_what_was_waiting_and_explains_what_was_cut_off(
     harness: Harness,
 ) -> None:
