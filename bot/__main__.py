@@ -9,14 +9,21 @@ import argparse
 import asyncio
 import logging
 import re
+import signal
 import sys
+from types import FrameType
 
-import yaml
+from bot import definitions_cli
+from bot.config import (
+    BackendSettings,
+    ConfigError,
+    load_backend_settings,
+    load_settings,
+    load_tool_settings,
+)
 
-from bot import app, cli_assistants
-from bot.config import ConfigError, Settings, load_backend_settings, load_settings
-from bot.files import clean_up
-from bot.store import Store, StoreError, describe_url
+# The commands import what they use when they run (`assistants` and `cleanup` never load Slack's
+# packages), and a signal meanwhile already stops the process with one line.
 
 SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
 
@@ -41,61 +48,31 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-async def check(settings: Settings) -> int:
-    """Reach both APIs and print what was found; 0 when everything answers."""
-    print(f"engine: {settings.engine}")
-    print(f"mode: {'socket' if settings.socket_mode else f'http on port {settings.port}'}")
-    print(f"database: {describe_url(settings.database_url)}")
-    ok = True
-    client = app.make_slack_client(settings)
-    assistant = None
-    try:
-        auth = await client.auth_test()
-        print(
-            f"slack: ok, team {auth.get('team')} ({auth.get('team_id')}), bot user {auth.get('user_id')}"
-        )
-    except Exception as exc:
-        ok = False
-        print(f"slack: FAILED auth.test at {settings.slack_api_url}: {_reason(exc)}")
-    finally:
-        await app.close_slack_client(client)
-    store = await Store.open(settings.database_url)
-    backend = app.make_backend(settings, store)
-    try:
-        await app.load_assistants_file(backend.catalog, settings)
-        assistant = await app.check_assistant(backend, settings)
-        print(f"assistant: ok, {app.describe(assistant)}")
-    except app.StartupError as exc:
-        ok = False
-        print(f"assistant: FAILED {exc}")
-    except Exception as exc:
-        ok = False
-        print(f"assistant: FAILED {_reason(exc)}")
-    finally:
-        await backend.close()
-        await store.close()
-    try:
-        tools = app.make_tools(settings, client, "")
-        missing = app.missing_tools(assistant, tools) if assistant else []
-        lacking = f" (not defined on the assistant: {', '.join(missing)})" if missing else ""
-        print(f"tools: {', '.join(tools.names)}{lacking}")
-    except app.StartupError as exc:
-        ok = False
-        print(f"tools: FAILED {exc}")
-    return 0 if ok else 1
-
-
-async def cleanup(settings: Settings) -> int:
+async def cleanup(settings: BackendSettings) -> int:
     """Delete the backend files and vector stores the bot made more than N days ago."""
-    store = await Store.open(settings.database_url)
-    backend = app.make_backend(settings, store)
+    from bot.backend import open_backend
+    from bot.config import OPENAI_DEFAULT_BASE_URL
+    from bot.engine.base import EngineError
+    from bot.file_ingest import clean_up
+    from bot.startup import StartupError, network_problem
+    from bot.store import Store, StoreError
+
     try:
-        stores, files = await clean_up(store, backend.files, settings.file_retention_days)
-    except Exception as exc:
-        print(f"cleanup: FAILED {_reason(exc)}")
+        store = await Store.open(settings.database_url)
+    except StoreError as exc:
+        print(f"cleanup: FAILED {exc}")
+        return 1
+    try:
+        backend, _ = await open_backend(settings, store)
+        try:
+            stores, files = await clean_up(store, backend.files, settings.file_retention_days)
+        finally:
+            await backend.close()
+    except (EngineError, StartupError) as exc:
+        problem = network_problem(exc, settings.openai_base_url or OPENAI_DEFAULT_BASE_URL)
+        print(f"cleanup: FAILED {f'OpenAI at {problem}' if problem else exc}")
         return 1
     finally:
-        await backend.close()
         await store.close()
     print(
         f"cleanup: deleted {stores} vector store(s) and {files} file(s) older than "
@@ -104,16 +81,21 @@ async def cleanup(settings: Settings) -> int:
     return 0
 
 
-async def print_tools(settings: Settings) -> int:
-    """The tools' definitions as YAML, to paste under an assistant in ASSISTANTS_FILE."""
-    client = app.make_slack_client(settings)
+def print_tools() -> int:
+    """The tools' definitions as YAML, to paste under an assistant in ASSISTANTS_FILE.
+
+    Needs no setting but TOOLS_MODULE (when there is one) and no network."""
+    import yaml
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.app import make_tools
+    from bot.startup import StartupError
+
     try:
-        tools = app.make_tools(settings, client, "")
-    except app.StartupError as exc:
+        tools = make_tools(load_tool_settings(), AsyncWebClient(), "")  # definitions only
+    except StartupError as exc:
         print(f"The tools cannot be loaded: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await app.close_slack_client(client)
     print("# The model calls only the functions its assistant defines: paste these under the")
     print(
         "# assistant's `tools:` in ASSISTANTS_FILE (or add them on the platform's Assistants page)."
@@ -134,45 +116,59 @@ def _reason(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Until the bot's event loop listens for it, SIGTERM stops the process like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("Stopped.", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the bot (the default)")
-    commands.add_parser("check", help="check the settings and reach both APIs")
+    commands.add_parser("check", help="check the settings and reach both APIs (changes nothing)")
     commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
-    cli_assistants.add_parser(commands)
+    definitions_cli.add_parser(commands)
     commands.add_parser("tools", help="print the function tools' definitions for an assistant")
     args = parser.parse_args(argv)
     try:
-        if args.command == "assistants":
+        if args.command == "tools":
+            return print_tools()
+        if args.command in ("assistants", "cleanup"):
             backend = load_backend_settings()
             setup_logging(backend.log_level)
-            return asyncio.run(cli_assistants.run(args, backend))
+            if args.command == "cleanup":
+                return asyncio.run(cleanup(backend))
+            return asyncio.run(definitions_cli.run(args, backend))
         settings = load_settings()
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except ConfigError as exc:
-        what = "This command" if args.command == "assistants" else "The bot"
+        what = "The bot" if args.command in (None, "run", "check") else "This command"
         print(f"{what} cannot start; fix these settings (environment or .env):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    if args.command == "check":
+        from bot.check import check
+
+        return asyncio.run(check(settings))
+    from bot.app import run_until_stopped
+    from bot.startup import Interrupted, StartupError
+
     try:
-        if args.command == "check":
-            return asyncio.run(check(settings))
-        if args.command == "cleanup":
-            return asyncio.run(cleanup(settings))
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.command == "tools":
-        return asyncio.run(print_tools(settings))
-    try:
-        asyncio.run(app.run_until_stopped(settings))
-    except app.StartupError as exc:
+        asyncio.run(run_until_stopped(settings))
+    except StartupError as exc:
         print(f"The bot cannot start: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"The bot stopped before start-up finished ({exc.signal_name}).", file=sys.stderr)
     return 0
 
 

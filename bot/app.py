@@ -8,36 +8,36 @@ import gc
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-import httpx2
 from aiohttp import web
-from openai import AsyncOpenAI, DefaultAioHttpClient
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import (
-    AssistantDefinition,
-    DefinitionError,
-    StoredAssistants,
-    load_definitions,
-)
-from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings, Settings
+from bot.backend import check_assistant, describe, load_assistants_file, open_backend
+from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, ToolSettings
 from bot.conversation import Conversations
-from bot.engine.assistants import AssistantsApiCatalog, AssistantsEngine
-from bot.engine.base import AssistantCatalog, Backend, EngineError, FileBackend
-from bot.engine.catalog import sync_assistants
-from bot.engine.files import OpenAIFiles
-from bot.engine.responses import ResponsesEngine
-from bot.files import MB, FileIngest, FileLimits, clean_up
-from bot.slack.files import SlackFileSource
-from bot.slack.listeners import actions, assistant, commands, events, home, knowledge, shortcuts
+from bot.definitions import AssistantDefinition
+from bot.engine.base import Backend, EngineError, FileBackend
+from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.slack.file_source import SlackFileSource
+from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
+from bot.slack.retries import retry_handlers
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
+from bot.startup import (
+    START_SECONDS,
+    STEP_SECONDS,
+    Interrupted,
+    StartupError,
+    network_problem,
+    reaching,
+)
 from bot.store import Store, StoreError
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
@@ -46,41 +46,18 @@ log = logging.getLogger(__name__)
 
 CLEANUP_EVERY = 24 * 3600.0
 
-RETIREMENT_NOTE = (
-    "OpenAI retired its Assistants API on 2026-08-26, so api.openai.com no longer serves "
-    "assistants, threads or runs. Set BOT_ENGINE=responses to use the Responses and "
-    "Conversations APIs, or point OPENAI_BASE_URL at a server that still speaks the "
-    "Assistants API."
-)
+
+class _TokenFromEnvironmentNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the process environment whenever it is given no token, and
+    then warns on every start that this token "will be unused", because the bot hands it a
+    client instead: one built with that very token (config reads the environment too). The
+    warning never says anything true here, so this filter drops exactly that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
-class StartupError(Exception):
-    """The bot cannot start; the message says why and what to do."""
-
-
-# Connections kept open to each API. A burst of answers streams that many runs at once; fewer
-# idle connections would be closed after it and opened (TLS handshake) again at the next one.
-KEEPALIVE_CONNECTIONS = 500
-SLACK_TIMEOUT_SECONDS = 30.0
-
-
-def make_openai_client(settings: Settings | BackendSettings) -> AsyncOpenAI:
-    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=KEEPALIVE_CONNECTIONS)
-    return AsyncOpenAI(
-        api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
-        http_client=DefaultAioHttpClient(limits=limits),
-    )
-
-
-def make_backend(settings: Settings | BackendSettings, store: Store) -> Backend:
-    """The engine, its assistant catalogue and the file backend, sharing one API client."""
-    client = make_openai_client(settings)
-    files = OpenAIFiles(client)
-    if settings.engine == "responses":
-        catalog = StoredAssistants(store)  # the bot's own definitions
-        return Backend(ResponsesEngine(client, catalog), catalog, files, client.close)
-    return Backend(AssistantsEngine(client), AssistantsApiCatalog(client), files, client.close)
+TOKEN_FROM_ENVIRONMENT_NOTICE = _TokenFromEnvironmentNotice()
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -88,19 +65,20 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
 
     Without a session slack_sdk opens a new one per call (a DNS lookup in a thread, a TCP and a
     TLS handshake each time), and aiohttp's default cap of 100 connections would queue a burst.
+    Every try gives up after SLACK_TIMEOUT_SECONDS (connecting included); a call Slack asks to
+    retry, or whose connection was lost, is tried again up to SLACK_RETRIES times (retries.py).
     """
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
-        timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
+        timeout=aiohttp.ClientTimeout(total=settings.slack_timeout),
     )
     client = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         session=session,
-        timeout=int(SLACK_TIMEOUT_SECONDS),
+        timeout=int(settings.slack_timeout),
     )
-    # A rate-limited call (429) waits as long as Slack asks and is tried again.
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    client.retry_handlers = retry_handlers(settings.slack_retries)
     return client
 
 
@@ -109,50 +87,35 @@ async def close_slack_client(client: AsyncWebClient) -> None:
         await client.session.close()
 
 
-async def load_assistants_file(
-    catalog: AssistantCatalog, settings: Settings
-) -> list[AssistantDefinition]:
-    if settings.assistants_file is None:
-        return []
+async def slack_identity(client: AsyncWebClient, settings: Settings) -> dict[str, Any]:
+    """Who the bot is in Slack (auth.test); a refused SLACK_BOT_TOKEN is a StartupError."""
     try:
-        definitions = load_definitions(settings.assistants_file)
-    except DefinitionError as exc:
-        raise StartupError(f"ASSISTANTS_FILE: {exc}") from exc
-    result = await sync_assistants(catalog, definitions)
-    log.info(
-        "event=assistants_loaded created=%d updated=%d unchanged=%d",
-        len(result.created),
-        len(result.updated),
-        len(result.unchanged),
-    )
-    return definitions
+        auth = await client.auth_test()
+    except SlackApiError as exc:
+        raise StartupError(
+            f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) at "
+            f"{settings.slack_api_url}: copy the Bot User OAuth Token (xoxb-…) from your app's "
+            "OAuth & Permissions page, and install the app to the workspace."
+        ) from exc
+    return dict(auth.data) if isinstance(auth.data, dict) else {}
 
 
-async def check_assistant(backend: Backend, settings: Settings) -> AssistantDefinition:
-    """The default assistant, or StartupError saying what is wrong."""
-    assistant_id = settings.assistant_id or ""
-    where = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+async def check_app_token(client: AsyncWebClient, settings: Settings) -> str:
+    """The Socket Mode URL apps.connections.open hands out; a refused SLACK_APP_TOKEN is a
+    StartupError (the Socket Mode client would otherwise retry it forever)."""
     try:
-        info = await backend.catalog.get_assistant(assistant_id)
-    except EngineError as exc:
-        if exc.code == "api_not_served":
-            raise StartupError(
-                f"{where} does not serve the Assistants API. {RETIREMENT_NOTE}"
-            ) from exc
-        raise StartupError(f"Could not look up ASSISTANT_ID at {where}: {exc.message}") from exc
-    if info is None:
-        message = f"ASSISTANT_ID {assistant_id} was not found at {where}."
-        if settings.uses_openai_itself and backend.engine.name == "assistants":
-            message += " " + RETIREMENT_NOTE
-        raise StartupError(message)
-    try:
-        await backend.engine.verify(info)
-    except EngineError as exc:
-        raise StartupError(f"Assistant {info.name!r} cannot run at {where}: {exc.message}") from exc
-    return info
+        opened = await client.apps_connections_open(app_token=settings.slack_app_token or "")
+    except SlackApiError as exc:
+        raise StartupError(
+            f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error')}) at "
+            f"{settings.slack_api_url}apps.connections.open: create an app-level token with "
+            "connections:write under Basic Information > App-Level Tokens (xapp-…), and turn "
+            "Socket Mode on in the app's settings."
+        ) from exc
+    return str(opened["url"])
 
 
-def make_tools(settings: Settings, client: AsyncWebClient, bot_user_id: str) -> ToolRegistry:
+def make_tools(settings: ToolSettings, client: AsyncWebClient, bot_user_id: str) -> ToolRegistry:
     """The built-in tools, Slack's, and the operator's (TOOLS_MODULE)."""
     registry = ToolRegistry(timeout=settings.tool_timeout)
     registry.add(*BUILTIN_TOOLS, thread_reader(client, bot_user_id))
@@ -181,10 +144,6 @@ def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) ->
             ",".join(missing),
             "add their definitions to the assistant (python -m bot tools prints them)",
         )
-
-
-def describe(assistant: AssistantDefinition) -> str:
-    return f"{assistant.name} ({assistant.id}, model {assistant.model})"
 
 
 def suggested_prompts(
@@ -229,33 +188,37 @@ class Bot:
         log.info("event=stopped")
 
 
-async def start(settings: Settings, backend: Backend | None = None) -> Bot:
-    """Build and start the bot: checks the backend, opens the store, connects to Slack."""
-    async with contextlib.AsyncExitStack() as undo:  # closes what was opened if start-up fails
+async def start(settings: Settings) -> Bot:
+    """Build and start the bot: checks the backend, opens the store, connects to Slack.
+
+    Each network step is bounded (bot/startup.py), so start-up ends within START_SECONDS. If
+    anything fails, or start-up is cancelled (a signal), what was opened so far is closed.
+    """
+    deadline = asyncio.get_running_loop().time() + START_SECONDS
+    openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    async with contextlib.AsyncExitStack() as undo:
         try:
             store = await Store.open(settings.database_url)
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
-        backend = backend or make_backend(settings, store)
-        undo.push_async_callback(backend.close)
-        definitions = await load_assistants_file(backend.catalog, settings)
-        default = await check_assistant(backend, settings)
-        engine = backend.engine
+        async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
+            backend, choice = await open_backend(settings.backend, store)
+            undo.push_async_callback(backend.close)
+            definitions = await load_assistants_file(backend.catalog, settings)
+            default = await check_assistant(backend, settings.backend, choice)
+            engine = backend.engine
         log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
         client = make_slack_client(settings)
         undo.push_async_callback(close_slack_client, client)
-        try:
-            auth = await client.auth_test()
-        except SlackApiError as exc:
-            raise StartupError(
-                f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}) "
-                f"at {settings.slack_api_url}."
-            ) from exc
+        async with reaching("Slack", settings.slack_api_url, "SLACK_API_URL", _step(deadline)):
+            auth = await slack_identity(client, settings)
+            socket_url = await check_app_token(client, settings) if settings.socket_mode else ""
         identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
-        tools = make_tools(settings, client, identity.user_id)
-        undo.pop_all()
+        tools = make_tools(settings.tools, client, identity.user_id)
+        opened = undo.pop_all()  # from here on, `opened` closes them if start-up fails
     log_missing_tools(default, tools)
+    logging.getLogger(f"slack_bolt.{AsyncApp.__name__}").addFilter(TOKEN_FROM_ENVIRONMENT_NOTICE)
     slack = AsyncApp(
         client=client,
         signing_secret=settings.slack_signing_secret or "",
@@ -264,7 +227,9 @@ async def start(settings: Settings, backend: Backend | None = None) -> Bot:
     chooser = AssistantChooser(
         store, backend.catalog, engine.name, default.id, settings.assistant_admins
     )
-    file_source = SlackFileSource(settings.slack_bot_token, settings.slack_api_url)
+    file_source = SlackFileSource(
+        settings.slack_bot_token, settings.slack_api_url, retries=settings.slack_retries
+    )
     ingest = FileIngest(
         store,
         backend.files,
@@ -282,32 +247,102 @@ async def start(settings: Settings, backend: Backend | None = None) -> Bot:
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
-    viewing = assistant.ViewedChannels()
+    viewing = ai_app.ViewedChannels()
     events.register(slack, conversations, identity, settings.answer_bots, viewing)
     commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
-    actions.register(slack, conversations, store)
-    assistant.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
+    actions.register(slack, conversations)
+    ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     bot = Bot(settings, store, backend, slack, conversations, file_source)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
-    # Before events arrive: a message taken meanwhile would be read back as left over, and
-    # answered twice.
-    await conversations.resume_open_turns()
 
-    if settings.socket_mode:
-        bot._socket = AsyncSocketModeHandler(slack, settings.slack_app_token)
-        await bot._socket.connect_async()  # type: ignore[no-untyped-call]
-        log.info("event=started mode=socket")
-    else:
-        bot._runner = web.AppRunner(slack.web_app(path="/slack/events"), access_log=None)
-        await bot._runner.setup()
-        site = web.TCPSite(bot._runner, port=settings.port)
-        await site.start()
-        bot.port = next(a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2)
-        log.info("event=started mode=http port=%s path=/slack/events", bot.port)
+    async with opened:  # the wiring above awaits nothing: only connecting can fail or be cancelled
+        opened.push_async_callback(file_source.close)
+        opened.push_async_callback(_cancel, bot._cleanup)
+        # Before events arrive: a message taken meanwhile would be read back as left over, and
+        # answered twice.
+        await conversations.resume_open_turns()
+        if settings.socket_mode:
+            bot._socket = AsyncSocketModeHandler(
+                slack, settings.slack_app_token, logger=SOCKET_MODE_LOG
+            )
+            opened.push_async_callback(bot._socket.close_async)
+            check = "that this network allows WebSocket (wss://) connections to Slack"
+            async with reaching("Slack Socket Mode", socket_url, check, _step(deadline)):
+                await connect_socket_mode(bot._socket)
+            log.info("event=started mode=socket")
+        else:
+            bot._runner = web.AppRunner(slack.web_app(path="/slack/events"), access_log=None)
+            await bot._runner.setup()
+            opened.push_async_callback(bot._runner.cleanup)
+            site = web.TCPSite(bot._runner, port=settings.port)
+            await site.start()
+            bot.port = next(
+                a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2
+            )
+            log.info("event=started mode=http port=%s path=/slack/events", bot.port)
+        opened.pop_all()
     return bot
+
+
+def _step(deadline: float) -> float:
+    """The time a start-up step may take: STEP_SECONDS, within what is left of start-up."""
+    left = deadline - asyncio.get_running_loop().time()
+    return max(1.0, min(STEP_SECONDS, left))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+SOCKET_MODE_LOG = logging.getLogger("slack_sdk.socket_mode")
+
+
+class _ConnectFailure(logging.Filter):
+    """The Socket Mode client's first failed connect, caught while start-up waits for it.
+
+    The client retries a failed connect forever, logging each failure with a traceback. During
+    start-up the first failure ends start-up instead, told in one line; later reconnects (after
+    start-up) are the client's own business and are logged as it logs them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None or not str(record.msg).startswith("Failed to connect"):
+            return True
+        if not self.failure.done() and record.exc_info[1] is not None:
+            self.failure.set_result(record.exc_info[1])
+        return False
+
+
+async def connect_socket_mode(handler: AsyncSocketModeHandler) -> None:
+    """Connect, or raise the first failure (StartupError when it is not the network's)."""
+    watch = _ConnectFailure()
+    SOCKET_MODE_LOG.addFilter(watch)
+    connecting = asyncio.ensure_future(handler.connect_async())  # type: ignore[no-untyped-call]
+    waiting: set[asyncio.Future[Any]] = {connecting, watch.failure}
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        SOCKET_MODE_LOG.removeFilter(watch)
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+    if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+        return
+    failure = watch.failure.result() if watch.failure.done() else connecting.exception()
+    if failure is None or network_problem(failure, handler.client.wss_uri or "") is not None:
+        raise failure or StartupError("Slack Socket Mode: the connection failed.")
+    raise StartupError(
+        f"Slack Socket Mode could not connect ({type(failure).__name__}: {failure}): check that "
+        "Socket Mode is on in the app's settings."
+    ) from failure
 
 
 def file_limits(settings: Settings) -> FileLimits:
@@ -331,15 +366,31 @@ async def _clean_up_daily(store: Store, files: FileBackend, settings: Settings) 
 
 
 async def run_until_stopped(settings: Settings) -> None:
-    """`python -m bot`: run until SIGTERM or SIGINT, then shut down gracefully."""
-    stop = asyncio.Event()
+    """`python -m bot`: run until SIGTERM or SIGINT, then shut down gracefully.
+
+    The signals are heard from the first moment: one that arrives during start-up cancels it
+    (closing what was opened) and raises Interrupted.
+    """
     loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[str] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    bot = await start(settings)
+        loop.add_signal_handler(sig, _resolve, stopped, sig.name)
+    starting = asyncio.create_task(start(settings))
+    waiting: set[asyncio.Future[Any]] = {starting, stopped}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        raise Interrupted(stopped.result())
+    bot = starting.result()
     # What start-up loaded (the SDKs, their pydantic schemas) lives as long as the process; frozen,
     # it is no longer walked by full collections, which stalled the event loop (and acks) ~50-90 ms.
     gc.freeze()
-    await stop.wait()
-    log.info("event=stopping grace_seconds=%s", settings.shutdown_grace)
+    signal_name = await stopped
+    log.info("event=stopping signal=%s grace_seconds=%s", signal_name, settings.shutdown_grace)
     await bot.stop()
+
+
+def _resolve(future: asyncio.Future[str], value: str) -> None:
+    if not future.done():
+        future.set_result(value)

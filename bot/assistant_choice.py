@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.engine.base import AssistantCatalog
 from bot.messages import ConversationKey
 from bot.store import ChannelSetting, Store

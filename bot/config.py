@@ -10,13 +10,24 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from bot.store.database import DEFAULT_URL, parse_url, sqlite_url
-
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 ENGINES = ("assistants", "responses")
 SLACK_VIEWS = ("agent_view", "assistant_view")  # the app manifest's AI feature, new and legacy
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What .env.example ships in place of each secret: left in `.env`, it is refused, saying what to
+# put there instead.
+PLACEHOLDERS = {
+    "SLACK_BOT_TOKEN": "xoxb-your-bot-token",
+    "SLACK_APP_TOKEN": "xapp-your-app-token",
+    "OPENAI_API_KEY": "sk-your-key",
+}
+BOT_TOKEN_WHERE = "the Bot User OAuth Token on your app's OAuth & Permissions page"
+APP_TOKEN_WHERE = (
+    "an app-level token with connections:write, from Basic Information > App-Level Tokens "
+    "(or leave it empty to run in HTTP mode)"
+)
+API_KEY_WHERE = "an API key from https://platform.openai.com/api-keys"
 
 
 class ConfigError(Exception):
@@ -25,6 +36,33 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """What the backend needs (`assistants` and `cleanup` need nothing else): no Slack here."""
+
+    openai_api_key: str
+    openai_base_url: str | None
+    engine: str | None  # None: chosen at start-up (see bot/backend.py)
+    assistant_id: str | None
+    database_url: str  # sqlite:///… or postgresql://…
+    log_level: str
+    openai_timeout: float = 120.0
+    file_retention_days: int = 30
+
+    @property
+    def uses_openai_itself(self) -> bool:
+        base = (self.openai_base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
+        return base.startswith("https://api.openai.com")
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """What the function tools need: `python -m bot tools` needs nothing else."""
+
+    tools_module: str | None = None
+    tool_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +75,7 @@ class Settings:
     openai_base_url: str | None
     assistant_id: str | None
     assistants_file: Path | None
-    engine: str
+    engine: str | None  # None: chosen at start-up (see bot/backend.py)
     database_url: str  # sqlite:///… or postgresql://…
     port: int
     log_level: str
@@ -52,6 +90,9 @@ class Settings:
     file_retention_days: int = 30
     file_index_timeout: float = 120.0
     slack_view: str = "agent_view"
+    openai_timeout: float = 120.0
+    slack_timeout: float = 30.0
+    slack_retries: int = 4
 
     @property
     def socket_mode(self) -> bool:
@@ -59,8 +100,24 @@ class Settings:
 
     @property
     def uses_openai_itself(self) -> bool:
-        base = (self.openai_base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
-        return base.startswith("https://api.openai.com")
+        return self.backend.uses_openai_itself
+
+    @property
+    def backend(self) -> BackendSettings:
+        return BackendSettings(
+            openai_api_key=self.openai_api_key,
+            openai_base_url=self.openai_base_url,
+            engine=self.engine,
+            assistant_id=self.assistant_id,
+            database_url=self.database_url,
+            log_level=self.log_level,
+            openai_timeout=self.openai_timeout,
+            file_retention_days=self.file_retention_days,
+        )
+
+    @property
+    def tools(self) -> ToolSettings:
+        return ToolSettings(self.tools_module, self.tool_timeout)
 
 
 def load_settings(
@@ -73,16 +130,8 @@ def load_settings(
     values = _values(environ, env_file)
     reader = _Reader(values)
 
-    bot_token = reader.required(
-        "SLACK_BOT_TOKEN",
-        prefix="xoxb-",
-        where="the Bot User OAuth Token on your app's OAuth & Permissions page",
-    )
-    app_token = reader.optional(
-        "SLACK_APP_TOKEN",
-        prefix="xapp-",
-        where="an app-level token with connections:write, from Basic Information > App-Level Tokens",
-    )
+    bot_token = reader.required("SLACK_BOT_TOKEN", prefix="xoxb-", where=BOT_TOKEN_WHERE)
+    app_token = reader.optional("SLACK_APP_TOKEN", prefix="xapp-", where=APP_TOKEN_WHERE)
     signing_secret = reader.optional("SLACK_SIGNING_SECRET")
     if app_token is None and not signing_secret:
         reader.problems.append(
@@ -93,77 +142,56 @@ def load_settings(
     slack_api_url = reader.url("SLACK_API_URL", SLACK_DEFAULT_API_URL)
     if not slack_api_url.endswith("/"):
         slack_api_url += "/"
-    api_key = reader.required(
-        "OPENAI_API_KEY", where="an API key from https://platform.openai.com/api-keys"
-    )
-    base_url = reader.optional("OPENAI_BASE_URL")
-    if base_url is not None:
-        base_url = reader.url("OPENAI_BASE_URL", base_url)
-    engine = reader.choice("BOT_ENGINE", "assistants", ENGINES)
-    assistant_id = reader.optional("ASSISTANT_ID")
+    backend = _read_backend(reader, values, log_level="INFO")
+    tools = _read_tools(reader)
     assistants_file = reader.optional("ASSISTANTS_FILE")
     if assistants_file and not Path(assistants_file).is_file():
-        reader.problems.append(f"ASSISTANTS_FILE {assistants_file!r} is not a file.")
-    if engine == "responses" and assistant_id is None:
         reader.problems.append(
-            "ASSISTANT_ID is required: the name (or id) of the assistant that answers by "
-            "default, defined in ASSISTANTS_FILE or with `python -m bot assistants create`."
+            f"ASSISTANTS_FILE {assistants_file!r} is not a file: start from the example, "
+            f"`cp assistants.example.yaml {assistants_file}`, or leave ASSISTANTS_FILE empty."
         )
-    if engine == "assistants":
-        if assistant_id is None:
-            reader.problems.append(
-                "ASSISTANT_ID is required with BOT_ENGINE=assistants: the id of the assistant "
-                "that answers by default (asst_…), from the platform's Assistants page or "
-                "`python -m bot assistants list`."
-            )
-        elif not assistant_id.startswith("asst_"):
-            reader.problems.append(
-                f"ASSISTANT_ID must be an assistant id like asst_…, got {assistant_id[:12]!r}."
-            )
+    if backend.assistant_id is None:
+        reader.problems.append(
+            "ASSISTANT_ID is required: the assistant that answers by default, a name (or id) "
+            "defined in ASSISTANTS_FILE or with `python -m bot assistants create`, or an "
+            "assistant id (asst_…) on a server that serves the Assistants API."
+        )
+    elif backend.engine == "assistants" and not backend.assistant_id.startswith("asst_"):
+        reader.problems.append(
+            "ASSISTANT_ID must be an assistant id like asst_… with BOT_ENGINE=assistants, "
+            f"got {backend.assistant_id[:12]!r}."
+        )
     settings = Settings(
         slack_bot_token=bot_token,
         slack_app_token=app_token,
         slack_signing_secret=signing_secret,
         slack_api_url=slack_api_url,
-        openai_api_key=api_key,
-        openai_base_url=base_url,
-        assistant_id=assistant_id,
+        openai_api_key=backend.openai_api_key,
+        openai_base_url=backend.openai_base_url,
+        assistant_id=backend.assistant_id,
         assistants_file=Path(assistants_file) if assistants_file else None,
-        engine=engine,
-        database_url=reader.database_url(),
+        engine=backend.engine,
+        database_url=backend.database_url,
         port=reader.integer("PORT", 3000, 0, 65535),
-        log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        log_level=backend.log_level,
         answer_bots=reader.boolean("ANSWER_BOTS", False),
         turn_timeout=reader.number("TURN_TIMEOUT_SECONDS", 300.0, 1.0, 3600.0),
         max_turns_in_flight=reader.integer("MAX_TURNS_IN_FLIGHT", 400, 1, 100_000),
         shutdown_grace=reader.number("SHUTDOWN_GRACE_SECONDS", 20.0, 0.0, 600.0),
-        tool_timeout=reader.number("TOOL_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
-        tools_module=reader.optional("TOOLS_MODULE"),
+        tool_timeout=tools.tool_timeout,
+        tools_module=tools.tools_module,
         assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
-        file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
+        file_retention_days=backend.file_retention_days,
         file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         slack_view=reader.choice("SLACK_VIEW", "agent_view", SLACK_VIEWS),
+        openai_timeout=backend.openai_timeout,
+        slack_timeout=reader.number("SLACK_TIMEOUT_SECONDS", 30.0, 1.0, 600.0),
+        slack_retries=reader.integer("SLACK_RETRIES", 4, 0, 10),
     )
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings
-
-
-@dataclass(frozen=True)
-class BackendSettings:
-    """What `python -m bot assistants …` needs: the backend only, no Slack and no default."""
-
-    openai_api_key: str
-    openai_base_url: str | None
-    engine: str
-    database_url: str  # sqlite:///… or postgresql://…
-    log_level: str
-
-    @property
-    def uses_openai_itself(self) -> bool:
-        base = (self.openai_base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
-        return base.startswith("https://api.openai.com")
 
 
 def load_backend_settings(
@@ -171,22 +199,47 @@ def load_backend_settings(
 ) -> BackendSettings:
     values = _values(environ, env_file)
     reader = _Reader(values)
-    api_key = reader.required(
-        "OPENAI_API_KEY", where="an API key from https://platform.openai.com/api-keys"
-    )
-    base_url = reader.optional("OPENAI_BASE_URL")
-    if base_url is not None:
-        base_url = reader.url("OPENAI_BASE_URL", base_url)
-    settings = BackendSettings(
-        openai_api_key=api_key,
-        openai_base_url=base_url,
-        engine=reader.choice("BOT_ENGINE", "assistants", ENGINES),
-        database_url=reader.database_url(),
-        log_level=reader.choice("LOG_LEVEL", "WARNING", LOG_LEVELS, upper=True),
-    )
+    settings = _read_backend(reader, values, log_level="WARNING")
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings
+
+
+def load_tool_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+) -> ToolSettings:
+    reader = _Reader(_values(environ, env_file))
+    settings = _read_tools(reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def _read_backend(reader: _Reader, values: Mapping[str, str], log_level: str) -> BackendSettings:
+    api_key = reader.required("OPENAI_API_KEY", where=API_KEY_WHERE)
+    base_url = reader.optional("OPENAI_BASE_URL")
+    if base_url is not None:
+        base_url = reader.url("OPENAI_BASE_URL", base_url)
+    engine = reader.optional("BOT_ENGINE")
+    if engine is not None:
+        engine = reader.choice("BOT_ENGINE", "", ENGINES)
+    return BackendSettings(
+        openai_api_key=api_key,
+        openai_base_url=base_url,
+        engine=engine,
+        assistant_id=reader.optional("ASSISTANT_ID"),
+        database_url=reader.database_url(),
+        log_level=reader.choice("LOG_LEVEL", log_level, LOG_LEVELS, upper=True),
+        openai_timeout=reader.number("OPENAI_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
+        file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
+    )
+
+
+def _read_tools(reader: _Reader) -> ToolSettings:
+    return ToolSettings(
+        tools_module=reader.optional("TOOLS_MODULE"),
+        tool_timeout=reader.number("TOOL_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+    )
 
 
 def _values(environ: Mapping[str, str] | None, env_file: str | None) -> dict[str, str]:
@@ -206,6 +259,11 @@ class _Reader:
         value = self.values.get(name, "").strip()
         if not value:
             return None
+        if value == PLACEHOLDERS.get(name):
+            self.problems.append(
+                f"{name} still holds the placeholder {value!r} from .env.example: set it to {where}."
+            )
+            return value
         if prefix and not value.startswith(prefix):
             self.problems.append(f"{name} must start with {prefix!r}: use {where}.")
         return value
@@ -261,6 +319,8 @@ class _Reader:
 
     def database_url(self) -> str:
         """DATABASE_URL, or DATABASE_PATH (a SQLite file) as its shorthand."""
+        from bot.store.database import DEFAULT_URL, parse_url, sqlite_url  # only those who need it
+
         url = self.values.get("DATABASE_URL", "").strip()
         path = self.values.get("DATABASE_PATH", "").strip()
         if url and path:

@@ -17,12 +17,10 @@ from typing import Protocol
 from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
     NO_FILES,
-    Citation,
     Completed,
     ConversationEngine,
     EngineError,
     Failed,
-    GeneratedFile,
     Incomplete,
     TextDelta,
     ToolCall,
@@ -31,8 +29,20 @@ from bot.engine.base import (
     TurnFiles,
     Usage,
 )
-from bot.files import FileIngest
+from bot.file_ingest import FileIngest
 from bot.messages import ConversationKey, IncomingMessage
+from bot.outcomes import (
+    INTERNAL_ERROR,
+    INTERRUPTED,
+    NO_USABLE_FILES,
+    RESTARTING,
+    STOPPED,
+    TIMEOUT,
+    Answer,
+    Failure,
+    FileProblem,
+    RunningTool,
+)
 from bot.store import ConversationRecord, Store
 
 log = logging.getLogger(__name__)
@@ -49,29 +59,24 @@ class Reply(Protocol):
         """More answer text; the surface shows it as it comes (and must not block the run)."""
         ...
 
-    async def tools_running(self, statuses: Sequence[str]) -> None:
-        """Tools are running, described by their status texts ("Looking up the weather…")."""
+    async def tools_running(self, tools: Sequence[RunningTool]) -> None:
+        """Tools are running (each with the status it declared, like "Looking up the weather…")."""
         ...
 
     async def reading(self, names: Sequence[str]) -> None:
         """Files shared with the message are being taken in (uploaded, indexed)."""
         ...
 
-    async def note(self, text: str) -> None:
-        """A message of its own next to the answer (a file that could not be used…)."""
+    async def file_problem(self, problem: FileProblem) -> None:
+        """A file shared with the message could not be used (said next to the answer)."""
         ...
 
-    async def finish(
-        self,
-        text: str,
-        citations: Sequence[Citation] = (),
-        files: Sequence[GeneratedFile] = (),
-    ) -> None:
+    async def finish(self, answer: Answer) -> None:
         """The whole answer: what was streamed so far, completed, with its sources and files."""
         ...
 
-    async def fail(self, text: str) -> None:
-        """The answer ends here with `text` (after whatever part of it was already shown)."""
+    async def fail(self, failure: Failure) -> None:
+        """The answer ends here (after whatever part of it was already shown), and why."""
         ...
 
 
@@ -87,51 +92,19 @@ class ToolBox(Protocol):
     ) -> list[ToolOutput]: ...
 
     def status(self, name: str) -> str:
-        """What the chat shows while the tool `name` runs."""
+        """What the tool `name` declared to show while it runs ("" when nothing)."""
         ...
 
 
 class NoTools:
     def status(self, name: str) -> str:
-        return f"Running `{name}`…"
+        return ""
 
     async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
         return [
             ToolOutput(call.id, f"error: the tool {call.name!r} is not available in this bot")
             for call in calls
         ]
-
-
-FAILURE_WORDS = {
-    "rate_limit_exceeded": "The assistant service is busy right now (rate limited). "
-    "Please try again in a minute.",
-    "server_error": "The assistant service had an internal error while answering.",
-    "expired": "The assistant took too long and the run expired.",
-    "timeout": "The assistant took too long to answer, so I stopped waiting.",
-    "connection_error": "I could not reach the assistant service.",
-    "stream_ended": "The answer was cut off: the connection to the assistant service ended early.",
-    "no_usable_files": "None of the shared files could be used, so there is nothing to answer.",
-}
-
-INCOMPLETE_WORDS = {
-    "max_completion_tokens": "the answer reached its length limit",
-    "max_output_tokens": "the answer reached its length limit",
-    "max_prompt_tokens": "the conversation is too long for the model's context",
-    "content_filter": "the content filter stopped it",
-}
-
-
-STOPPED = "_Stopped._"
-
-INTERRUPTED = (
-    ":warning: The bot restarted while answering this message, so the answer was lost. "
-    "Please send it again."
-)
-
-
-def failure_text(code: str, message: str) -> str:
-    words = FAILURE_WORDS.get(code) or f"The assistant could not answer ({code}: {message})."
-    return f":warning: {words} Your next message in this thread will work as usual."
 
 
 @dataclass
@@ -205,6 +178,15 @@ class Conversations:
         if not self._busy:
             self._idle.set()
 
+    async def record_feedback(
+        self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
+    ) -> bool:
+        """One person's rating ("good" or "bad") of the answer to a message; False if unknown."""
+        if not await self.store.record_feedback(team_id, channel_id, message_ts, user_id, rating):
+            return False
+        log.info("event=feedback channel=%s ts=%s rating=%s", channel_id, message_ts, rating)
+        return True
+
     async def is_conversation(self, key: ConversationKey) -> bool:
         """True once a message of the thread was taken, or is being taken: a reply may arrive
         before the store can show the thread's first message (on PostgreSQL another connection
@@ -252,7 +234,7 @@ class Conversations:
         return True
 
     async def _skip(self, item: _Queued) -> None:
-        await _quietly(_say(item, STOPPED))
+        await _quietly(_say(item, Failure(STOPPED)))
         await self.store.update_turn(item.turn_id, "stopped")
 
     async def resume_open_turns(self) -> None:
@@ -329,7 +311,7 @@ class Conversations:
                 # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
                 await asyncio.shield(self._interrupted(item.turn_id, reply))
                 raise
-            await _quietly(reply.fail(STOPPED))
+            await _quietly(reply.fail(Failure(STOPPED)))
             outcome.status, outcome.error = "stopped", "stopped by the user"
         await self.store.update_turn(
             item.turn_id,
@@ -340,18 +322,19 @@ class Conversations:
             output_tokens=outcome.usage.output_tokens if outcome.usage else None,
         )
         log.info(
-            "event=turn_finished channel=%s ts=%s status=%s run=%s",
+            "event=turn_finished channel=%s ts=%s status=%s run=%s error=%s",
             message.key.channel_id,
             message.ts,
             outcome.status,
             outcome.run_id,
+            outcome.error,  # the backend's own words, which people are not shown
         )
 
     async def _run_turn(self, message: IncomingMessage, reply: Reply, outcome: _Outcome) -> None:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
-                text, turn_files = await self._take_files(conversation, message, reply)
+                text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
@@ -374,35 +357,37 @@ class Conversations:
                     if close is not None:
                         await close()
         except TimeoutError:
-            outcome.error = "timeout"
-            await reply.fail(failure_text("timeout", ""))
+            outcome.error = TIMEOUT
+            await reply.fail(Failure(TIMEOUT))
         except EngineError as exc:
             outcome.error = f"{exc.code}: {exc.message}"
-            await reply.fail(failure_text(exc.code, exc.message))
+            await reply.fail(Failure(exc.code, exc.message))
         except Exception as exc:  # a turn must never take the process (or its queue) down
             log.exception("event=turn_crashed channel=%s ts=%s", message.key.channel_id, message.ts)
             outcome.error = f"internal: {type(exc).__name__}"
-            await _quietly(reply.fail(failure_text("internal_error", type(exc).__name__)))
+            await _quietly(reply.fail(Failure(INTERNAL_ERROR, type(exc).__name__)))
 
     async def _show(self, event: object, reply: Reply, outcome: _Outcome) -> None:
         if isinstance(event, TextDelta):
             await reply.text_delta(event.text)
         elif isinstance(event, ToolCallsRequired):
+            names = dict.fromkeys(call.name for call in event.calls)
             await reply.tools_running(
-                list(dict.fromkeys(self.tools.status(call.name) for call in event.calls))
+                [RunningTool(name, self.tools.status(name)) for name in names]
             )
         elif isinstance(event, Completed):
-            await reply.finish(event.text, event.citations, event.files)
+            await reply.finish(
+                Answer(event.text, event.citations, event.files, event.files_missing)
+            )
             outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
         elif isinstance(event, Incomplete):
-            why = INCOMPLETE_WORDS.get(event.reason, event.reason)
-            await reply.finish(f"{event.text}\n\n_(The answer is incomplete: {why}.)_")
+            await reply.finish(Answer(event.text, incomplete=event.reason))
             outcome.status, outcome.run_id, outcome.error = "incomplete", event.run_id, event.reason
         elif isinstance(event, Failed):
-            await reply.fail(failure_text(event.code, event.message))
+            await reply.fail(Failure(event.code, event.message))
             outcome.run_id, outcome.error = event.run_id, f"{event.code}: {event.message}"
 
-    async def _take_files(
+    async def _ingest_files(
         self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
     ) -> tuple[str, TurnFiles]:
         """Take in the message's files; the text to send and what the turn may use."""
@@ -412,20 +397,27 @@ class Conversations:
         text = message.text
         if message.files:
             assistant = await self.chooser.assistant(conversation.assistant_id)
-            taken = await self.files.take(
+            ingested = await self.files.add_to_conversation(
                 conversation, message.files, message.user_id, assistant, reading=reply.reading
             )
-            for problem in taken.problems:
-                await reply.note(problem)
-            images = taken.image_file_ids
-            if not text and taken.added:
-                text = "I shared " + ", ".join(taken.added) + "."
+            for problem in ingested.problems:
+                log.info(
+                    "event=file_not_used file=%s reason=%s detail=%s",
+                    problem.file_id,
+                    problem.reason,
+                    problem.detail,
+                )
+                await reply.file_problem(problem)
+            images = ingested.image_file_ids
+            if not text and ingested.added:
+                # What the assistant reads in place of a message that was only files.
+                text = "I shared " + ", ".join(ingested.added) + "."
             if not text:
-                raise EngineError("no_usable_files", "none of the shared files could be used")
+                raise EngineError(NO_USABLE_FILES, "none of the shared files could be used")
         return text, await self.files.turn_files(conversation, images)
 
     async def _interrupted(self, turn_id: int, reply: Reply) -> None:
-        await _quietly(reply.fail(INTERRUPTED))
+        await _quietly(reply.fail(Failure(INTERRUPTED)))
         await self.store.update_turn(turn_id, "failed", error="interrupted by restart")
 
     async def _conversation_for(self, key: ConversationKey) -> ConversationRecord:
@@ -459,12 +451,12 @@ class Conversations:
 
 
 async def _say_restarting(item: _Queued) -> None:
-    await _say(item, "_The bot is restarting; it will answer this message when it is back._")
+    await _say(item, Failure(RESTARTING))
 
 
-async def _say(item: _Queued, text: str) -> None:
+async def _say(item: _Queued, failure: Failure) -> None:
     reply = await item.reply
-    await reply.fail(text)
+    await reply.fail(failure)
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

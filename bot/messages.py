@@ -15,6 +15,14 @@ class ConversationKey:
 
 
 @dataclass(frozen=True)
+class ChannelScope:
+    """A whole channel (or DM), not one of its threads: where its knowledge files belong."""
+
+    team_id: str
+    channel_id: str
+
+
+@dataclass(frozen=True)
 class SharedFile:
     """A file shared with a message, as the chat describes it (not yet downloaded)."""
 

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from bot import app
 from bot.config import Settings, load_settings
-from bot.slack.blocks import STOP_ACTION, THINKING
+from bot.slack.blocks import STOP_ACTION
+from bot.slack.words import THINKING
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import Message, SlackEmulator
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from bot.slack.blocks import FEEDBACK_ACTION
-from bot.slack.listeners.assistant import DEFAULT_PROMPTS, context_note
+from bot.slack.listeners.ai_app import context_note
 from bot.slack.surface import SlackSurface
+from bot.slack.words import DEFAULT_PROMPTS
 from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import app
-from bot.assistants import AssistantDefinition
+from bot import backend as backends
 from bot.config import load_backend_settings
+from bot.definitions import AssistantDefinition
 from bot.store import Store
 from tests.emulators.openai import OpenAIEmulator
 from tests.test_operations import run_bot
@@ -86,7 +86,8 @@ async def held(env: dict[str, str]) -> dict[str, AssistantDefinition]:
     """What the backend (or, for the Responses engine, the bot's database) holds now, by name."""
     settings = load_backend_settings(env, env_file=None)
     store = await Store.open(settings.database_url)
-    backend = app.make_backend(settings, store)
+    assert settings.engine is not None
+    backend = backends.make_backend(settings.engine, backends.make_openai_client(settings), store)
     try:
         return {a.name: a for a in await backend.catalog.list_assistants()}
     finally:

@@ -8,7 +8,6 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.slack.blocks import (
     FEEDBACK_ACTION,
     STOP_ACTION,
-    THINKING,
     answer_content,
     feedback_block,
     is_progress_text,
@@ -17,6 +16,7 @@ from bot.slack.blocks import (
     progress_content,
     stop_block,
 )
+from bot.slack.words import THINKING
 
 KEY = ConversationKey("T0TEAM", "C0GENERAL", "1700000000.000100")
 MESSAGE = IncomingMessage(KEY, "1700000000.000200", "U0ALICE", "hello", False)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.assistants import AssistantDefinition
 from bot.config import ConfigError, load_settings
+from bot.definitions import AssistantDefinition
 from tests.conftest import ALICE, BOB, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, TurnContext
 from tests.emulators.slack import SlackEmulator

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bot.slack.describe import SHORTCUT_NAME
+from bot.slack.words import SHORTCUT_NAME
 from tests.emulators.slack import (
     CONVERSATION_METHOD_SCOPES,
     DOWNLOAD_SCOPE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import openai
@@ -10,6 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam, ResponseInputParam
 
+from tests.emulators.common import RESET_AFTER, STALL
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, ToolCallSpec
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.openai_responses import ResponsesState
@@ -436,3 +438,29 @@ async def test_conversations_can_be_updated_given_items_and_deleted(client: Asyn
     assert deleted.deleted
     with pytest.raises(openai.NotFoundError):
         await client.conversations.retrieve(conversation.id)
+
+
+async def test_a_response_whose_stream_stalls_or_drops_frees_its_conversation(
+    emu: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
+    conversation = await client.conversations.create()
+    for kind in (STALL, RESET_AFTER):
+        emu.faults.clear()
+        emu.faults.add(1.0, kinds=[kind], pattern="POST /v1/responses")
+        stream = await client.responses.create(
+            model=MODEL, conversation=conversation.id, input="hi", stream=True
+        )
+        seen: list[str] = []
+        with contextlib.suppress(TimeoutError, openai.APIError):
+            async with asyncio.timeout(0.5):  # a stalled stream would never end by itself
+                async for event in stream:
+                    seen.append(event.type)
+        await stream.close()
+        assert seen and "response.completed" not in seen
+        # Once the connection is gone the response ends, failed, and the conversation is free.
+        record = state(emu).last_response()
+        await asyncio.wait_for(record.ended.wait(), 5)
+        assert record.status == "failed"
+    emu.faults.clear()
+    answer = await client.responses.create(model=MODEL, conversation=conversation.id, input="again")
+    assert answer.status == "completed"

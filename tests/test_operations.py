@@ -82,7 +82,7 @@ SETTINGS_WITHOUT_DATABASE = {
         (
             "sqlite:///newer.sqlite3",
             1,
-            "The bot cannot start: The database sqlite:///newer.sqlite3 has schema version 9 "
+            "The bot cannot start: The database newer.sqlite3 has schema version 9 "
             "(PRAGMA user_version), newer than this bot knows",
         ),
     ],

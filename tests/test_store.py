@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.messages import ConversationKey, SharedFile
 from bot.store import ConversationRecord, SharedFileRecord, Store, StoreError
 from bot.store.database import parse_url

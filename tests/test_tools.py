@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bot.app import StartupError
-from bot.assistants import parse_definition
+from bot.definitions import parse_definition
 from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, bot_env, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot import filetypes
 from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
-from bot.engine import filetypes
-from bot.engine.files import StreamCleaner, clean_answer
+from bot.engine.answer_text import StreamCleaner, clean_answer
 from bot.store import Store
 from bot.store.migrate import latest_revision
 
@@ -25,7 +25,8 @@ MINIMAL = {
 
 def test_settings_defaults() -> None:
     settings = load_settings(MINIMAL, env_file=None)
-    assert settings.engine == "assistants"
+    assert settings.engine is None, "chosen at start-up"
+    assert settings.openai_timeout == 120 and settings.slack_timeout == 30
     assert settings.slack_api_url == "https://slack.com/api/"
     assert settings.port == 3000
     assert settings.database_url == "sqlite:///./bot.sqlite3"
@@ -42,7 +43,9 @@ def test_socket_mode_needs_no_signing_secret() -> None:
     ("name", "value", "words"),
     [
         ("SLACK_APP_TOKEN", "xoxb-wrong", "SLACK_APP_TOKEN must start with 'xapp-'"),
-        ("ASSISTANT_ID", "helper", "ASSISTANT_ID must be an assistant id like asst_"),
+        ("OPENAI_TIMEOUT_SECONDS", "0", "OPENAI_TIMEOUT_SECONDS must be a number from 1"),
+        ("SLACK_TIMEOUT_SECONDS", "soon", "SLACK_TIMEOUT_SECONDS must be a number from 1"),
+        ("SLACK_RETRIES", "11", "SLACK_RETRIES must be a whole number from 0 to 10"),
         ("SLACK_API_URL", "slack.com/api", "SLACK_API_URL must be an http(s) URL"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG"),
         ("ANSWER_BOTS", "maybe", "ANSWER_BOTS must be true or false"),
@@ -54,6 +57,13 @@ def test_each_bad_setting_is_named(name: str, value: str, words: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(MINIMAL | {name: value}, env_file=None)
     assert any(problem.startswith(words) for problem in raised.value.problems)
+
+
+def test_the_assistants_engine_needs_an_assistant_id() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(MINIMAL | {"BOT_ENGINE": "assistants", "ASSISTANT_ID": "helper"}, None)
+    assert raised.value.problems[0].startswith("ASSISTANT_ID must be an assistant id like asst_")
+    assert load_settings(MINIMAL | {"ASSISTANT_ID": "helper"}, None).assistant_id == "helper"
 
 
 def test_tokens_never_reach_a_log_line() -> None:

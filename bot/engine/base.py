@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Completed:
     usage: Usage = field(default_factory=Usage)
     citations: tuple[Citation, ...] = ()
     files: tuple[GeneratedFile, ...] = ()
+    files_missing: int = 0  # files the assistant made that could not be fetched
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class IndexResult:
     """How indexing one file into a vector store ended: completed, failed or timeout."""
 
     status: str
-    error: str = ""
+    error: str = ""  # the backend's error code (failed), or "timeout"
 
 
 EngineEvent = TextDelta | ToolCallsRequired | Completed | Failed | Incomplete

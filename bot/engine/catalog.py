@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.assistants import BOT_ONLY, SETTINGS, AssistantDefinition
+from bot.definitions import BOT_ONLY, SETTINGS, AssistantDefinition
 from bot.engine.base import AssistantCatalog
 
 SAMPLING = ("temperature", "top_p")
@@ -22,24 +22,33 @@ class SyncResult:
 
 
 async def sync_assistants(
-    catalog: AssistantCatalog, definitions: Sequence[AssistantDefinition], prune: bool = False
+    catalog: AssistantCatalog,
+    definitions: Sequence[AssistantDefinition],
+    prune: bool = False,
+    dry_run: bool = False,
 ) -> SyncResult:
-    """Create or update each definition, matched by name; with `prune`, delete the rest."""
+    """Create or update each definition, matched by name; with `prune`, delete the rest.
+
+    With `dry_run`, change nothing and say what would change.
+    """
     existing = {a.name: a for a in await catalog.list_assistants()}
     result = SyncResult([], [], [], [])
     for definition in definitions:
         current = existing.pop(definition.name, None)
         if current is None:
-            await catalog.create_assistant(definition)
+            if not dry_run:
+                await catalog.create_assistant(definition)
             result.created.append(definition.name)
         elif _same(current, definition):
             result.unchanged.append(definition.name)
         else:
-            await catalog.update_assistant(current.id, definition)
+            if not dry_run:
+                await catalog.update_assistant(current.id, definition)
             result.updated.append(definition.name)
     if prune:
         for stale in existing.values():
-            await catalog.delete_assistant(stale.id)
+            if not dry_run:
+                await catalog.delete_assistant(stale.id)
             result.deleted.append(stale.name)
     return result
 

@@ -40,7 +40,7 @@ class StreamedRun(Protocol):
         """Hand the tools' outputs back; the stream of the run going on."""
         ...
 
-    def take(self, event: Any) -> EngineEvent | None:
+    def to_engine_event(self, event: Any) -> EngineEvent | None:
         """A stream event as an engine event: text, tool calls, the end, or nothing to show."""
         ...
 
@@ -71,7 +71,7 @@ async def drive(run: StreamedRun, run_tools: ToolRunner) -> AsyncIterator[Engine
             ending: EngineEvent | None = None  # tool calls, or how the run ended
             async with stream:
                 async for event in stream:
-                    outcome = run.take(event)
+                    outcome = run.to_engine_event(event)
                     if isinstance(outcome, TextDelta):
                         yield outcome
                     elif outcome is not None:

@@ -16,7 +16,8 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
+from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
     AssistantCatalog,
@@ -36,7 +37,6 @@ from bot.engine.base import (
 )
 from bot.engine.driver import drive
 from bot.engine.errors import engine_error
-from bot.engine.files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,11 @@ class ResponsesEngine:
                 missing += 1
                 continue
             fetched.append(generated(filename or file_id, content.content))
-        text = completed.text
-        if missing:
-            text += f"\n\n_(I could not fetch {missing} file(s) the assistant made.)_"
         return replace(
-            completed, text=text, citations=tuple(answer.citations), files=tuple(fetched)
+            completed,
+            citations=tuple(answer.citations),
+            files=tuple(fetched),
+            files_missing=missing,
         )
 
     async def _cancel(self, response_id: str) -> None:
@@ -225,7 +225,7 @@ class _Run:
         self.cleaner = StreamCleaner()
         return await self.engine._create(self.request, self.conversation_id, items)
 
-    def take(self, event: Any) -> EngineEvent | None:
+    def to_engine_event(self, event: Any) -> EngineEvent | None:
         kind = event.type
         if kind == "response.created":
             self.response_id = event.response.id
@@ -260,7 +260,7 @@ class _Answer:
     citations: list[Citation] = field(default_factory=list)
     container_files: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def take(self, response: Any) -> None:
+    def add_response(self, response: Any) -> None:
         offset = len("\n\n".join(self.texts)) + (2 if self.texts else 0)
         parts: list[str] = []
         for item in response.output:
@@ -287,7 +287,7 @@ class _Answer:
 
 def _outcome(response: Any, answer: _Answer) -> EngineEvent:
     """A finished response as an engine event; `answer` gathers the answer across tool rounds."""
-    answer.take(response)
+    answer.add_response(response)
     text = "\n\n".join(answer.texts)
     if response.status == "failed":
         error = response.error

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from bot.messages import ConversationKey, IncomingMessage
+from bot.slack.words import HELPFUL, NOT_HELPFUL, STOP_LABEL, THINKING
 
 STOP_ACTION = "stop_answer"
 FEEDBACK_ACTION = "answer_feedback"
-THINKING = "_Thinking…_"
 
 Block = dict[str, Any]
 Content = tuple[str, list[Block]]  # (text, blocks) of a message
@@ -61,7 +61,7 @@ def stop_block(message: IncomingMessage) -> Block:
             {
                 "type": "button",
                 "action_id": STOP_ACTION,
-                "text": {"type": "plain_text", "text": "Stop"},
+                "text": {"type": "plain_text", "text": STOP_LABEL},
                 "value": stop_value(message),
             }
         ],
@@ -69,7 +69,8 @@ def stop_block(message: IncomingMessage) -> Block:
 
 
 def feedback_block(message: IncomingMessage) -> Block:
-    def button(label: str, rating: str, description: str) -> Block:
+    def button(words: tuple[str, str], rating: str) -> Block:
+        label, description = words
         return {
             "text": {"type": "plain_text", "text": label},
             "value": feedback_value(rating, message),
@@ -83,8 +84,8 @@ def feedback_block(message: IncomingMessage) -> Block:
             {
                 "type": "feedback_buttons",
                 "action_id": FEEDBACK_ACTION,
-                "positive_button": button("👍", "good", "This answer was helpful"),
-                "negative_button": button("👎", "bad", "This answer was not helpful"),
+                "positive_button": button(HELPFUL, "good"),
+                "negative_button": button(NOT_HELPFUL, "bad"),
             }
         ],
     }

@@ -15,14 +15,16 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.engine.base import Citation, GeneratedFile
+from bot.engine.base import GeneratedFile
 from bot.messages import IncomingMessage
-from bot.slack.blocks import progress_content
+from bot.outcomes import Answer, Failure, FileProblem, RunningTool
+from bot.slack import words
+from bot.slack.blocks import answer_content, progress_content
 from bot.slack.layout import Draft, with_footnotes
-from bot.slack.status import LOADING_MESSAGES, STATUS_REFRESH, StatusLine
+from bot.slack.retries import SLACK_FAILURES, failure_name, post_message
+from bot.slack.status import STATUS_REFRESH, StatusLine
 from bot.slack.writers import (
     STREAM_INTERVAL,
     UPDATE_INTERVAL,
@@ -34,8 +36,6 @@ from bot.slack.writers import (
 )
 
 log = logging.getLogger(__name__)
-
-EMPTY_ANSWER = "_(The assistant finished without writing an answer.)_"
 
 
 class SlackSurface:
@@ -56,13 +56,10 @@ class SlackSurface:
     async def begin(self, message: IncomingMessage) -> SlackReply:
         content = progress_content("", message)
         text, blocks = content
-        response = await self.client.chat_postMessage(
-            channel=message.key.channel_id,
-            thread_ts=message.key.thread_ts,
-            text=text,
-            blocks=blocks,
+        ts = await post_message(
+            self.client, message.key.channel_id, message.key.thread_ts, text=text, blocks=blocks
         )
-        return SlackReply(self, message, Shown(str(response["ts"]), content=content))
+        return SlackReply(self, message, Shown(ts, content=content))
 
 
 class SlackReply:
@@ -97,7 +94,7 @@ class SlackReply:
 
     async def started(self) -> None:
         if self.status is not None:
-            await self.status.show(LOADING_MESSAGES)
+            await self.status.show(words.LOADING_MESSAGES)
 
     async def text_delta(self, text: str) -> None:
         self.draft.add(text)
@@ -107,37 +104,46 @@ class SlackReply:
             self._wake.set()
         self._kick()
 
-    async def tools_running(self, statuses: Sequence[str]) -> None:
+    async def tools_running(self, tools: Sequence[RunningTool]) -> None:
         self.draft.new_round()
-        self.tool_status = " ".join(f"_{status}_" for status in statuses)
+        self.tool_status = words.tools_line(tools)
         self._progress_dirty = True
         self._wake.set()
         self._kick()
         if self.status is not None:
-            await self.status.show(list(statuses))
+            await self.status.show([words.tool_status(tool) for tool in tools])
 
     async def reading(self, names: Sequence[str]) -> None:
-        self.tool_status = f"_Reading {', '.join(names)}…_"
+        self.tool_status = words.reading(names)
         async with self._lock:
-            await self.thread.show_progress(self.tool_status)
+            try:
+                await self.thread.show_progress(self.tool_status)
+            except SLACK_FAILURES as exc:  # the answer that follows shows that something happens
+                log.warning(
+                    "event=progress_failed channel=%s error=%s",
+                    self.thread.channel,
+                    failure_name(exc),
+                )
 
-    async def note(self, text: str) -> None:
-        await self.thread.client.chat_postMessage(
-            channel=self.thread.channel, thread_ts=self.thread.thread_ts, text=text
-        )
+    async def file_problem(self, problem: FileProblem) -> None:
+        await self._note(words.file_problem(problem))
 
-    async def finish(
-        self,
-        text: str,
-        citations: Sequence[Citation] = (),
-        files: Sequence[GeneratedFile] = (),
-    ) -> None:
-        answer = with_footnotes(text.strip(), citations) if text.strip() else ""
-        if not answer and files:
-            answer = "_(The assistant made the files below.)_"
-        await self._close(answer, succeeded=True)
-        if files:
-            await self._upload(files)
+    async def _note(self, text: str) -> None:
+        """A note beside the answer; the answer goes on when Slack will not take it."""
+        thread = self.thread
+        try:
+            await post_message(thread.client, thread.channel, thread.thread_ts, text=text)
+        except SLACK_FAILURES as exc:
+            log.warning("event=note_failed channel=%s error=%s", thread.channel, failure_name(exc))
+
+    async def finish(self, answer: Answer) -> None:
+        text = words.answer_text(answer).strip()
+        shown = with_footnotes(text, answer.citations) if text else ""
+        if not shown and answer.files:
+            shown = words.ONLY_FILES
+        await self._close(shown, succeeded=True)
+        if answer.files:
+            await self._upload(answer.files)
 
     async def _upload(self, files: Sequence[GeneratedFile]) -> None:
         channel = self.thread.channel
@@ -150,15 +156,12 @@ class SlackReply:
                     for file in files
                 ],
             )
-        except SlackApiError as exc:
-            log.warning(
-                "event=upload_failed channel=%s error=%s", channel, exc.response.get("error")
-            )
-            names = ", ".join(file.name for file in files)
-            await self.note(f":warning: I could not upload the files the assistant made ({names}).")
+        except SLACK_FAILURES as exc:
+            log.warning("event=upload_failed channel=%s error=%s", channel, failure_name(exc))
+            await self._note(words.upload_failed([file.name for file in files]))
 
-    async def fail(self, text: str) -> None:
-        await self._close(text, succeeded=False)
+    async def fail(self, failure: Failure) -> None:
+        await self._close(words.failure(failure), succeeded=False)
 
     # --- keeping Slack in step ---------------------------------------------------------------
 
@@ -204,18 +207,43 @@ class SlackReply:
                         # Nothing streamed: the placeholder says what happened. (An answer still
                         # streams, so that answers keep the order they were written in.)
                         self._edit_from_now_on()
-                elif self.draft.complete(text or self.draft.received.strip() or EMPTY_ANSWER):
+                elif self.draft.complete(text or self.draft.received.strip() or words.EMPTY_ANSWER):
                     log.info("event=answer_rewritten channel=%s", self.thread.channel)
                     for shown in self.thread.messages:
                         shown.content = None
                     self._edit_from_now_on()
-                await self._sync(final=True)
-                if self.thread.placeholder is not None:
-                    await self.thread.delete(self.thread.placeholder.ts)
-                    self.thread.placeholder = None
+                await self._sync_final()
+                await self._retire_placeholder()
             finally:
                 if self.status is not None:
                     await self.status.clear()
+
+    async def _sync_final(self) -> None:
+        """Show the whole answer; when Slack fails even after its retries, write it anew once."""
+        try:
+            await self._sync(final=True)
+            return
+        except SLACK_FAILURES:
+            log.warning("event=answer_not_shown channel=%s retry=edit", self.thread.channel)
+        self._edit_from_now_on()
+        for shown in self.thread.messages:
+            shown.content = None
+        try:
+            await self._sync(final=True)
+        except SLACK_FAILURES:
+            log.exception("event=answer_not_shown channel=%s", self.thread.channel)
+
+    async def _retire_placeholder(self) -> None:
+        """The placeholder goes away; one that cannot be deleted stops saying Thinking…."""
+        placeholder, self.thread.placeholder = self.thread.placeholder, None
+        if placeholder is None or await self.thread.delete(placeholder.ts):
+            return
+        try:
+            await self.thread.show(
+                placeholder, answer_content(words.ANSWER_BELOW, self.thread.message)
+            )
+        except SLACK_FAILURES:
+            log.exception("event=placeholder_left channel=%s", self.thread.channel)
 
     async def _sync(self, final: bool) -> None:
         chunk = self.draft.lay_out(final)

@@ -7,6 +7,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.blocks import is_progress_text
+from bot.slack.words import THREAD_READER_STATUS
 from bot.tools import Tool, ToolContext, tool
 
 MAX_MESSAGES = 200
@@ -19,7 +20,7 @@ def thread_reader(client: AsyncWebClient, bot_user_id: str) -> Tool:
             "Read the Slack thread this conversation takes place in: every message, oldest "
             "first, with who wrote it. Use it to see messages people wrote without mentioning you."
         ),
-        status="Reading the thread…",
+        status=THREAD_READER_STATUS,
     )
     async def read_slack_thread(context: ToolContext) -> str:
         messages: list[dict[str, Any]] = []

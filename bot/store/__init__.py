@@ -16,11 +16,12 @@ from bot.store.records import (
     PendingTurn,
     SharedFileRecord,
 )
-from bot.store.store import Store
+from bot.store.store import DatabaseState, Store
 
 __all__ = [
     "ChannelSetting",
     "ConversationRecord",
+    "DatabaseState",
     "Feedback",
     "PendingTurn",
     "SharedFileRecord",

@@ -21,11 +21,18 @@ from typing import Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from bot.store.sqlite_driver import Session, SQLiteThread, open_thread, run_statement
+from bot.store.sqlite_driver import (
+    Session,
+    SQLiteThread,
+    copy_from,
+    open_thread,
+    read_only_uri,
+    run_statement,
+)
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -71,13 +78,16 @@ def parse_url(value: str) -> sa.URL:
 
 
 def shown(url: sa.URL) -> str:
-    """The URL as an operator may see it: the password hidden, the driver left out."""
+    """The database as an operator may see it: a SQLite file's path, or the URL without its
+    password and driver."""
     backend = url.get_backend_name()
+    if backend == "sqlite":
+        return sqlite_path(url)
     return url.set(drivername=backend).render_as_string(hide_password=True)
 
 
 def describe_url(url: str) -> str:
-    """DATABASE_URL for a log line or a report: the password hidden."""
+    """DATABASE_URL for a log line or a report: a file's path, or the URL without password."""
     try:
         return shown(parse_url(url))
     except ValueError:
@@ -115,6 +125,9 @@ class Database:
         self._turns = _Turns() if thread is not None else None
         self._compiled = _Compiled(engine.dialect) if thread is not None else None
         self._begin = "BEGIN IMMEDIATE" if thread is not None else "BEGIN"
+        # PostgreSQL for `python -m bot check`: one connection in a transaction never committed.
+        self._held: AsyncConnection | None = None
+        self._held_turn = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: sa.URL) -> Database:
@@ -142,8 +155,10 @@ class Database:
             raise StoreError(f"The database {shown(url)} cannot be used: {reason(exc)}") from None
 
     @classmethod
-    async def _connect_sqlite(cls, url: sa.URL) -> Database:
-        path = sqlite_path(url)
+    async def _connect_sqlite(cls, url: sa.URL, path: str | None = None) -> Database:
+        """The file `url` names, or `path` instead (the URL still names the database in
+        messages)."""
+        path = path or sqlite_path(url)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         thread = await open_thread(path)
@@ -160,7 +175,42 @@ class Database:
         )
         return cls(engine, url, thread)
 
+    @classmethod
+    async def connect_rolled_back(cls, url: sa.URL) -> tuple[Database, bool]:
+        """A database whose writes nobody ever sees, and whether the real one exists yet.
+
+        SQLite: a copy in memory of the file (read without writing a byte, not even -wal or
+        -shm files). PostgreSQL: one connection in one transaction, rolled back on close.
+        """
+        if url.get_backend_name() == "sqlite":
+            source = read_only_uri(Path(sqlite_path(url)))
+            database = await cls._connect_sqlite(url, ":memory:")
+            try:
+                if source is not None:
+                    assert database._thread is not None
+                    await database._thread.on_thread(copy_from, database._thread._conn, source)
+            except sqlite3.Error as exc:
+                await database.close()
+                raise StoreError(f"The database {shown(url)} cannot be read: {exc}") from None
+            except BaseException:
+                await database.close()
+                raise
+            return database, source is not None
+        database = await cls.connect(url)
+        try:
+            held = await database.engine.connect()
+            await held.exec_driver_sql("BEGIN")
+        except BaseException:
+            await database.engine.dispose()
+            raise
+        database._held = held
+        return database, True
+
     async def close(self) -> None:
+        if self._held is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                await self._held.exec_driver_sql("ROLLBACK")
+            await self._held.close()
         await self.engine.dispose()
         if self._thread is not None:
             await self._thread.close()
@@ -174,13 +224,18 @@ class Database:
 
     async def transaction(self, work: Callable[[sa.Connection], T]) -> T:
         """Run `work`'s statements as one transaction: all of them or none."""
-        atomically = functools.partial(_atomically, self._begin, work)
+        if self._held is not None:  # already in one: a savepoint
+            return await self._run(functools.partial(_atomically, _SAVEPOINT, work))
+        atomically = functools.partial(_atomically, (self._begin, "COMMIT", "ROLLBACK"), work)
         if self._turns is None:
             return await self._run(atomically)
         async with self._turns.alone():
             return await self._run(atomically)
 
     async def _run(self, work: Callable[[sa.Connection], T]) -> T:
+        if self._held is not None:
+            async with self._held_turn:
+                return await self._held.run_sync(work)
         async with self.engine.connect() as connection:
             return await connection.run_sync(work)
 
@@ -277,15 +332,21 @@ def _rowcount(connection: sa.Connection, statement: sa.Executable, params: Param
     return int(result.rowcount)
 
 
-def _atomically(begin: str, work: Callable[[sa.Connection], T], connection: sa.Connection) -> T:
+_SAVEPOINT = ("SAVEPOINT unit", "RELEASE SAVEPOINT unit", "ROLLBACK TO SAVEPOINT unit")
+
+
+def _atomically(
+    ends: tuple[str, str, str], work: Callable[[sa.Connection], T], connection: sa.Connection
+) -> T:
+    begin, commit, rollback = ends
     connection.exec_driver_sql(begin)
     try:
         result = work(connection)
     except BaseException:
         with contextlib.suppress(sa.exc.DBAPIError):
-            connection.exec_driver_sql("ROLLBACK")
+            connection.exec_driver_sql(rollback)
         raise
-    connection.exec_driver_sql("COMMIT")
+    connection.exec_driver_sql(commit)
     return result
 
 

@@ -7,7 +7,7 @@ import time
 
 import sqlalchemy as sa
 
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.store.database import Database, upsert
 from bot.store.schema import assistants
 

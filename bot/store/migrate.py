@@ -10,17 +10,31 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from bot.store.database import Database, StoreError, shown
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 log = logging.getLogger(__name__)
+
+
+class _NoNews(logging.Filter):
+    """Alembic logs its plugins as it is imported, and the dialect each time it looks at a
+    database: every start, no news. (Alembic is imported below, after this filter is in place.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(
+            ("setup plugin ", "Context impl ", "Will assume ")
+        )
+
+
+for _name in ("alembic.runtime.plugins", "alembic.runtime.migration"):
+    logging.getLogger(_name).addFilter(_NoNews())
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # PRAGMA user_version of a SQLite file made before Alembic -> the revision it is at.
@@ -40,6 +54,8 @@ class SchemaState:
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -47,6 +63,8 @@ def _config() -> Config:
 
 @functools.cache
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
@@ -59,6 +77,8 @@ def latest_revision() -> str:
 def schema_state(connection: sa.Connection) -> SchemaState:
     """Read (never write) which revision the database is at; StoreError if it is newer than
     this bot knows."""
+    from alembic.runtime.migration import MigrationContext
+
     latest = latest_revision()
     known = [script.revision for script in _scripts().walk_revisions("base", "heads")]
     revision = MigrationContext.configure(connection).get_current_revision()
@@ -87,6 +107,8 @@ def _upgrade(connection: sa.Connection) -> SchemaState:
     """Runs inside the store's transaction, which holds the database's write lock (SQLite) or
     the migration lock (PostgreSQL): processes starting together migrate one at a time, and
     the later ones find nothing left to do."""
+    from alembic import command
+
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     state = schema_state(connection)

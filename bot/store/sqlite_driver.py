@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -53,6 +54,28 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or attempt == 99:
                 raise
             time.sleep(0.05)
+
+
+def read_only_uri(path: Path) -> str | None:
+    """A URI that reads the file without writing anything; None when there is no file.
+
+    With no write-ahead log beside it, the file is read as it stands (a read-only open would
+    leave -wal and -shm files behind); with one (the bot is running), through it, so that the
+    latest writes are seen."""
+    if not path.is_file():
+        return None
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    return f"{uri}?mode=ro" if wal.exists() else f"{uri}?immutable=1"
+
+
+def copy_from(db: sqlite3.Connection, source_uri: str) -> None:
+    """Runs on the connection's thread: `db` becomes a copy of the database at `source_uri`."""
+    source = sqlite3.connect(source_uri, uri=True)
+    try:
+        source.backup(db)
+    finally:
+        source.close()
 
 
 def run_statement(db: sqlite3.Connection, sql: str, parameters: Sequence[Any]) -> Outcome:

@@ -44,10 +44,6 @@ class Tool:
     status: str = ""  # shown in the thread while the tool runs, e.g. "Looking up the weather…"
     wants_context: bool = False
 
-    @property
-    def status_text(self) -> str:
-        return self.status or f"Running `{self.name}`…"
-
     def definition(self) -> dict[str, Any]:
         """The function tool definition an assistant needs for the model to call this tool."""
         return {
@@ -149,7 +145,7 @@ class ToolRegistry:
 
     def status(self, name: str) -> str:
         known = self._tools.get(name)
-        return known.status_text if known else f"Running `{name}`…"
+        return known.status if known else ""
 
     async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
         context = ToolContext(message.key, message.user_id, message.ts)

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
+from bot.slack import words
 from bot.slack.blocks import (
     FEEDBACK_ACTION,
     STOP_ACTION,
     parse_feedback_value,
     parse_stop_value,
 )
-from bot.store import Store
-
-log = logging.getLogger(__name__)
-
-THANKS = {
-    "good": "Thanks for the feedback! Glad it helped.",
-    "bad": "Thanks for the feedback! It helps us improve the assistant.",
-}
 
 
-def register(app: AsyncApp, conversations: Conversations, store: Store) -> None:
+def register(app: AsyncApp, conversations: Conversations) -> None:
     async def stop(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -36,10 +28,10 @@ def register(app: AsyncApp, conversations: Conversations, store: Store) -> None:
             return
         key, message_ts, asker = parsed
         if user != asker:
-            await _tell(client, body, f"Only <@{asker}>, who asked, can stop this answer.")
+            await _tell(client, body, words.only_asker_can_stop(asker))
             return
         if not await conversations.stop(key, message_ts):
-            await _tell(client, body, "That answer has already finished.")
+            await _tell(client, body, words.ALREADY_FINISHED)
 
     async def feedback(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
@@ -50,11 +42,10 @@ def register(app: AsyncApp, conversations: Conversations, store: Store) -> None:
         if parsed is None:
             return
         rating, team, channel, message_ts = parsed
-        if not await store.record_feedback(team, channel, message_ts, user, rating):
-            await _tell(client, body, "Sorry, I could not find the answer this feedback is for.")
+        if not await conversations.record_feedback(team, channel, message_ts, user, rating):
+            await _tell(client, body, words.FEEDBACK_NOT_FOUND)
             return
-        log.info("event=feedback channel=%s ts=%s rating=%s", channel, message_ts, rating)
-        await _tell(client, body, THANKS[rating])
+        await _tell(client, body, words.THANKS[rating])
 
     app.action(STOP_ACTION)(stop)
     app.action(FEEDBACK_ACTION)(feedback)

@@ -12,27 +12,15 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.assistant_choice import AssistantChooser, NotAllowed, match_assistant
-from bot.assistants import AssistantDefinition
 from bot.engine.base import EngineError
-from bot.files import FileIngest
-from bot.slack.describe import SHORTCUT_NAME, assistant_line, escape, name_of, where, why
+from bot.file_ingest import FileIngest
+from bot.slack import words
 from bot.slack.listeners.knowledge import knowledge_command
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/assistant"
 MAX_LISTED = 150  # lines in one ephemeral answer; the CLI lists them all
-HELP = (
-    "*`/assistant`* chooses which assistant answers here.\n"
-    "• `/assistant list`: the assistants, and the one that answers here\n"
-    "• `/assistant use NAME`: answer new conversations here with NAME (a name, the start of "
-    "one, or an id); in a DM with me, it sets your DM's default\n"
-    "• `/assistant current`: which assistant answers here, and why\n"
-    "• `/assistant knowledge`: this channel's knowledge files (add them with the message shortcut "
-    "*Add to channel knowledge*)\n"
-    f"To switch a single thread, use the message shortcut *{SHORTCUT_NAME}* on a message in it. "
-    "Threads already going keep their assistant."
-)
 
 
 def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> None:
@@ -45,7 +33,7 @@ def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> No
             answer = await _answer(chooser, command)
         except EngineError as exc:
             log.warning("event=command_failed code=%s", exc.code)
-            answer = f":warning: I could not reach the assistant service ({exc.message})."
+            answer = words.service_unreachable(exc.code)
         await respond(text=answer, response_type="ephemeral")
 
     app.command(COMMAND)(assistant_command)
@@ -57,69 +45,41 @@ async def _answer(chooser: AssistantChooser, command: dict[str, Any]) -> str:
     team, channel, user = command["team_id"], command["channel_id"], command["user_id"]
     is_direct = command.get("channel_name") == "directmessage" or str(channel).startswith("D")
     if verb in ("", "help"):
-        return HELP
+        return words.COMMAND_HELP
     if verb == "list":
         assistants = await chooser.assistants()
         here = await chooser.for_new_conversation(team, channel)
         if not assistants:
-            return "There are no assistants yet; an operator adds them with `python -m bot assistants`."
-        lines = [assistant_line(a, here=a.id == here.assistant_id) for a in assistants]
-        if len(lines) > MAX_LISTED:
-            lines = [*lines[:MAX_LISTED], f"…and {len(lines) - MAX_LISTED} more."]
-        return (
-            f"*Assistants* ({len(assistants)}):\n"
-            + "\n".join(lines)
-            + "\n`/assistant use NAME` changes which one answers new conversations here."
-        )
+            return words.NO_ASSISTANTS_YET
+        lines = [words.assistant_line(a, here=a.id == here.assistant_id) for a in assistants]
+        more = max(0, len(lines) - MAX_LISTED)
+        return words.assistant_list(lines[:MAX_LISTED], len(assistants), more)
     if verb == "current":
         choice = await chooser.for_new_conversation(team, channel)
-        name = name_of(choice.assistant_id, await chooser.assistants())
-        return (
-            f"{name} answers new conversations in {where(channel, is_direct)}: "
-            f"{why(choice, channel, is_direct)}.\nThreads keep the assistant they started with; "
-            f"to switch one, use the message shortcut *{SHORTCUT_NAME}*."
-        )
+        name = words.name_of(choice.assistant_id, await chooser.assistants())
+        return words.current_assistant(name, channel, is_direct, choice)
     if verb == "use":
         return await _use(chooser, rest.strip(), team, channel, user, is_direct)
-    return f"I don't know `/assistant {escape(verb)}`.\n\n{HELP}"
+    return words.unknown_verb(verb)
 
 
 async def _use(
     chooser: AssistantChooser, query: str, team: str, channel: str, user: str, is_direct: bool
 ) -> str:
     if not query:
-        return "Which assistant? Write `/assistant use NAME`; `/assistant list` shows the names."
+        return words.WHICH_ASSISTANT
     if not chooser.may_set_default(user, is_direct):
-        admins = ", ".join(f"<@{admin}>" for admin in sorted(chooser.admins))
-        return (
-            f"Only the bot's admins ({admins}) can change the default assistant of <#{channel}>. "
-            f"You can still switch a single thread with the message shortcut *{SHORTCUT_NAME}*, "
-            "or choose the default for your own DM with me there."
-        )
+        return words.only_admins_set_default(sorted(chooser.admins), channel)
     match = match_assistant(query, await chooser.assistants())
     if match.ambiguous:
-        return (
-            f"“{escape(query)}” fits several assistants: {_names(match.ambiguous)}. "
-            "Write more of the name, or the id."
-        )
+        return words.ambiguous_assistant(query, match.ambiguous)
     if match.found is None:
-        suggestion = f" Close matches: {_names(match.close)}." if match.close else ""
-        return (
-            f"I don't know an assistant called “{escape(query)}”.{suggestion} "
-            "`/assistant list` shows them all."
-        )
+        return words.unknown_assistant(query, match.close)
     try:
         await chooser.set_default(team, channel, match.found.id, user, is_direct)
-    except NotAllowed as exc:
-        return f"I can't do that: {exc}."
+    except NotAllowed:
+        return words.NOT_ALLOWED
     log.info(
         "event=channel_default_set channel=%s assistant=%s user=%s", channel, match.found.id, user
     )
-    return (
-        f"Done: *{escape(match.found.name)}* now answers new conversations in "
-        f"{where(channel, is_direct)}. Threads already going keep their assistant."
-    )
-
-
-def _names(assistants: tuple[AssistantDefinition, ...]) -> str:
-    return ", ".join(f"*{escape(a.name)}* (`{a.id}`)" for a in assistants)
+    return words.default_set(match.found, channel, is_direct)

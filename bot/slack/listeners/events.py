@@ -13,18 +13,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
 from bot.messages import ConversationKey, IncomingMessage
-from bot.slack.files import shared_files
-from bot.slack.listeners import assistant
+from bot.slack.file_source import shared_files
+from bot.slack.listeners import ai_app
+from bot.slack.words import EMPTY_MESSAGE_HELP
 
 log = logging.getLogger(__name__)
 
 # Message subtypes that are a person saying something; every other subtype (edits, deletions,
 # joins, topic changes, bot messages…) is ignored.
 SPOKEN_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message"}
-EMPTY_MESSAGE_HELP = (
-    "Hi! Write your question after the mention, like `@assistant what's our refund policy?`, "
-    "and I'll answer in a thread."
-)
 
 
 @dataclass(frozen=True)
@@ -38,11 +35,11 @@ def register(
     conversations: Conversations,
     identity: BotIdentity,
     answer_bots: bool,
-    viewing: assistant.ViewedChannels | None = None,
+    viewing: ai_app.ViewedChannels | None = None,
 ) -> None:
     mention = re.compile(rf"<@{re.escape(identity.user_id)}(?:\|[^>]*)?>")
 
-    async def take(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def handle(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         message = _to_message(body, event, identity, answer_bots, mention)
         if message is None:
             return
@@ -61,11 +58,11 @@ def register(
         if message.is_direct and viewing is not None:
             looking_at = viewing.of(body.get("team_id") or message.key.team_id, message.user_id)
             if looking_at:
-                message = dataclasses.replace(message, context=assistant.context_note(looking_at))
+                message = dataclasses.replace(message, context=ai_app.context_note(looking_at))
         new_dm = message.is_direct and not await conversations.is_conversation(message.key)
         taken = await conversations.submit(message)
         if taken and new_dm:
-            await assistant.set_title(client, message)
+            await ai_app.set_title(client, message)
         log.info(
             "event=message_%s channel=%s ts=%s event_id=%s",
             "taken" if taken else "duplicate",
@@ -78,7 +75,7 @@ def register(
         # Bolt starts this before it sends the ack, and it counts itself before its first await:
         # once Slack has the ack, Conversations.idle() waits for the message.
         with conversations.receiving():
-            await take(body, event, client)
+            await handle(body, event, client)
 
     app.event("app_mention")(receive)
     app.event("message")(receive)

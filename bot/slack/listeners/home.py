@@ -10,23 +10,14 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import AssistantDefinition
+from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
-from bot.slack.describe import SHORTCUT_NAME, assistant_line, name_of
+from bot.slack import words
 
 log = logging.getLogger(__name__)
 
 SECTION_LIMIT = 3000  # characters of text in one section block
 MAX_LINES = 20  # channel defaults listed before "and N more"
-
-HOW_TO = (
-    "• *Mention me* in a channel and I answer in a thread; reply there to go on.\n"
-    "• *DM me* and I answer there too.\n"
-    "• `/assistant list`, `/assistant use NAME`, `/assistant current`: choose which assistant "
-    "answers new conversations in a channel (or in your DM with me).\n"
-    f"• *{SHORTCUT_NAME}* (the message shortcut, under ⋮ on a message in a thread): switch the "
-    "assistant of one thread."
-)
 
 
 def register(app: AsyncApp, chooser: AssistantChooser) -> None:
@@ -47,22 +38,25 @@ def register(app: AsyncApp, chooser: AssistantChooser) -> None:
 async def home_view(
     chooser: AssistantChooser, team_id: str, user_id: str, dm_channel: str
 ) -> dict[str, Any]:
-    blocks: list[dict[str, Any]] = [_header("How to use me"), _section(HOW_TO)]
+    blocks: list[dict[str, Any]] = [
+        _header(words.HOME_HOW_TO_TITLE),
+        _section(words.HOME_HOW_TO),
+    ]
     try:
         assistants = await chooser.assistants()
     except EngineError as exc:
         log.warning("event=home_list_failed code=%s", exc.code)
-        blocks.append(
-            _section(f":warning: I could not reach the assistant service ({exc.message}).")
-        )
+        blocks.append(_section(words.service_unreachable(exc.code)))
         return {"type": "home", "blocks": blocks}
     blocks += [
         {"type": "divider"},
-        _header("Defaults"),
+        _header(words.HOME_DEFAULTS_TITLE),
         _section(await _defaults(chooser, team_id, dm_channel, assistants)),
     ]
-    blocks += [{"type": "divider"}, _header(f"Assistants ({len(assistants)})")]
-    blocks += [_section(text) for text in _chunks([assistant_line(a) for a in assistants])][:90]
+    blocks += [{"type": "divider"}, _header(words.home_assistants_title(len(assistants)))]
+    blocks += [_section(text) for text in _chunks([words.assistant_line(a) for a in assistants])][
+        :90
+    ]
     return {"type": "home", "blocks": blocks}
 
 
@@ -72,28 +66,21 @@ async def _defaults(
     dm_channel: str,
     assistants: Sequence[AssistantDefinition],
 ) -> str:
-    lines = [f"*Global default:* {name_of(chooser.global_default_id, assistants)}"]
+    lines = [words.home_global_default(words.name_of(chooser.global_default_id, assistants))]
     settings = await chooser.channel_defaults(team_id)
     mine = next((s for s in settings if s.channel_id == dm_channel), None)
     if mine is not None:
-        lines.append(f"*Your DM with me:* {name_of(mine.assistant_id, assistants)}")
+        lines.append(words.home_dm_default(words.name_of(mine.assistant_id, assistants)))
     channels = [s for s in settings if not s.channel_id.startswith("D")]
     if channels:
-        lines.append("*Channel defaults:*")
-        lines += [
-            f"• <#{s.channel_id}>: {name_of(s.assistant_id, assistants)} (set by <@{s.set_by}>)"
+        listed = [
+            (s.channel_id, words.name_of(s.assistant_id, assistants), s.set_by)
             for s in channels[:MAX_LINES]
         ]
-        if len(channels) > MAX_LINES:
-            lines.append(f"…and {len(channels) - MAX_LINES} more channels.")
+        lines += words.home_channel_defaults(listed, max(0, len(channels) - MAX_LINES))
     else:
-        lines.append("No channel has a default of its own; every channel uses the global default.")
-    who = (
-        "everyone"
-        if not chooser.admins
-        else ", ".join(f"<@{admin}>" for admin in sorted(chooser.admins))
-    )
-    lines.append(f"_Who may change a channel's default: {who}._")
+        lines.append(words.HOME_NO_CHANNEL_DEFAULTS)
+    lines.append(words.home_who_may_change(sorted(chooser.admins)))
     return "\n".join(lines)
 
 
@@ -105,7 +92,7 @@ def _chunks(lines: list[str]) -> list[str]:
             chunks[-1] += "\n" + line
         else:
             chunks.append(line[:SECTION_LIMIT])
-    return chunks or ["No assistants yet."]
+    return chunks or [words.HOME_NO_ASSISTANTS]
 
 
 def _header(text: str) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.assistant_choice import AssistantChooser
-from bot.assistants import AssistantDefinition
 from bot.conversation import Conversations
+from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
 from bot.messages import ConversationKey
-from bot.slack.describe import escape, name_of, why
+from bot.slack import words
 from bot.text import shorten
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,11 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             assistants = await chooser.assistants()
             current = await chooser.for_thread(key)
         except EngineError as exc:
-            await _tell(
-                shortcut, f":warning: I could not reach the assistant service ({exc.message})."
-            )
+            log.warning("event=shortcut_failed code=%s", exc.code)
+            await _tell(shortcut, words.service_unreachable(exc.code))
             return
         if not assistants:
-            await _tell(shortcut, "There are no assistants to choose from yet.")
+            await _tell(shortcut, words.NOTHING_TO_PICK)
             return
         metadata = {
             "team": key.team_id,
@@ -59,12 +58,8 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             "thread_ts": key.thread_ts,
             "response_url": shortcut.get("response_url", ""),
         }
-        intro = (
-            f"{name_of(current.assistant_id, assistants)} answers this thread now: "
-            f"{why(current, key.channel_id, key.channel_id.startswith('D'))}.\n"
-            "Pick the assistant for the thread's next messages. It continues the same "
-            "conversation, so it sees what was said so far."
-        )
+        name = words.name_of(current.assistant_id, assistants)
+        intro = words.picker_intro(name, current, key.channel_id)
         await client.views_open(
             trigger_id=shortcut["trigger_id"],
             view=_picker(assistants, current.assistant_id, intro, json.dumps(metadata)),
@@ -79,15 +74,16 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
         try:
             assistant = await chooser.assistant(selected)
         except EngineError as exc:
+            log.warning("event=switch_failed code=%s", exc.code)
             await ack(
                 response_action="errors",
-                errors={BLOCK: f"I could not reach the assistant service ({exc.message})."},
+                errors={BLOCK: words.service_unreachable(exc.code, warning=False)},
             )
             return
         if assistant is None:
             await ack(
                 response_action="errors",
-                errors={BLOCK: "That assistant no longer exists; pick another one."},
+                errors={BLOCK: words.PICKED_ASSISTANT_GONE},
             )
             return
         await ack()
@@ -100,12 +96,8 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             assistant.id,
             user,
         )
-        when = (
-            "from the next message on"
-            if await conversations.is_conversation(key)
-            else "once someone mentions me in this thread"
-        )
-        text = f"<@{user}> switched this thread to *{escape(assistant.name)}*. It answers {when}."
+        in_conversation = await conversations.is_conversation(key)
+        text = words.thread_switched(user, assistant, in_conversation)
         try:
             await client.chat_postMessage(
                 channel=key.channel_id, thread_ts=key.thread_ts, text=text
@@ -115,8 +107,7 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             log.warning("event=switch_notice_failed channel=%s error=%s", key.channel_id, error)
             if metadata.get("response_url"):
                 await AsyncWebhookClient(metadata["response_url"]).send(
-                    text=f"{text}\n(I could not say so in the thread: {error}. "
-                    "Invite me to the channel with `/invite`.)",
+                    text=words.switch_not_said(text, str(error)),
                     response_type="ephemeral",
                 )
 
@@ -146,16 +137,16 @@ def _picker(
     return {
         "type": "modal",
         "callback_id": PICKER,
-        "title": {"type": "plain_text", "text": "Switch assistant"},
-        "submit": {"type": "plain_text", "text": "Switch"},
-        "close": {"type": "plain_text", "text": "Cancel"},
+        "title": {"type": "plain_text", "text": words.PICKER_TITLE},
+        "submit": {"type": "plain_text", "text": words.PICKER_SUBMIT},
+        "close": {"type": "plain_text", "text": words.PICKER_CLOSE},
         "private_metadata": metadata,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": intro}},
             {
                 "type": "input",
                 "block_id": BLOCK,
-                "label": {"type": "plain_text", "text": "Assistant"},
+                "label": {"type": "plain_text", "text": words.PICKER_LABEL},
                 "element": select,
             },
         ],

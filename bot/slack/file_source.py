@@ -9,25 +9,17 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.files import FileRefused
+from bot.file_ingest import FileRefused
 from bot.messages import SharedFile
+from bot.slack.retries import retry_handlers
 
 log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
 CHUNK = 64 * 1024
 DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-# files.info errors, in words for the person who shared the file.
-INFO_FAILURES = {
-    "file_not_found": "Slack says there is no such file (any more)",
-    "file_deleted": "Slack says it was deleted",
-    "access_denied": "Slack does not let me see it",
-}
 
 
 def shared_files(files: Iterable[dict[str, Any]] | None) -> tuple[SharedFile, ...]:
@@ -57,8 +49,9 @@ class SlackFileSource:
     another service (SSRF). Redirects are not followed, for the same reason.
     """
 
-    def __init__(self, token: str, api_url: str, timeout: float = 120.0) -> None:
+    def __init__(self, token: str, api_url: str, timeout: float = 120.0, retries: int = 4) -> None:
         self.token = token
+        self.retries = retries  # of files.info, as of every Slack call (SLACK_RETRIES)
         self.api_url = api_url
         self.allowed = {("https", SLACK_FILE_HOST, 443)}
         api = origin(api_url)
@@ -86,46 +79,40 @@ class SlackFileSource:
             self._client = AsyncWebClient(
                 token=self.token, base_url=self.api_url, session=self._http()
             )
-            self._client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+            self._client.retry_handlers = retry_handlers(self.retries)
         try:
             info = await self._client.files_info(file=file.id)
         except SlackApiError as exc:
             error = str(exc.response.get("error") or "unknown_error")
             log.warning("event=file_info_failed file=%s error=%s", file.id, error)
-            raise FileRefused(
-                f"{INFO_FAILURES.get(error, 'Slack would not describe it')} ({error})."
-            ) from exc
+            raise FileRefused("slack_info_refused", error) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise FileRefused(f"asking Slack about it failed ({type(exc).__name__}).") from exc
+            raise FileRefused("slack_unreachable", type(exc).__name__) from exc
         described = _shared_file({**(info.get("file") or {}), "id": file.id})
         if not described.download_url:  # a stub again, or a file hidden by the plan's limits
-            raise FileRefused("Slack gave me no download link for it.")
+            raise FileRefused("no_download_link")
         return described
 
     async def fetch(self, file: SharedFile, max_bytes: int) -> bytes:
         if not file.download_url:
-            raise FileRefused("Slack gave me no download link for it (it may have been deleted).")
+            raise FileRefused("link_gone")
         link = origin(file.download_url)
         if link not in self.allowed:
             where = "{}://{}:{}".format(*link) if link else "malformed"
             log.warning("event=file_host_refused file=%s origin=%s", file.id, where)
-            raise FileRefused(
-                "its link does not point to Slack's file host, so I did not follow it."
-            )
+            raise FileRefused("foreign_host")
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             async with self._http().get(
                 file.download_url, headers=headers, allow_redirects=False
             ) as response:
                 if response.status != 200:
-                    raise FileRefused(
-                        f"Slack would not let me download it (HTTP {response.status})."
-                    )
+                    raise FileRefused("download_refused", str(response.status))
                 if response.content_type == "text/html" and file.mimetype != "text/html":
-                    raise FileRefused("Slack sent a sign-in page instead of the file.")
+                    raise FileRefused("sign_in_page")
                 return await _read_capped(response, max_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise FileRefused(f"downloading it from Slack failed ({type(exc).__name__}).") from exc
+            raise FileRefused("download_failed", type(exc).__name__) from exc
 
 
 def origin(url: str) -> tuple[str, str, int] | None:
@@ -142,7 +129,7 @@ def origin(url: str) -> tuple[str, str, int] | None:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    too_large = FileRefused(f"it is larger than the limit of {max_bytes / 1024 / 1024:g} MB.")
+    too_large = FileRefused("over_limit", limit=max_bytes)
     if response.content_length is not None and response.content_length > max_bytes:
         raise too_large
     chunks: list[bytes] = []

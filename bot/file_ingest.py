@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot.assistants import AssistantDefinition
-from bot.engine import filetypes
+from bot import filetypes
+from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError, FileBackend, TurnFiles
-from bot.messages import ConversationKey, SharedFile
+from bot.messages import ChannelScope, ConversationKey, SharedFile
+from bot.outcomes import FileProblem
 from bot.store import ConversationRecord, SharedFileRecord, Store
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,23 @@ MB = 1024 * 1024
 
 
 class FileRefused(Exception):
-    """A file that cannot be taken; the message says why, in words for the person who shared it."""
+    """A file that cannot be ingested, and why: a reason code and its data (see FileProblem).
+
+    Reasons: the chat's (slack_info_refused, slack_unreachable, no_download_link, link_gone,
+    foreign_host, download_refused, sign_in_page, download_failed, over_limit) and the ingest's
+    (model_takes_no_images, unreadable_type, unsearchable_type, too_large, not_indexed,
+    backend_refused).
+    """
+
+    def __init__(self, reason: str, detail: str = "", *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.size = size
+        self.limit = limit
+
+    def problem(self, file: SharedFile) -> FileProblem:
+        return FileProblem(file.name, file.id, self.reason, self.detail, self.size, self.limit)
 
 
 class FileSource(Protocol):
@@ -46,17 +63,22 @@ class FileLimits:
 
 
 @dataclass
-class Taken:
-    """What a message's files became: ids for this turn, and a sentence per file not taken."""
+class Ingested:
+    """What a message's files became: ids for this turn, and a problem per file not ingested."""
 
     image_file_ids: list[str] = field(default_factory=list)
-    added: list[str] = field(default_factory=list)  # names of files taken
-    problems: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # names of files ingested
+    problems: list[FileProblem] = field(default_factory=list)
 
 
-def channel_scope(key: ConversationKey) -> ConversationKey:
-    """Where a channel's knowledge is kept: the channel itself, no thread."""
-    return ConversationKey(key.team_id, key.channel_id, "")
+def channel_scope(key: ConversationKey) -> ChannelScope:
+    """The channel a conversation takes place in."""
+    return ChannelScope(key.team_id, key.channel_id)
+
+
+def _filed(scope: ChannelScope) -> ConversationKey:
+    """How the store files a channel's knowledge: beside its threads, under no thread."""
+    return ConversationKey(scope.team_id, scope.channel_id, "")
 
 
 class FileIngest:
@@ -76,71 +98,64 @@ class FileIngest:
 
     # --- a conversation's files -----------------------------------------------------------
 
-    async def take(
+    async def add_to_conversation(
         self,
         conversation: ConversationRecord,
         files: Sequence[SharedFile],
         user_id: str,
         assistant: AssistantDefinition | None,
         reading: Callable[[Sequence[str]], Awaitable[None]] | None = None,
-    ) -> Taken:
+    ) -> Ingested:
         """Upload and index the files shared with one message of a conversation.
 
         `reading` hears the files' names once they are known (before the slow part)."""
-        taken = Taken()
+        ingested = Ingested()
         tools = {tool.get("type") for tool in assistant.tools} if assistant else set()
         model = assistant.model if assistant else ""
-        described = await self._describe(files, "use", taken)
+        described = await self._describe(files, ingested)
         if described and reading is not None:
             await reading([file.name for file in described])
         for file in described:
             try:
-                await self._take_one(conversation, file, user_id, tools, model, taken)
+                await self._add_one(conversation, file, user_id, tools, model, ingested)
             except FileRefused as exc:
-                taken.problems.append(f"I could not use *{file.name}*: {exc}")
+                ingested.problems.append(exc.problem(file))
             except EngineError as exc:
                 log.warning("event=file_failed file=%s error=%s", file.id, exc.code)
-                taken.problems.append(
-                    f"I could not use *{file.name}*: the assistant service refused it "
-                    f"({exc.message or exc.code})."
-                )
-        return taken
+                ingested.problems.append(FileRefused("backend_refused", exc.code).problem(file))
+        return ingested
 
-    async def _describe(
-        self, files: Sequence[SharedFile], verb: str, taken: Taken
-    ) -> list[SharedFile]:
-        """The files the chat could describe; a sentence in `taken` for each it could not."""
+    async def _describe(self, files: Sequence[SharedFile], ingested: Ingested) -> list[SharedFile]:
+        """The files the chat could describe; a problem in `ingested` for each it could not."""
         described = []
         for file in files:
             try:
                 described.append(await self.source.describe(file))
             except FileRefused as exc:
-                name = f"*{file.name}*" if file.name else f"the file {file.id}"
-                taken.problems.append(f"I could not {verb} {name}: {exc}")
+                ingested.problems.append(exc.problem(file))
         return described
 
-    async def _take_one(
+    async def _add_one(
         self,
         conversation: ConversationRecord,
         file: SharedFile,
         user_id: str,
         tools: set[object],
         model: str,
-        taken: Taken,
+        ingested: Ingested,
     ) -> None:
         searchable = filetypes.is_searchable(file.name)
         for_code = filetypes.is_data(file.name) and "code_interpreter" in tools
         image = filetypes.is_image(file.name, file.mimetype)
         if image and not filetypes.takes_images(model):
-            raise FileRefused(f"this assistant's model ({model}) does not take images.")
+            raise FileRefused("model_takes_no_images", model)
         if not (searchable or for_code or image):
-            kind = filetypes.extension(file.name) or "without an extension"
-            raise FileRefused(f"I cannot read files of this type ({kind}).")
+            raise FileRefused("unreadable_type", filetypes.extension(file.name))
         self._check_size(file)
         key = conversation.key
         if image:
-            taken.image_file_ids.append(await self._upload(file, "vision"))
-            taken.added.append(file.name)
+            ingested.image_file_ids.append(await self._upload(file, "vision"))
+            ingested.added.append(file.name)
             return
         file_id = await self._upload(file, "assistants")
         if for_code:
@@ -160,8 +175,8 @@ class FileIngest:
                 key, file_id, "search", file.name, store_id, result.status, result.error, user_id
             )
             if result.status != "completed" and not for_code:
-                raise FileRefused(f"it could not be indexed ({result.error}).")
-        taken.added.append(file.name)
+                raise FileRefused("not_indexed", result.error)
+        ingested.added.append(file.name)
 
     async def turn_files(
         self, conversation: ConversationRecord, image_file_ids: Sequence[str] = ()
@@ -169,7 +184,7 @@ class FileIngest:
         """What a turn of this conversation may use: its own and its channel's knowledge."""
         key = conversation.key
         own = await self.store.vector_store_for(key)
-        channel = await self.store.vector_store_for(channel_scope(key))
+        channel = await self.store.vector_store_for(_filed(channel_scope(key)))
         stores = [store for store in (own, channel) if store]
         code = [f.backend_file_id for f in await self.store.shared_files(key, "code")]
         return TurnFiles(
@@ -189,7 +204,8 @@ class FileIngest:
         await self.store.save_vector_store(store_id, conversation.key)
         if self.vector_stores_per_conversation < 2:
             # The thread can search one store only: it starts with the channel's knowledge.
-            for known in await self.store.shared_files(channel_scope(conversation.key), "search"):
+            channel = _filed(channel_scope(conversation.key))
+            for known in await self.store.shared_files(channel, "search"):
                 if known.status == "completed":
                     await self.backend.index_file(
                         store_id, known.backend_file_id, self.limits.index_timeout
@@ -199,40 +215,37 @@ class FileIngest:
     # --- a channel's knowledge --------------------------------------------------------------
 
     async def add_to_channel(
-        self, key: ConversationKey, files: Sequence[SharedFile], user_id: str
-    ) -> Taken:
-        taken = Taken()
-        scope = channel_scope(key)
-        for file in await self._describe(files, "add", taken):
+        self, channel: ChannelScope, files: Sequence[SharedFile], user_id: str
+    ) -> Ingested:
+        ingested = Ingested()
+        scope = _filed(channel)
+        for file in await self._describe(files, ingested):
             try:
                 if not filetypes.is_searchable(file.name):
-                    kind = filetypes.extension(file.name) or "without an extension"
-                    raise FileRefused(f"files of this type ({kind}) cannot be searched.")
+                    raise FileRefused("unsearchable_type", filetypes.extension(file.name))
                 self._check_size(file)
                 file_id = await self._upload(file, "assistants")
                 store_id = await self._channel_store(scope)
                 result = await self.backend.index_file(store_id, file_id, self.limits.index_timeout)
                 if result.status != "completed":
                     await self.backend.remove_from_vector_store(store_id, file_id)
-                    raise FileRefused(f"it could not be indexed ({result.error}).")
+                    raise FileRefused("not_indexed", result.error)
                 await self._record(
                     scope, file_id, "search", file.name, store_id, "completed", None, user_id
                 )
-                taken.added.append(file.name)
+                ingested.added.append(file.name)
             except FileRefused as exc:
-                taken.problems.append(f"I could not add *{file.name}*: {exc}")
+                ingested.problems.append(exc.problem(file))
             except EngineError as exc:
-                taken.problems.append(
-                    f"I could not add *{file.name}*: the assistant service refused it "
-                    f"({exc.message or exc.code})."
-                )
-        return taken
+                log.warning("event=file_failed file=%s error=%s", file.id, exc.code)
+                ingested.problems.append(FileRefused("backend_refused", exc.code).problem(file))
+        return ingested
 
-    async def channel_files(self, key: ConversationKey) -> list[SharedFileRecord]:
-        return await self.store.shared_files(channel_scope(key), "search")
+    async def channel_files(self, channel: ChannelScope) -> list[SharedFileRecord]:
+        return await self.store.shared_files(_filed(channel), "search")
 
-    async def remove_from_channel(self, key: ConversationKey, file_id: str) -> bool:
-        scope = channel_scope(key)
+    async def remove_from_channel(self, channel: ChannelScope, file_id: str) -> bool:
+        scope = _filed(channel)
         store_id = await self.store.vector_store_for(scope)
         if store_id is None or not await self.store.remove_shared_file(scope, file_id):
             return False
@@ -254,10 +267,7 @@ class FileIngest:
 
     def _check_size(self, file: SharedFile) -> None:
         if file.size > self.limits.max_bytes:
-            raise FileRefused(
-                f"it is too large ({file.size / MB:.1f} MB; the limit is "
-                f"{self.limits.max_bytes / MB:g} MB)."
-            )
+            raise FileRefused("too_large", size=file.size, limit=self.limits.max_bytes)
 
     async def _upload(self, file: SharedFile, purpose: str) -> str:
         """The backend file for a chat file: uploaded once, reused when shared again."""

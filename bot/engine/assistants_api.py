@@ -16,7 +16,8 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from bot.assistants import BOT_ONLY, AssistantDefinition
+from bot.definitions import BOT_ONLY, AssistantDefinition
+from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
     Citation,
@@ -36,10 +37,20 @@ from bot.engine.base import (
 )
 from bot.engine.driver import drive
 from bot.engine.errors import engine_error
-from bot.engine.files import StreamCleaner, clean_answer, generated
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
+
+
+async def serves_assistants_api(client: AsyncOpenAI) -> bool:
+    """Whether the server speaks the Assistants API (OpenAI itself answers 404 since 2026-08-26)."""
+    try:
+        await client.beta.assistants.list(limit=1)
+    except openai.NotFoundError:
+        return False
+    except openai.OpenAIError as exc:
+        raise engine_error(exc) from exc
+    return True
 
 
 class AssistantsApiCatalog:
@@ -170,11 +181,11 @@ class AssistantsEngine:
                 missing.append(file_id)
             else:
                 fetched.append(output)
-        text = completed.text
-        if missing:
-            text += f"\n\n_(I could not fetch {len(missing)} file(s) the assistant made.)_"
         return dataclasses.replace(
-            completed, text=text, citations=tuple(citations), files=tuple(fetched)
+            completed,
+            citations=tuple(citations),
+            files=tuple(fetched),
+            files_missing=len(missing),
         )
 
     async def _fetch_output(self, file_id: str, fallback_name: str) -> GeneratedFile | None:
@@ -297,8 +308,8 @@ class _Run:
             stream=True,
         )
 
-    def take(self, event: Any) -> EngineEvent | None:
-        return self.answer.take(event)
+    def to_engine_event(self, event: Any) -> EngineEvent | None:
+        return self.answer.fold(event)
 
     async def finish(self, completed: Completed) -> Completed:
         return await self.engine._with_files(completed, self.answer)
@@ -329,7 +340,7 @@ class _Answer:
         pending = ["".join(self.current)] if self.current else []
         return "\n\n".join([*self.parts, *pending])
 
-    def take(self, event: Any) -> EngineEvent | None:
+    def fold(self, event: Any) -> EngineEvent | None:
         kind = event.event
         data = event.data
         if kind.startswith("thread.run.") and not kind.startswith("thread.run.step"):
@@ -349,7 +360,7 @@ class _Answer:
         if kind == "thread.message.completed":
             self.current = []
             self.cleaner = StreamCleaner()
-            self._take_message(data.content)
+            self._add_message(data.content)
             return None
         if kind == "thread.run.requires_action":
             calls = data.required_action.submit_tool_outputs.tool_calls
@@ -379,7 +390,7 @@ class _Answer:
             return Failed(code, getattr(data, "message", None) or "", self.run_id)
         return None
 
-    def _take_message(self, content: Any) -> None:
+    def _add_message(self, content: Any) -> None:
         texts: list[str] = []
         for part in content:
             if part.type == "image_file":

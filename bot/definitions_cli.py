@@ -1,7 +1,8 @@
 """`python -m bot assistants …`: list, show, create, update, delete and sync assistants.
 
-With BOT_ENGINE=assistants these call the backend's /assistants; with BOT_ENGINE=responses they
-manage the bot's own definitions in its database. Output is plain lines; an error is one line on
+With the Assistants engine these call the backend's /assistants; with the Responses engine they
+manage the bot's own definitions in its database. The engine is BOT_ENGINE's, or the one the bot
+would choose (see README, "Choosing an engine"). Output is plain lines; an error is one line on
 stderr and a non-zero exit.
 """
 
@@ -13,19 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot import app
 from bot.assistant_choice import match_assistant
-from bot.assistants import (
+from bot.config import OPENAI_DEFAULT_BASE_URL, BackendSettings
+from bot.definitions import (
     SETTINGS,
     AssistantDefinition,
     DefinitionError,
     load_definitions,
     parse_definition,
 )
-from bot.config import BackendSettings
 from bot.engine.base import AssistantCatalog, EngineError
 from bot.engine.catalog import sync_assistants
-from bot.store import Store
 from bot.text import shorten
 
 
@@ -77,26 +76,50 @@ def _definition_flags(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
+    # Imported here: they load the openai SDK (about 1 s) and SQLAlchemy, and `python -m bot`
+    # imports this module before it listens for Ctrl-C.
+    from bot import backend as backends
+    from bot.store import Store, StoreError
+
+    client = backends.make_openai_client(settings)
+    try:
+        choice = await backends.choose_engine(settings, client)
+    except EngineError as exc:
+        await client.close()
+        print(f"error: {_engine_problem(exc, settings)}", file=sys.stderr)
+        return 1
     # The Assistants engine keeps nothing locally: don't create a database file for it.
-    store = await Store.open(
-        settings.database_url if settings.engine == "responses" else ":memory:"
-    )
-    backend = app.make_backend(settings, store)
+    try:
+        store = await Store.open(
+            settings.database_url if choice.engine == "responses" else ":memory:"
+        )
+    except StoreError as exc:
+        await client.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    backend = backends.make_backend(choice.engine, client, store)
     try:
         await _act(args, backend.catalog)
     except (CliError, DefinitionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except EngineError as exc:
-        message = exc.message
-        if exc.code == "api_not_served":
-            message = f"the server does not serve the Assistants API. {app.RETIREMENT_NOTE}"
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_engine_problem(exc, settings)}", file=sys.stderr)
         return 1
     finally:
         await backend.close()
         await store.close()
     return 0
+
+
+def _engine_problem(exc: EngineError, settings: BackendSettings) -> str:
+    from bot.backend import RETIREMENT_NOTE
+    from bot.startup import network_problem
+
+    if exc.code == "api_not_served":
+        return f"the server does not serve the Assistants API. {RETIREMENT_NOTE}"
+    problem = network_problem(exc, settings.openai_base_url or OPENAI_DEFAULT_BASE_URL)
+    return f"OpenAI at {problem}" if problem else exc.message
 
 
 async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:

@@ -22,17 +22,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.messages import IncomingMessage
+from bot.slack.words import DEFAULT_PROMPTS, PROMPTS_TITLE
 from bot.text import shorten
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPTS = (
-    "What can you help me with?",
-    "Summarize this thread for me",
-    "Help me write a clear message to my team",
-    "Explain a concept to me step by step",
-)
-PROMPTS_TITLE = "Try asking:"
 MAX_PROMPTS = 4  # Slack shows at most four
 TITLE_LENGTH = 60
 CHANNEL_ENTITY = "slack#/types/channel_id"
