@@ -5,7 +5,8 @@ Most store calls are one statement (`first`, `all`, `write`), which commits by i
 databases run in autocommit, so there is no BEGIN or COMMIT round trip. `transaction` runs a
 function of a SQLAlchemy `Connection` (several statements) between BEGIN and COMMIT; `run` runs
 one without them. SQLite keeps one sqlite3 connection, as the bot always did, shared by every
-call, and runs a transaction alone (see sqlite_driver.py); PostgreSQL has a small pool.
+call, and runs a transaction alone (see sqlite_driver.py). PostgreSQL runs single statements on
+a psycopg pool, and the rest on SQLAlchemy's own connections.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import psycopg
 import sqlalchemy as sa
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -41,8 +44,8 @@ AnyRow = Row[*tuple[Any, ...]]
 DEFAULT_URL = "sqlite:///./bot.sqlite3"
 EXAMPLES = "sqlite:///path/to/bot.sqlite3 or postgresql://user:password@host:5432/database"
 # PostgreSQL: connections kept open, and how many more a burst may open for a while.
-POOL_SIZE = 5
-POOL_OVERFLOW = 15
+POOL_SIZE = 10
+POOL_OVERFLOW = 20
 CONNECT_TIMEOUT_SECONDS = 10
 # SQLite: SQLAlchemy connections kept for reuse, all on the one sqlite3 connection.
 SQLITE_SESSIONS = 20
@@ -117,42 +120,66 @@ def upsert(dialect: str, table: sa.Table, key: Sequence[str], columns: Sequence[
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine, url: sa.URL, thread: SQLiteThread | None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: sa.URL,
+        thread: SQLiteThread | None = None,
+        statements: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None,
+    ) -> None:
         self.engine = engine
         self.url = url
         self.dialect = url.get_backend_name()
         self._thread = thread  # SQLite: the one sqlite3 connection
+        self._statements = statements  # PostgreSQL: the pool single statements run on
         self._turns = _Turns() if thread is not None else None
-        self._compiled = _Compiled(engine.dialect) if thread is not None else None
+        self._compiled = _Compiled(engine.dialect)
         self._begin = "BEGIN IMMEDIATE" if thread is not None else "BEGIN"
         # PostgreSQL for `python -m bot check`: one connection in a transaction never committed.
         self._held: AsyncConnection | None = None
         self._held_turn = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, url: sa.URL) -> Database:
+    async def connect(cls, url: sa.URL, *, statements: bool = True) -> Database:
         """Connect (SQLite: open or create the file); StoreError saying why it cannot."""
         try:
             if url.get_backend_name() == "sqlite":
                 return await cls._connect_sqlite(url)
-            engine = create_async_engine(
-                url,
-                isolation_level="AUTOCOMMIT",
-                pool_size=POOL_SIZE,
-                max_overflow=POOL_OVERFLOW,
-                pool_recycle=1800,
-                connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-                | dict(url.query),  # the URL's own settings win
-            )
-            database = cls(engine, url, None)
-            try:
-                await database.run(lambda connection: connection.exec_driver_sql("SELECT 1"))
-            except BaseException:
-                await engine.dispose()
-                raise
-            return database
-        except (sa.exc.DBAPIError, sqlite3.Error, OSError) as exc:
+            return await cls._connect_postgresql(url, statements)
+        except (sa.exc.DBAPIError, psycopg.Error, PoolTimeout, sqlite3.Error, OSError) as exc:
             raise StoreError(f"The database {shown(url)} cannot be used: {reason(exc)}") from None
+
+    @classmethod
+    async def _connect_postgresql(cls, url: sa.URL, statements: bool) -> Database:
+        settings = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} | dict(url.query)  # URL's win
+        engine = create_async_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,  # transactions and migrations; single statements use `pool`
+            max_overflow=POOL_OVERFLOW,
+            pool_recycle=1800,
+            connect_args=settings,
+        )
+        pool = None
+        try:
+            await _run_on(engine, lambda connection: connection.exec_driver_sql("SELECT 1"))
+            if statements:
+                conninfo = url.set(drivername="postgresql", query={})
+                pool = AsyncConnectionPool(
+                    conninfo.render_as_string(hide_password=False),
+                    min_size=POOL_SIZE,
+                    max_size=POOL_SIZE + POOL_OVERFLOW,
+                    kwargs={"autocommit": True, **settings},
+                    open=False,
+                    name="store",
+                )
+                await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except BaseException:
+            if pool is not None:
+                await pool.close()
+            await engine.dispose()
+            raise
+        return cls(engine, url, statements=pool)
 
     @classmethod
     async def _connect_sqlite(cls, url: sa.URL, path: str | None = None) -> Database:
@@ -173,7 +200,7 @@ class Database:
             pool_size=SQLITE_SESSIONS,
             max_overflow=-1,  # sessions cost nothing: the thread is shared
         )
-        return cls(engine, url, thread)
+        return cls(engine, url, thread=thread)
 
     @classmethod
     async def connect_rolled_back(cls, url: sa.URL) -> tuple[Database, bool]:
@@ -196,7 +223,7 @@ class Database:
                 await database.close()
                 raise
             return database, source is not None
-        database = await cls.connect(url)
+        database = await cls.connect(url, statements=False)
         try:
             held = await database.engine.connect()
             await held.exec_driver_sql("BEGIN")
@@ -211,6 +238,8 @@ class Database:
             with contextlib.suppress(sa.exc.DBAPIError):
                 await self._held.exec_driver_sql("ROLLBACK")
             await self._held.close()
+        if self._statements is not None:
+            await self._statements.close()
         await self.engine.dispose()
         if self._thread is not None:
             await self._thread.close()
@@ -236,43 +265,61 @@ class Database:
         if self._held is not None:
             async with self._held_turn:
                 return await self._held.run_sync(work)
-        async with self.engine.connect() as connection:
-            return await connection.run_sync(work)
+        return await _run_on(self.engine, work)
 
-    # The shapes most store calls take, each one statement. On SQLite they skip SQLAlchemy's
-    # execution (a greenlet, a pooled connection and a result object per call, which cost more
-    # than the statement): the statement is compiled once, and its rows come back in one trip
-    # to the connection's thread. The column types (text, integer, float, boolean) go to and
-    # come from sqlite3 as they are, booleans as 0 and 1.
+    # The shapes most store calls take, each one statement. They skip SQLAlchemy's execution
+    # (a greenlet, a pooled connection and a result object per call, which cost more than the
+    # statement itself): the statement is compiled once, and runs on a driver connection, its
+    # rows coming back in one trip (SQLite: to the connection's thread; PostgreSQL: to the
+    # server). The column types (text, integer, float, boolean) go to and come from the
+    # drivers as they are; SQLite gives booleans as 0 and 1.
 
     async def first(self, statement: sa.Executable, params: Params) -> AnyRow | None:
-        if self._compiled is None:
-            return await self.run(lambda connection: connection.execute(statement, params).first())
-        rows = (await self._direct(statement, params))[1]
+        rows = (await self._execute(statement, params))[1]
         return rows[0] if rows else None
 
     async def all(self, statement: sa.Executable, params: Params | None = None) -> list[AnyRow]:
-        if self._compiled is None:
-            return await self.run(lambda connection: list(connection.execute(statement, params)))
-        return (await self._direct(statement, params or {}))[1]
+        return (await self._execute(statement, params or {}))[1]
 
     async def write(self, statement: sa.Executable, params: Params) -> int:
         """Execute one change; how many rows it changed."""
-        if self._compiled is None:
-            return await self.run(lambda connection: _rowcount(connection, statement, params))
-        return (await self._direct(statement, params))[0]
+        return (await self._execute(statement, params))[0]
 
-    async def _direct(self, statement: sa.Executable, params: Params) -> tuple[int, list[Any]]:
-        assert self._compiled is not None and self._thread is not None and self._turns is not None
-        sql, values = self._compiled.bind(statement, params)
-        async with self._turns.shared():
-            try:
-                outcome = await self._thread.on_thread(
-                    run_statement, self._thread._conn, sql, values
-                )
-            except sqlite3.Error as exc:  # the same errors SQLAlchemy raises on PostgreSQL
-                raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
-        return outcome[1], outcome[3]
+    async def _execute(self, statement: sa.Executable, params: Params) -> tuple[int, list[Any]]:
+        """(rows changed, rows returned)."""
+        if self._thread is not None:
+            assert self._turns is not None
+            sql, values = self._compiled.positional(statement, params)
+            async with self._turns.shared():
+                try:
+                    outcome = await self._thread.on_thread(
+                        run_statement, self._thread._conn, sql, values
+                    )
+                except sqlite3.Error as exc:  # the same errors SQLAlchemy raises
+                    raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+            return outcome[1], outcome[3]
+        if self._statements is None:  # check's rolled-back connection
+            return await self.run(functools.partial(_with_rows, statement, params))
+        sql, named = self._compiled.named(statement, params)
+        try:
+            async with self._statements.connection() as connection:
+                cursor = await connection.execute(sql, named)
+                rows = await cursor.fetchall() if cursor.description else []
+                return cursor.rowcount, rows
+        except psycopg.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, named, exc, psycopg.Error) from exc
+
+
+async def _run_on(engine: AsyncEngine, work: Callable[[sa.Connection], T]) -> T:
+    async with engine.connect() as connection:
+        return await connection.run_sync(work)
+
+
+def _with_rows(
+    statement: sa.Executable, params: Params, connection: sa.Connection
+) -> tuple[int, list[Any]]:
+    result = connection.execute(statement, params)
+    return result.rowcount, list(result) if result.returns_rows else []
 
 
 class _Compiled:
@@ -282,8 +329,18 @@ class _Compiled:
         self._dialect = dialect
         self._cache: dict[tuple[sa.Executable, tuple[str, ...]], SQLCompiler] = {}
 
-    def bind(self, statement: sa.Executable, params: Params) -> tuple[str, list[Any]]:
-        """The SQL and its positional values."""
+    def named(self, statement: sa.Executable, params: Params) -> tuple[str, Params]:
+        """The SQL and its values by name (psycopg's %(name)s)."""
+        compiled = self._compile(statement, params)
+        return compiled.string, dict(compiled.construct_params(params) or {})
+
+    def positional(self, statement: sa.Executable, params: Params) -> tuple[str, list[Any]]:
+        """The SQL and its values in order (sqlite3's ?)."""
+        compiled = self._compile(statement, params)
+        values = compiled.construct_params(params) or {}
+        return compiled.string, [values[name] for name in compiled.positiontup or ()]
+
+    def _compile(self, statement: sa.Executable, params: Params) -> SQLCompiler:
         key = (statement, tuple(params))
         compiled = self._cache.get(key)
         if compiled is None:
@@ -292,8 +349,7 @@ class _Compiled:
                 SQLCompiler, clause.compile(dialect=self._dialect, column_keys=[*params])
             )
             self._cache[key] = compiled
-        values = compiled.construct_params(params) or {}
-        return compiled.string, [values[name] for name in compiled.positiontup or ()]
+        return compiled
 
 
 class _Turns:
@@ -325,11 +381,6 @@ class _Turns:
         async with self._door:
             await self._idle.wait()
             yield
-
-
-def _rowcount(connection: sa.Connection, statement: sa.Executable, params: Params) -> int:
-    result = connection.execute(statement, params)
-    return int(result.rowcount)
 
 
 _SAVEPOINT = ("SAVEPOINT unit", "RELEASE SAVEPOINT unit", "ROLLBACK TO SAVEPOINT unit")
