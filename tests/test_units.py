@@ -39,6 +39,19 @@ def test_socket_mode_needs_no_signing_secret() -> None:
     assert load_settings(env, env_file=None).socket_mode
 
 
+def test_database_path_is_short_for_a_sqlite_url_and_only_one_of_them_is_set() -> None:
+    settings = load_settings(MINIMAL | {"DATABASE_PATH": "/var/lib/bot/bot.sqlite3"}, None)
+    assert settings.database_url == "sqlite:////var/lib/bot/bot.sqlite3"
+    url = "postgresql://bot:secret@db.example.com:5432/bot"
+    assert load_settings(MINIMAL | {"DATABASE_URL": url}, None).database_url == url
+    with pytest.raises(ConfigError) as both:
+        load_settings(MINIMAL | {"DATABASE_URL": url, "DATABASE_PATH": "x.sqlite3"}, None)
+    assert both.value.problems == [
+        "DATABASE_URL and DATABASE_PATH are both set: keep one (DATABASE_PATH=FILE is short for "
+        "DATABASE_URL=sqlite:///FILE)."
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "value", "words"),
     [
@@ -51,6 +64,8 @@ def test_socket_mode_needs_no_signing_secret() -> None:
         ("ANSWER_BOTS", "maybe", "ANSWER_BOTS must be true or false"),
         ("TURN_TIMEOUT_SECONDS", "0", "TURN_TIMEOUT_SECONDS must be a number from 1 to 3600"),
         ("SLACK_VIEW", "split_view", "SLACK_VIEW must be one of agent_view, assistant_view"),
+        ("DATABASE_URL", "mysql://bot@db/bot", "DATABASE_URL mysql://… is not supported"),
+        ("DATABASE_URL", "postgresql://bot@db", "DATABASE_URL names no database"),
     ],
 )
 def test_each_bad_setting_is_named(name: str, value: str, words: str) -> None:
