@@ -18,6 +18,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.assistant_choice import AssistantChooser
 from bot.backend import check_assistant, describe, load_assistants_file, open_backend
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, ToolSettings
@@ -25,8 +26,13 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.health import Health
+from bot.messages import ConversationKey
+from bot.single_process import DatabaseLock
 from bot.slack.file_source import SlackFileSource
+from bot.slack.leftovers import SlackLeftovers
 from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
+from bot.slack.observe import count_requests
 from bot.slack.retries import retry_handlers
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
@@ -38,7 +44,7 @@ from bot.startup import (
     network_problem,
     reaching,
 )
-from bot.store import Store, StoreError
+from bot.store import Store, StoreError, sqlite_file
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
 
@@ -166,25 +172,34 @@ class Bot:
     slack: AsyncApp
     conversations: Conversations
     file_source: SlackFileSource
+    lock: DatabaseLock
+    health: Health
     port: int | None = None
+    health_port: int | None = None  # Socket Mode with HEALTH_PORT set
+    _health_runner: web.AppRunner | None = None
     _runner: web.AppRunner | None = None
     _socket: AsyncSocketModeHandler | None = None
     _cleanup: asyncio.Task[None] | None = None
+    _recovery: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Stop taking events, finish (bounded) what is in flight, then close everything."""
-        if self._cleanup is not None:
-            self._cleanup.cancel()
-            await asyncio.gather(self._cleanup, return_exceptions=True)
+        self.health.stopping = True  # /readyz says so first, while the rest winds down
+        for task in (self._cleanup, self._recovery):
+            if task is not None:
+                await _cancel(task)
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
         await self.conversations.drain(self.settings.shutdown_grace)
+        if self._health_runner is not None:
+            await self._health_runner.cleanup()
         await self.file_source.close()
         await self.backend.close()
         await close_slack_client(self.slack.client)
         await self.store.close()
+        self.lock.release()
         log.info("event=stopped")
 
 
@@ -196,7 +211,10 @@ async def start(settings: Settings) -> Bot:
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    lock = DatabaseLock(sqlite_file(settings.database_url))
     async with contextlib.AsyncExitStack() as undo:
+        lock.acquire()
+        undo.callback(lock.release)
         try:
             store = await Store.open(settings.database_url)
         except StoreError as exc:
@@ -243,27 +261,42 @@ async def start(settings: Settings) -> Bot:
         SlackSurface(client),
         chooser,
         files=ingest,
+        leftovers=SlackLeftovers(client, identity.user_id, identity.bot_id),
         tools=tools,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
     viewing = ai_app.ViewedChannels()
-    events.register(slack, conversations, identity, settings.answer_bots, viewing)
+    events.register(
+        slack,
+        conversations,
+        identity,
+        settings.answer_bots,
+        viewing,
+        max_files=settings.max_files_per_message,
+    )
     commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
     actions.register(slack, conversations)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
-    bot = Bot(settings, store, backend, slack, conversations, file_source)
+    slack.use(count_requests)
+    metrics.watch_turns(
+        lambda: conversations.turn_counts()[0], lambda: conversations.turn_counts()[1]
+    )
+    health = Health()
+    health.add_check("database", lambda: _database_answers(store))
+    bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
-    async with opened:  # the wiring above awaits nothing: only connecting can fail or be cancelled
+    async with opened:  # from here on only reading the store and connecting await
         opened.push_async_callback(file_source.close)
         opened.push_async_callback(_cancel, bot._cleanup)
-        # Before events arrive: a message taken meanwhile would be read back as left over, and
-        # answered twice.
-        await conversations.resume_open_turns()
+        # What a previous process left open is taken back in the background: the store is read
+        # now, so that a thread's new messages wait for its old ones; Slack is not waited on.
+        bot._recovery = await conversations.begin_recovery()
+        opened.push_async_callback(_cancel, bot._recovery)
         if settings.socket_mode:
             bot._socket = AsyncSocketModeHandler(
                 slack, settings.slack_app_token, logger=SOCKET_MODE_LOG
@@ -272,19 +305,35 @@ async def start(settings: Settings) -> Bot:
             check = "that this network allows WebSocket (wss://) connections to Slack"
             async with reaching("Slack Socket Mode", socket_url, check, _step(deadline)):
                 await connect_socket_mode(bot._socket)
-            log.info("event=started mode=socket")
+            health.add_check("slack_connection", bot._socket.client.is_connected)
+            if settings.health_port is not None:
+                health_app = web.Application()
+                health.add_routes(health_app)
+                bot._health_runner = web.AppRunner(health_app, access_log=None)
+                opened.push_async_callback(bot._health_runner.cleanup)
+                bot.health_port = await _serve(bot._health_runner, settings.health_port)
+            log.info("event=started mode=socket health_port=%s", bot.health_port)
         else:
-            bot._runner = web.AppRunner(slack.web_app(path="/slack/events"), access_log=None)
-            await bot._runner.setup()
+            web_app = slack.web_app(path="/slack/events")
+            health.add_routes(web_app)
+            bot._runner = web.AppRunner(web_app, access_log=None)
             opened.push_async_callback(bot._runner.cleanup)
-            site = web.TCPSite(bot._runner, port=settings.port)
-            await site.start()
-            bot.port = next(
-                a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2
-            )
+            bot.port = await _serve(bot._runner, settings.port)
             log.info("event=started mode=http port=%s path=/slack/events", bot.port)
         opened.pop_all()
     return bot
+
+
+async def _serve(runner: web.AppRunner, port: int) -> int:
+    """Serve on `port` (0: any free one); the port it listens on."""
+    await runner.setup()
+    await web.TCPSite(runner, port=port).start()
+    return int(next(a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) == 2))
+
+
+async def _database_answers(store: Store) -> bool:
+    await store.has_conversation(ConversationKey("", "", ""))  # any cheap read
+    return True
 
 
 def _step(deadline: float) -> float:

@@ -15,6 +15,7 @@ SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 ENGINES = ("assistants", "responses")
 SLACK_VIEWS = ("agent_view", "assistant_view")  # the app manifest's AI feature, new and legacy
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 # What .env.example ships in place of each secret: left in `.env`, it is refused, saying what to
 # put there instead.
 PLACEHOLDERS = {
@@ -50,6 +51,7 @@ class BackendSettings:
     log_level: str
     openai_timeout: float = 120.0
     file_retention_days: int = 30
+    log_format: str = "text"
 
     @property
     def uses_openai_itself(self) -> bool:
@@ -87,12 +89,15 @@ class Settings:
     tools_module: str | None
     assistant_admins: frozenset[str] = frozenset()
     max_file_mb: float = 50.0
+    max_files_per_message: int = 10
     file_retention_days: int = 30
     file_index_timeout: float = 120.0
     slack_view: str = "agent_view"
     openai_timeout: float = 120.0
     slack_timeout: float = 30.0
     slack_retries: int = 4
+    health_port: int | None = None  # Socket Mode only: where /healthz, /readyz, /metrics listen
+    log_format: str = "text"
 
     @property
     def socket_mode(self) -> bool:
@@ -113,6 +118,7 @@ class Settings:
             log_level=self.log_level,
             openai_timeout=self.openai_timeout,
             file_retention_days=self.file_retention_days,
+            log_format=self.log_format,
         )
 
     @property
@@ -182,12 +188,15 @@ def load_settings(
         tools_module=tools.tools_module,
         assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
+        max_files_per_message=reader.integer("MAX_FILES_PER_MESSAGE", 10, 1, 100),
         file_retention_days=backend.file_retention_days,
         file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         slack_view=reader.choice("SLACK_VIEW", "agent_view", SLACK_VIEWS),
         openai_timeout=backend.openai_timeout,
         slack_timeout=reader.number("SLACK_TIMEOUT_SECONDS", 30.0, 1.0, 600.0),
         slack_retries=reader.integer("SLACK_RETRIES", 4, 0, 10),
+        health_port=_health_port(reader),
+        log_format=backend.log_format,
     )
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -232,7 +241,14 @@ def _read_backend(reader: _Reader, values: Mapping[str, str], log_level: str) ->
         log_level=reader.choice("LOG_LEVEL", log_level, LOG_LEVELS, upper=True),
         openai_timeout=reader.number("OPENAI_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
+        log_format=reader.choice("LOG_FORMAT", "text", LOG_FORMATS),
     )
+
+
+def _health_port(reader: _Reader) -> int | None:
+    if not reader.values.get("HEALTH_PORT", "").strip():
+        return None  # off: in HTTP mode the checks share PORT anyway
+    return reader.integer("HEALTH_PORT", 0, 0, 65535)
 
 
 def _read_tools(reader: _Reader) -> ToolSettings:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot import logs, metrics
 from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
     NO_FILES,
@@ -43,9 +45,12 @@ from bot.outcomes import (
     FileProblem,
     RunningTool,
 )
-from bot.store import ConversationRecord, Store
+from bot.store import ConversationRecord, PendingTurn, Store
 
 log = logging.getLogger(__name__)
+
+RECOVERING_AT_ONCE = 8  # threads whose leftovers are tidied at the same time after a restart
+RECOVERY_TIMEOUT = 120.0  # seconds one thread's tidying may take before its turns go on
 
 
 class Reply(Protocol):
@@ -86,6 +91,31 @@ class Surface(Protocol):
         ...
 
 
+class ChatError(Exception):
+    """The chat refused a call or could not be reached; `code` says why (for the log)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Leftovers(Protocol):
+    """What a process that stopped without warning (killed, crashed) left in the chat."""
+
+    async def tidy(
+        self,
+        key: ConversationKey,
+        waiting: Sequence[IncomingMessage],
+        cut_off: Sequence[IncomingMessage],
+        failure: Failure,
+    ) -> None:
+        """Before a thread's turns are taken back: the signs of life shown for `waiting`
+        messages go (they get new ones when answered), and each answer still being written for
+        a `cut_off` message ends with `failure` where it stands (an answer that had ended is left
+        as it is). Raises when the chat cannot be reached or the thread is gone."""
+        ...
+
+
 class ToolBox(Protocol):
     async def run(
         self, calls: Sequence[ToolCall], message: IncomingMessage
@@ -114,6 +144,7 @@ class _Queued:
     reply: asyncio.Task[Reply]
     run: asyncio.Task[None] | None = None  # the turn while it runs
     stop_requested: bool = False
+    taken_at: float = 0.0  # when the message was taken (metrics.now)
 
 
 @dataclass
@@ -122,6 +153,9 @@ class _Outcome:
     run_id: str | None = None
     error: str | None = None
     usage: Usage | None = None
+    taken_at: float = 0.0
+    text_shown: bool = False
+    assistant: str = ""
 
 
 class Conversations:
@@ -136,6 +170,7 @@ class Conversations:
         *,
         tools: ToolBox | None = None,
         files: FileIngest | None = None,
+        leftovers: Leftovers | None = None,
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
     ) -> None:
@@ -145,11 +180,14 @@ class Conversations:
         self.chooser = chooser
         self.tools: ToolBox = tools or NoTools()
         self.files = files
+        self.leftovers = leftovers
         self.turn_timeout = turn_timeout
         self._in_flight = asyncio.Semaphore(max_turns_in_flight)
         self._queues: dict[ConversationKey, deque[_Queued]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._taking: Counter[ConversationKey] = Counter()  # messages being written to the store
+        # Threads whose turns a previous process left open: their new turns wait for these.
+        self._recovering: dict[ConversationKey, asyncio.Event] = {}
         self._accepting = True
         self._busy = 0  # messages being received, and conversations with turns to take
         self._idle = asyncio.Event()
@@ -177,6 +215,16 @@ class Conversations:
         self._busy -= 1
         if not self._busy:
             self._idle.set()
+
+    def turn_counts(self) -> tuple[int, int]:
+        """Turns waiting and turns running, now."""
+        queued = sum(len(queue) for queue in self._queues.values())
+        running = sum(
+            1
+            for queue in self._queues.values()
+            if queue and queue[0].run and not queue[0].run.done()
+        )
+        return queued - running, running
 
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
@@ -234,47 +282,118 @@ class Conversations:
         return True
 
     async def _skip(self, item: _Queued) -> None:
+        metrics.turn_finished("stopped", None)
         await _quietly(_say(item, Failure(STOPPED)))
         await self.store.update_turn(item.turn_id, "stopped")
 
-    async def resume_open_turns(self) -> None:
-        """Answer what a previous process took but never started; explain what it left halfway."""
-        # In written order: a thread's messages may have been taken (and numbered) in another.
-        turns = sorted(await self.store.open_turns(), key=lambda turn: _ts_order(turn.message_ts))
-        for turn in turns:
-            message = IncomingMessage(
-                turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
-            )
-            if turn.status == "queued":
-                self._enqueue(turn.turn_id, message)
+    async def begin_recovery(self) -> asyncio.Task[None]:
+        """Take back what a previous process left open, in the background: answer the messages
+        it took but never started, and end the answers it was writing with a plain note.
+
+        Only the store is read before this returns: the chat and the backend are reached in the
+        returned task, so start-up never waits on them. A thread's new messages wait until its
+        old ones are taken back, so that they are answered in the order they were written.
+        """
+        by_thread: dict[ConversationKey, list[PendingTurn]] = {}
+        for turn in await self.store.open_turns():
+            if _readable_ts(turn.message_ts) and _readable_ts(turn.key.thread_ts):
+                by_thread.setdefault(turn.key, []).append(turn)
                 continue
-            await self._interrupted(turn.turn_id, await self.surface.begin(message))
+            log.warning(
+                "event=turn_unreadable turn=%s channel=%s ts=%r",
+                turn.turn_id,
+                turn.key.channel_id,
+                turn.message_ts[:40],
+            )
+            await self.store.update_turn(turn.turn_id, "failed", error="unreadable record")
+        for key in by_thread:
+            self._recovering[key] = asyncio.Event()
+        self._busier()
+        return asyncio.create_task(self._recover(by_thread))
+
+    async def _recover(self, by_thread: dict[ConversationKey, list[PendingTurn]]) -> None:
+        at_once = asyncio.Semaphore(RECOVERING_AT_ONCE)
+
+        async def recover(key: ConversationKey, turns: list[PendingTurn]) -> None:
+            try:
+                async with at_once:
+                    await self._recover_thread(key, turns)
+            finally:
+                self._recovering.pop(key).set()
+
+        try:
+            await asyncio.gather(*(recover(key, turns) for key, turns in by_thread.items()))
+        finally:
+            for event in self._recovering.values():
+                event.set()
+            self._recovering.clear()
+            self._calmer()
+
+    async def _recover_thread(self, key: ConversationKey, turns: list[PendingTurn]) -> None:
+        # In written order: a thread's messages may have been taken (and numbered) in another.
+        turns.sort(key=lambda turn: _ts_order(turn.message_ts))
+        waiting = [turn for turn in turns if turn.status == "queued"]
+        cut_off = [turn for turn in turns if turn.status != "queued"]
+        error = "interrupted by restart"
+        try:
+            if self.leftovers is not None:
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    await self.leftovers.tidy(
+                        key,
+                        [_message(turn) for turn in waiting],
+                        [_message(turn) for turn in cut_off],
+                        Failure(INTERRUPTED),
+                    )
+        except Exception as exc:
+            # A channel that is gone, a chat that keeps failing: the old answers cannot be
+            # ended in the thread, and their turns are failed all the same.
+            log.warning(
+                "event=recovery_failed channel=%s thread=%s cut_off=%d error=%s",
+                key.channel_id,
+                key.thread_ts,
+                len(cut_off),
+                _error_name(exc),
+            )
+            error = f"interrupted by restart; the chat could not be told ({_error_name(exc)})"
+        for turn in cut_off:
+            await self.store.update_turn(turn.turn_id, "failed", error=error)
+            log.info("event=turn_interrupted channel=%s ts=%s", key.channel_id, turn.message_ts)
+        if self._accepting:
+            for turn in waiting:
+                self._enqueue(turn.turn_id, _message(turn))
 
     def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
         queue = self._queues.setdefault(message.key, deque())
-        reply = asyncio.create_task(self._begin_after(queue[-1].reply if queue else None, message))
+        taken_at = metrics.now()
+        previous = queue[-1].reply if queue else None
+        reply = asyncio.create_task(self._begin_after(previous, message, taken_at))
         # Answer in the order the messages were written, even when their events arrive (or are
         # taken) out of order; the head of the queue may already be running, so it stays first.
         position = len(queue)
         while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
             position -= 1
-        queue.insert(position, _Queued(turn_id, message, reply))
+        queue.insert(position, _Queued(turn_id, message, reply, taken_at=taken_at))
         if message.key not in self._workers:
             self._busier()
             self._workers[message.key] = asyncio.create_task(self._work(message.key))
 
     async def _begin_after(
-        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage
+        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage, taken_at: float
     ) -> Reply:
         # One thread's placeholders are posted one after another: sent at once over pooled
         # connections, they could land in the wrong order.
         if previous is not None:
             await asyncio.wait([previous])
-        return await self.surface.begin(message)
+        reply = await self.surface.begin(message)
+        metrics.sign_of_life(taken_at)
+        return reply
 
     async def _work(self, key: ConversationKey) -> None:
         queue = self._queues[key]
         try:
+            recovering = self._recovering.get(key)
+            if recovering is not None:
+                await recovering.wait()
             while queue:
                 item = queue[0]
                 async with self._in_flight:
@@ -287,6 +406,15 @@ class Conversations:
 
     async def _take_turn(self, item: _Queued) -> None:
         message = item.message
+        key = message.key
+        logs.turn_ids.set(
+            {
+                "workspace": key.team_id,
+                "channel": key.channel_id,
+                "thread": key.thread_ts,
+                "message_ts": message.ts,
+            }
+        )
         try:
             reply = await item.reply
         except Exception:
@@ -294,6 +422,7 @@ class Conversations:
                 "event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts
             )
             await self.store.update_turn(item.turn_id, "failed", error="could not post to Slack")
+            metrics.turn_finished("failed", "slack")
             return
         if item.stop_requested:
             await self._skip(item)
@@ -301,8 +430,10 @@ class Conversations:
         await self.store.update_turn(item.turn_id, "running")
         await _quietly(reply.started())
         # The turn runs in a task of its own so that Stop can cancel it without ending the queue.
-        outcome = _Outcome()
+        outcome = _Outcome(taken_at=item.taken_at)
         item.run = asyncio.create_task(self._run_turn(message, reply, outcome))
+        if item.stop_requested:  # Stop pressed while the turn was being marked as running
+            item.run.cancel()
         try:
             await item.run
         except asyncio.CancelledError:
@@ -321,6 +452,10 @@ class Conversations:
             input_tokens=outcome.usage.input_tokens if outcome.usage else None,
             output_tokens=outcome.usage.output_tokens if outcome.usage else None,
         )
+        metrics.turn_finished(outcome.status, (outcome.error or "").split(":", 1)[0])
+        if outcome.usage is not None:
+            usage = outcome.usage
+            metrics.tokens_used(outcome.assistant, usage.input_tokens, usage.output_tokens)
         log.info(
             "event=turn_finished channel=%s ts=%s status=%s run=%s error=%s",
             message.key.channel_id,
@@ -334,11 +469,14 @@ class Conversations:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
+                outcome.assistant = conversation.assistant_id or ""
                 text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
-                    return await self.tools.run(calls, message)
+                    outputs = await self.tools.run(calls, message)
+                    _count_tool_calls(calls, outputs)
+                    return outputs
 
                 events = self.engine.run(
                     conversation.backend_id,
@@ -369,6 +507,9 @@ class Conversations:
 
     async def _show(self, event: object, reply: Reply, outcome: _Outcome) -> None:
         if isinstance(event, TextDelta):
+            if not outcome.text_shown:
+                outcome.text_shown = True
+                metrics.first_token(outcome.taken_at)
             await reply.text_delta(event.text)
         elif isinstance(event, ToolCallsRequired):
             names = dict.fromkeys(call.name for call in event.calls)
@@ -380,6 +521,7 @@ class Conversations:
                 Answer(event.text, event.citations, event.files, event.files_missing)
             )
             outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
+            metrics.answered(outcome.taken_at)
         elif isinstance(event, Incomplete):
             await reply.finish(Answer(event.text, incomplete=event.reason))
             outcome.status, outcome.run_id, outcome.error = "incomplete", event.run_id, event.reason
@@ -450,6 +592,13 @@ class Conversations:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
+def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:
+    for call, output in zip(calls, outputs, strict=False):
+        unknown = output.output.startswith("error: there is no tool named")
+        failed = output.output.startswith("error:")
+        metrics.tool_called("unknown" if unknown else call.name, "error" if failed else "ok")
+
+
 async def _say_restarting(item: _Queued) -> None:
     await _say(item, Failure(RESTARTING))
 
@@ -457,6 +606,21 @@ async def _say_restarting(item: _Queued) -> None:
 async def _say(item: _Queued, failure: Failure) -> None:
     reply = await item.reply
     await reply.fail(failure)
+
+
+def _message(turn: PendingTurn) -> IncomingMessage:
+    return IncomingMessage(
+        turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
+    )
+
+
+def _readable_ts(ts: str) -> bool:
+    return re.fullmatch(r"[0-9]+(\.[0-9]+)?", ts) is not None
+
+
+def _error_name(exc: BaseException) -> str:
+    """What failed, for the log: the chat's error code when it gave one, else the kind."""
+    return exc.code if isinstance(exc, ChatError) else type(exc).__name__
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot import filetypes
-from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine.answer_text import StreamCleaner, clean_answer
+from bot.logs import RedactSecrets
 from bot.store import Store
 from bot.store.migrate import latest_revision
 

@@ -8,7 +8,7 @@ conversations.py, turns.py, definitions.py, files.py   the methods, one group of
 store.py     Store: all of them on one database
 """
 
-from bot.store.database import StoreError, describe_url
+from bot.store.database import StoreError, describe_url, sqlite_file
 from bot.store.records import (
     ChannelSetting,
     ConversationRecord,
@@ -28,4 +28,5 @@ __all__ = [
     "Store",
     "StoreError",
     "describe_url",
+    "sqlite_file",
 ]

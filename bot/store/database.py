@@ -97,6 +97,14 @@ def describe_url(url: str) -> str:
         return "(not a database URL)"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The SQLite file DATABASE_URL names; None for PostgreSQL or a database in memory."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or sqlite_path(parsed) == ":memory:":
+        return None
+    return Path(sqlite_path(parsed))
+
+
 def sqlite_path(url: sa.URL) -> str:
     return url.database or ":memory:"
 
