@@ -14,7 +14,7 @@ RUN useradd --system --uid 10001 --no-create-home bot \
 COPY --from=build /venv /venv
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    DATABASE_PATH=/data/bot.sqlite3 \
+    DATABASE_URL=sqlite:////data/bot.sqlite3 \
     PORT=3000 \
     HEALTH_PORT=8080
 WORKDIR /data

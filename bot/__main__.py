@@ -32,9 +32,13 @@ async def cleanup(settings: BackendSettings) -> int:
     from bot.engine.base import EngineError
     from bot.file_ingest import clean_up
     from bot.startup import StartupError, network_problem
-    from bot.store import Store
+    from bot.store import Store, StoreError
 
-    store = await Store.open(settings.database_path)
+    try:
+        store = await Store.open(settings.database_url)
+    except StoreError as exc:
+        print(f"cleanup: FAILED {exc}")
+        return 1
     try:
         backend, _ = await open_backend(settings, store)
         try:

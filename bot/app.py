@@ -44,7 +44,7 @@ from bot.startup import (
     network_problem,
     reaching,
 )
-from bot.store import Store
+from bot.store import Store, StoreError, sqlite_file
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
 from bot.tools.mcp import McpServers
@@ -216,11 +216,14 @@ async def start(settings: Settings) -> Bot:
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
-    lock = DatabaseLock(settings.database_path)
+    lock = DatabaseLock(sqlite_file(settings.database_url))
     async with contextlib.AsyncExitStack() as undo:
         lock.acquire()
         undo.callback(lock.release)
-        store = await Store.open(settings.database_path)
+        try:
+            store = await Store.open(settings.database_url)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
             backend, choice = await open_backend(settings.backend, store)

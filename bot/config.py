@@ -47,7 +47,7 @@ class BackendSettings:
     openai_base_url: str | None
     engine: str | None  # None: chosen at start-up (see bot/backend.py)
     assistant_id: str | None
-    database_path: Path
+    database_url: str  # sqlite:///… or postgresql://…
     log_level: str
     openai_timeout: float = 120.0
     file_retention_days: int = 30
@@ -78,7 +78,7 @@ class Settings:
     assistant_id: str | None
     assistants_file: Path | None
     engine: str | None  # None: chosen at start-up (see bot/backend.py)
-    database_path: Path
+    database_url: str  # sqlite:///… or postgresql://…
     port: int
     log_level: str
     answer_bots: bool
@@ -114,7 +114,7 @@ class Settings:
             openai_base_url=self.openai_base_url,
             engine=self.engine,
             assistant_id=self.assistant_id,
-            database_path=self.database_path,
+            database_url=self.database_url,
             log_level=self.log_level,
             openai_timeout=self.openai_timeout,
             file_retention_days=self.file_retention_days,
@@ -177,7 +177,7 @@ def load_settings(
         assistant_id=backend.assistant_id,
         assistants_file=Path(assistants_file) if assistants_file else None,
         engine=backend.engine,
-        database_path=backend.database_path,
+        database_url=backend.database_url,
         port=reader.integer("PORT", 3000, 0, 65535),
         log_level=backend.log_level,
         answer_bots=reader.boolean("ANSWER_BOTS", False),
@@ -237,7 +237,7 @@ def _read_backend(reader: _Reader, values: Mapping[str, str], log_level: str) ->
         openai_base_url=base_url,
         engine=engine,
         assistant_id=reader.optional("ASSISTANT_ID"),
-        database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
+        database_url=reader.database_url(),
         log_level=reader.choice("LOG_LEVEL", log_level, LOG_LEVELS, upper=True),
         openai_timeout=reader.number("OPENAI_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
@@ -332,6 +332,25 @@ class _Reader:
                 f"{name} must be Slack user ids like U0123ABCD, comma-separated; got {wrong[0]!r}."
             )
         return frozenset(ids)
+
+    def database_url(self) -> str:
+        """DATABASE_URL, or DATABASE_PATH (a SQLite file) as its shorthand."""
+        from bot.store.database import DEFAULT_URL, parse_url, sqlite_url  # only those who need it
+
+        url = self.values.get("DATABASE_URL", "").strip()
+        path = self.values.get("DATABASE_PATH", "").strip()
+        if url and path:
+            self.problems.append(
+                "DATABASE_URL and DATABASE_PATH are both set: keep one (DATABASE_PATH=FILE is "
+                "short for DATABASE_URL=sqlite:///FILE)."
+            )
+        if not url:
+            url = sqlite_url(path) if path else DEFAULT_URL
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            self.problems.append(str(exc))
+        return url
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name, "").strip().lower()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -185,6 +185,7 @@ class Conversations:
         self._in_flight = asyncio.Semaphore(max_turns_in_flight)
         self._queues: dict[ConversationKey, deque[_Queued]] = {}
         self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
+        self._taking: Counter[ConversationKey] = Counter()  # messages being written to the store
         # Threads whose turns a previous process left open: their new turns wait for these.
         self._recovering: dict[ConversationKey, asyncio.Event] = {}
         self._accepting = True
@@ -235,18 +236,27 @@ class Conversations:
         return True
 
     async def is_conversation(self, key: ConversationKey) -> bool:
-        return key in self._queues or await self.store.has_conversation(key)
+        """True once a message of the thread was taken, or is being taken: a reply may arrive
+        before the store can show the thread's first message (on PostgreSQL another connection
+        writes it)."""
+        return key in self._queues or key in self._taking or await self.store.has_conversation(key)
 
     async def submit(self, message: IncomingMessage) -> bool:
         """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
-        turn_id = await self.store.add_turn(
-            message.key,
-            message.ts,
-            message.user_id,
-            message.text,
-            message.is_direct,
-            message.files,
-        )
+        self._taking[message.key] += 1
+        try:
+            turn_id = await self.store.add_turn(
+                message.key,
+                message.ts,
+                message.user_id,
+                message.text,
+                message.is_direct,
+                message.files,
+            )
+        finally:
+            self._taking[message.key] -= 1
+            if not self._taking[message.key]:
+                del self._taking[message.key]
         if turn_id is None:
             return False
         if self._accepting:

@@ -292,4 +292,5 @@ def test_the_compose_file_parses_and_sets_only_settings_the_bot_knows() -> None:
     assert not unknown, f"compose sets settings the bot does not read: {unknown}"
     volume = bot["volumes"][0].split(":")
     assert volume[0] in compose["volumes"]
-    assert bot["environment"]["DATABASE_PATH"].startswith(volume[1] + "/"), "the data persists"
+    database = bot["environment"]["DATABASE_URL"].removeprefix("sqlite:///")
+    assert database.startswith(volume[1] + "/"), "the data persists"
