@@ -47,6 +47,7 @@ from bot.startup import (
 from bot.store import Store, StoreError, sqlite_file
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
+from bot.tools.mcp import McpServers
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,12 @@ def make_tools(settings: ToolSettings, client: AsyncWebClient, bot_user_id: str)
 
 
 def missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> list[str]:
-    """The registered tools the assistant does not define (the model cannot call those)."""
+    """The registered tools the assistant does not define (the model cannot call those); MCP
+    servers' tools are offered with each run instead."""
     defined = {
         str(tool["function"]["name"]) for tool in assistant.tools if tool["type"] == "function"
     }
-    return [name for name in registry.names if name not in defined]
+    return [name for name in registry.plain_names if name not in defined]
 
 
 def log_missing_tools(assistant: AssistantDefinition, registry: ToolRegistry) -> None:
@@ -181,6 +183,7 @@ class Bot:
     _socket: AsyncSocketModeHandler | None = None
     _cleanup: asyncio.Task[None] | None = None
     _recovery: asyncio.Task[None] | None = None
+    mcp_servers: McpServers | None = None
 
     async def stop(self) -> None:
         """Stop taking events, finish (bounded) what is in flight, then close everything."""
@@ -196,6 +199,8 @@ class Bot:
         if self._health_runner is not None:
             await self._health_runner.cleanup()
         await self.file_source.close()
+        if self.mcp_servers is not None:
+            await self.mcp_servers.close()
         await self.backend.close()
         await close_slack_client(self.slack.client)
         await self.store.close()
@@ -234,6 +239,11 @@ async def start(settings: Settings) -> Bot:
             socket_url = await check_app_token(client, settings) if settings.socket_mode else ""
         identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
         tools = make_tools(settings.tools, client, identity.user_id)
+        mcp_servers = McpServers(tools)
+        mcp_servers.add([*definitions, default])
+        undo.push_async_callback(mcp_servers.close)
+        await mcp_servers.connect()  # an unreachable server is logged; its tools answer an error
+        engine.offered_tools = mcp_servers.function_tools
         opened = undo.pop_all()  # from here on, `opened` closes them if start-up fails
     log_missing_tools(default, tools)
     logging.getLogger(f"slack_bolt.{AsyncApp.__name__}").addFilter(TOKEN_FROM_ENVIRONMENT_NOTICE)
@@ -288,6 +298,7 @@ async def start(settings: Settings) -> Bot:
     health = Health()
     health.add_check("database", lambda: _database_answers(store))
     bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health)
+    bot.mcp_servers = mcp_servers
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
     async with opened:  # from here on only reading the store and connecting await

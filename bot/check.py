@@ -8,6 +8,7 @@ and the backend are checked at the same time, each step bounded (bot/startup.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -27,6 +28,8 @@ from bot.engine.base import Backend, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.startup import StartupError, reaching
 from bot.store import DatabaseState, Store, StoreError, describe_url
+from bot.tools import ToolRegistry
+from bot.tools.mcp import McpServers
 
 
 @dataclass
@@ -58,6 +61,7 @@ async def check(settings: Settings) -> int:
     print(*slack.lines, *backend.lines[1:], sep="\n")
     tools = _check_tools(settings, backend.assistant)
     print(*tools.lines, sep="\n")
+    print(*await _check_mcp_servers(settings, backend.assistant), sep="\n")
     usable = not isinstance(database, StoreError)
     return 0 if backend.ok and slack.ok and tools.ok and usable else 1
 
@@ -165,3 +169,26 @@ def _check_tools(settings: Settings, assistant: AssistantDefinition | None) -> F
     lacking = f" (not defined on the assistant: {', '.join(missing)})" if missing else ""
     found.lines.append(f"tools: {', '.join(tools.names)}{lacking}")
     return found
+
+
+async def _check_mcp_servers(
+    settings: Settings, assistant: AssistantDefinition | None
+) -> list[str]:
+    """One line per MCP server the assistants name. An unreachable one does not fail the check:
+    the bot starts without it (its tools answer an error until it is back)."""
+    definitions = [assistant] if assistant else []
+    if settings.assistants_file is not None:
+        with contextlib.suppress(DefinitionError):  # already reported with the backend's
+            definitions += load_definitions(settings.assistants_file)
+    servers = McpServers(ToolRegistry())
+    servers.add(definitions)
+    try:
+        unreachable = await servers.connect()
+        return [
+            f"mcp server {name!r}: UNREACHABLE ({unreachable[name]}); the bot starts without it"
+            if name in unreachable
+            else f"mcp server {name!r}: ok, {len(server.tools)} tool(s)"
+            for name, server in servers.servers.items()
+        ]
+    finally:
+        await servers.close()

@@ -8,19 +8,25 @@ objects are not used).
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 
 if TYPE_CHECKING:
     from bot.store import Store
 
-TOOL_TYPES = ("code_interpreter", "file_search", "function")
+TOOL_TYPES = ("code_interpreter", "file_search", "function", "web_search")
+MCP_FIELDS = ("name", "url", "headers", "command", "args", "env", "allowed_tools")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 class DefinitionError(ValueError):
@@ -42,6 +48,7 @@ class AssistantDefinition:
     top_p: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     suggested_prompts: tuple[str, ...] = ()
+    mcp_servers: tuple[dict[str, Any], ...] = ()
     id: str = ""
 
     @property
@@ -76,7 +83,10 @@ class AssistantDefinition:
 
 SETTINGS = tuple(f.name for f in fields(AssistantDefinition) if f.name != "id")
 FIELDS = ("id", *SETTINGS)
-BOT_ONLY = ("suggested_prompts",)  # settings only the bot keeps: the Assistants API has no place
+BOT_ONLY = (
+    "suggested_prompts",
+    "mcp_servers",
+)  # settings only the bot keeps: the Assistants API has no place
 
 
 def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
@@ -107,6 +117,15 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
     prompts = raw.get("suggested_prompts") or ()
     if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
         raise DefinitionError(f"{where}: 'suggested_prompts' must be a list of text")
+    servers = raw.get("mcp_servers") or ()
+    if not isinstance(servers, list | tuple):
+        raise DefinitionError(f"{where}: 'mcp_servers' must be a list of servers")
+    mcp_servers = tuple(
+        _parse_mcp_server(server, f"{where}: mcp_servers[{i}]") for i, server in enumerate(servers)
+    )
+    names = [server["name"] for server in mcp_servers]
+    if len(set(names)) != len(names):
+        raise DefinitionError(f"{where}: 'mcp_servers' names a server twice")
     return AssistantDefinition(
         id=str(raw.get("id") or ""),
         name=name.strip(),
@@ -119,7 +138,57 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
         top_p=_number(raw, "top_p", 0.0, 1.0, where),
         metadata={str(k): str(v) for k, v in metadata.items()},
         suggested_prompts=tuple(prompts),
+        mcp_servers=mcp_servers,
     )
+
+
+def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
+    """An MCP server: `url` (streamable HTTP) or `command` (stdio). Secrets are kept as
+    `${ENV_VAR}` references, resolved only when connecting (`resolve_references`)."""
+    if not isinstance(server, Mapping):
+        raise DefinitionError(f"{where}: expected a table of fields")
+    unknown = sorted(set(server) - set(MCP_FIELDS))
+    if unknown:
+        raise DefinitionError(
+            f"{where}: unknown field {unknown[0]!r} (known: {', '.join(MCP_FIELDS)})"
+        )
+    name = server.get("name")
+    if not isinstance(name, str) or not SERVER_NAME.match(name):
+        raise DefinitionError(f"{where}.name: required, letters, digits, _ or - (at most 32)")
+    url, command = server.get("url"), server.get("command")
+    if (url is None) == (command is None):
+        raise DefinitionError(f"{where}: give either 'url' or 'command'")
+    if url is not None and (
+        not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https")
+    ):
+        raise DefinitionError(f"{where}.url: must be an http(s) URL, got {url!r}")
+    if command is not None and (not isinstance(command, str) or not command.strip()):
+        raise DefinitionError(f"{where}.command: must be a command line's program")
+    args = server.get("args") or []
+    allowed = server.get("allowed_tools")
+    for field_name, value in (("args", args), ("allowed_tools", allowed or [])):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise DefinitionError(f"{where}.{field_name}: must be a list of text")
+    for table in ("headers", "env"):
+        values = server.get(table) or {}
+        if not isinstance(values, Mapping) or not all(isinstance(v, str) for v in values.values()):
+            raise DefinitionError(f"{where}.{table}: must be a table of text values")
+        for key, value in values.items():
+            for variable in ENV_REFERENCE.findall(value):
+                if variable not in os.environ:
+                    raise DefinitionError(
+                        f"{where}.{table}.{key}: the environment variable {variable} is not set"
+                    )
+    parsed: dict[str, Any] = {k: v for k, v in server.items() if v is not None}
+    for listed in ("args", "allowed_tools"):
+        if listed in parsed:
+            parsed[listed] = list(parsed[listed])
+    return parsed
+
+
+def resolve_references(value: str) -> str:
+    """`${ENV_VAR}` references replaced by the environment's values (never stored, never logged)."""
+    return ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), value)
 
 
 def _parse_tool(tool: Any, where: str) -> dict[str, Any]:

@@ -302,7 +302,7 @@ INVALID_FLAGS = [
     (
         ("--name", "X", "--model", "gpt-4o", "--tool", "web_browser"),
         "error: assistant 'X': tools[0]: unknown tool type 'web_browser' "
-        "(known: code_interpreter, file_search, function)",
+        "(known: code_interpreter, file_search, function, web_search)",
     ),
     (("--name", "X"), "error: assistant 'X': 'model' is required"),
     (

@@ -11,6 +11,7 @@ import pytest
 from bot import filetypes
 from bot.config import ConfigError, load_settings
 from bot.engine.answer_text import StreamCleaner, clean_answer
+from bot.engine.base import Citation
 from bot.logs import RedactSecrets
 from bot.store import Store
 from bot.store.migrate import latest_revision
@@ -102,7 +103,7 @@ def test_citation_markers_are_removed_and_citations_keep_their_place() -> None:
     second = text.index("【", first + 1)
     markers = [(first, text.index("】") + 1), (second, text.index("】", second) + 1)]
     cleaned, citations = clean_answer(
-        text, markers, [(first, "file-a", ""), (second, "file-b", "")], offset=5
+        text, markers, [Citation(first, "file-a", ""), Citation(second, "file-b", "")], offset=5
     )
     assert cleaned == "Refunds take 30 days. Shipping is free."
     assert [c.position - 5 for c in citations] == [
@@ -113,7 +114,7 @@ def test_citation_markers_are_removed_and_citations_keep_their_place() -> None:
 
 def test_sandbox_links_become_their_labels_and_later_citations_move_with_the_text() -> None:
     text = "See [chart.png](sandbox:/mnt/data/chart.png) for totals."
-    cleaned, [citation] = clean_answer(text, [], [(len(text) - 1, "file-a", "data.csv")])
+    cleaned, [citation] = clean_answer(text, [], [Citation(len(text) - 1, "file-a", "data.csv")])
     assert cleaned == "See chart.png for totals."
     assert citation.position == len(cleaned) - 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 from bot import filetypes
 from bot.engine.base import Citation, GeneratedFile
@@ -67,12 +68,12 @@ def generated(name: str, content: bytes) -> GeneratedFile:
 def clean_answer(
     text: str,
     removals: Sequence[tuple[int, int]],
-    cited: Sequence[tuple[int, str, str]],
+    cited: Sequence[Citation],
     offset: int = 0,
 ) -> tuple[str, list[Citation]]:
     """The text without citation markers (`removals`) and with sandbox links as plain labels.
 
-    `cited` holds (position, file id, filename) in the original text; the citations come back at
+    `cited` holds citations at their positions in the original text; they come back at
     their positions in the cleaned text, shifted by `offset` (where this text starts in the answer).
     """
     edits = sorted(
@@ -101,8 +102,5 @@ def clean_answer(
             moved = new_start if old < end else new_end + (old - end)
         return moved
 
-    citations = [
-        Citation(new_position(position) + offset, file_id, filename)
-        for position, file_id, filename in cited
-    ]
+    citations = [replace(c, position=new_position(c.position) + offset) for c in cited]
     return "".join(pieces), citations

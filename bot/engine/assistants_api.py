@@ -27,6 +27,7 @@ from bot.engine.base import (
     Failed,
     GeneratedFile,
     Incomplete,
+    OfferedTools,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -34,6 +35,7 @@ from bot.engine.base import (
     ToolRunner,
     TurnFiles,
     Usage,
+    no_offered_tools,
 )
 from bot.engine.driver import drive
 from bot.engine.errors import engine_error
@@ -113,6 +115,7 @@ class AssistantsEngine:
 
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
+        self.offered_tools: OfferedTools = no_offered_tools
         self._thread_stores: dict[str, str] = {}  # thread -> vector store attached to it
         self._thread_code_files: dict[str, set[str]] = {}  # thread -> files code can read
         self._filenames: dict[str, str] = {}
@@ -152,7 +155,7 @@ class AssistantsEngine:
     ) -> dict[str, Any]:
         """Attach the turn's vector store to the thread; the run's extra fields (tools)."""
         if not files.vector_store_ids:
-            return {}
+            return await self._with_offered_tools(assistant_id, None)
         store = files.vector_store_ids[0]
         if self._thread_stores.get(thread_id) != store:
             resources: dict[str, Any] = {"file_search": {"vector_store_ids": [store]}}
@@ -160,12 +163,22 @@ class AssistantsEngine:
                 resources["code_interpreter"] = {"file_ids": list(files.code_file_ids[-20:])}
             await self.client.beta.threads.update(thread_id, tool_resources=resources)  # type: ignore[arg-type]
             self._thread_stores[thread_id] = store
+        # Files shared in Slack are searched even by an assistant set up without file_search.
+        return await self._with_offered_tools(assistant_id, {"type": "file_search"})
+
+    async def _with_offered_tools(
+        self, assistant_id: str, needed: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The run's `tools` when it needs more than the assistant's: `needed`, if it lacks that
+        type, and its MCP servers' tools (`offered_tools`)."""
+        if needed is None and self.offered_tools is no_offered_tools:
+            return {}
         assistant = await self.client.beta.assistants.retrieve(assistant_id)
         tools = [tool.model_dump(exclude_none=True) for tool in assistant.tools]
-        if any(tool["type"] == "file_search" for tool in tools):
-            return {}
-        # Files shared in Slack are searched even by an assistant set up without file_search.
-        return {"tools": [*tools, {"type": "file_search"}]}
+        more = self.offered_tools(assistant.name or "")
+        if needed is not None and all(tool["type"] != needed["type"] for tool in tools):
+            more.append(needed)
+        return {"tools": [*tools, *more]} if more else {}
 
     async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
         """The Completed event with cited files named and generated files fetched."""
@@ -265,6 +278,12 @@ def _definition(assistant: Any) -> AssistantDefinition:
 
 def _fields(definition: AssistantDefinition) -> dict[str, Any]:
     """What `/assistants` takes: the settings it has a place for, those left unset left out."""
+    if "web_search" in definition.tool_types:
+        raise EngineError(
+            "unsupported_tool",
+            f"assistant {definition.name!r}: tools: web_search needs the Responses engine "
+            "(the Assistants API has no web search)",
+        )
     fields = {
         name: value
         for name, value in definition.settings().items()
@@ -398,11 +417,11 @@ class _Answer:
             if part.type != "text":
                 continue
             removals: list[tuple[int, int]] = []
-            cited: list[tuple[int, str, str]] = []
+            cited: list[Citation] = []
             for note in part.text.annotations:
                 if note.type == "file_citation":
                     removals.append((note.start_index, note.end_index))
-                    cited.append((note.start_index, note.file_citation.file_id, ""))
+                    cited.append(Citation(note.start_index, note.file_citation.file_id, ""))
                 elif note.type == "file_path":
                     self.output_file_ids.append(note.file_path.file_id)
             offset = len(self.text) + (2 if self.parts else 0) + len("".join(texts))

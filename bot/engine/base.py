@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.definitions import AssistantDefinition
 
@@ -45,11 +45,13 @@ class ToolCallsRequired:
 
 @dataclass(frozen=True)
 class Citation:
-    """The answer cites a file at `position` in its text (where a footnote belongs)."""
+    """The answer cites a file (or, with `url`, a web page titled `filename`) at `position` in its
+    text (where a footnote belongs)."""
 
     position: int
     file_id: str
     filename: str
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,21 @@ class EngineError(Exception):
         self.message = message
 
 
+def no_offered_tools(assistant_name: str) -> list[dict[str, Any]]:
+    return []
+
+
+# The function tools offered to an assistant's model besides its own (its MCP servers' tools),
+# by assistant name, in the Assistants API's shape.
+OfferedTools = Callable[[str], list[dict[str, Any]]]
+
+
 class ConversationEngine(Protocol):
     """Runs conversations: what a new backend implements (besides, perhaps, a catalogue)."""
 
     name: str
     vector_stores_per_conversation: int  # how many vector stores one conversation can search
+    offered_tools: OfferedTools
 
     async def create_conversation(self) -> str:
         """A new backend conversation (an Assistants thread, a Conversations conversation)."""

@@ -27,6 +27,7 @@ from bot.engine.base import (
     EngineEvent,
     Failed,
     Incomplete,
+    OfferedTools,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -34,6 +35,7 @@ from bot.engine.base import (
     ToolRunner,
     TurnFiles,
     Usage,
+    no_offered_tools,
 )
 from bot.engine.driver import drive
 from bot.engine.errors import engine_error
@@ -52,6 +54,7 @@ class ResponsesEngine:
     def __init__(self, client: AsyncOpenAI, catalog: AssistantCatalog) -> None:
         self.client = client
         self.catalog = catalog
+        self.offered_tools: OfferedTools = no_offered_tools
 
     async def verify(self, assistant: AssistantDefinition) -> None:
         try:
@@ -130,13 +133,19 @@ def _user_message(text: str, files: TurnFiles) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": content}
 
 
-def _request(definition: AssistantDefinition, files: TurnFiles = NO_FILES) -> dict[str, Any]:
+def _request(
+    definition: AssistantDefinition,
+    files: TurnFiles = NO_FILES,
+    offered: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     # Background mode makes a response cancellable, so a turn that times out frees the conversation.
     request: dict[str, Any] = {"model": definition.model, "store": True, "background": True}
     if definition.instructions:
         request["instructions"] = definition.instructions
     tools = [
-        t for t in (_tool(tool, definition, files) for tool in definition.tools) if t is not None
+        t
+        for t in (_tool(tool, definition, files) for tool in [*definition.tools, *(offered or ())])
+        if t is not None
     ]
     if files.vector_store_ids and not any(t["type"] == "file_search" for t in tools):
         # Files shared in Slack are searched even by an assistant defined without file_search.
@@ -210,7 +219,7 @@ class _Run:
             raise EngineError(
                 "assistant_not_found", f"no assistant {self.assistant_id!r} is defined"
             )
-        self.request = _request(definition, self.files)
+        self.request = _request(definition, self.files, self.engine.offered_tools(definition.name))
         return await self._create([_user_message(self.text, self.files)])
 
     async def submit(self, outputs: list[ToolOutput]) -> Any:
@@ -272,7 +281,9 @@ class _Answer:
                 cited = []
                 for note in content.annotations or ():
                     if note.type == "file_citation":
-                        cited.append((note.index, note.file_id, note.filename))
+                        cited.append(Citation(note.index, note.file_id, note.filename))
+                    elif note.type == "url_citation":  # web_search: after the cited words
+                        cited.append(Citation(note.end_index, "", note.title, note.url))
                     elif note.type == "container_file_citation":
                         self.container_files.append(
                             (note.container_id, note.file_id, note.filename)

@@ -45,23 +45,38 @@ def open_fence(text: str) -> str:
 
 
 def with_footnotes(text: str, citations: Sequence[Citation]) -> str:
-    """Footnotes `[n]` where the answer cites a file, and a Sources list naming the files."""
+    """Footnotes `[n]` where the answer cites a file or a web page, and a Sources list naming
+    them (a web page by its title, linked)."""
     if not citations:
         return text
     numbers: dict[str, int] = {}
+    labels: dict[str, str] = {}
     for citation in sorted(citations, key=lambda c: c.position):
-        numbers.setdefault(citation.filename or citation.file_id, len(numbers) + 1)
+        source = _source(citation)
+        numbers.setdefault(source, len(numbers) + 1)
+        labels.setdefault(source, _label(citation))
     marks: dict[int, list[int]] = {}
     for citation in citations:
-        number = numbers[citation.filename or citation.file_id]
+        number = numbers[_source(citation)]
         at = marks.setdefault(min(max(citation.position, 0), len(text)), [])
         if number not in at:
             at.append(number)
     for position in sorted(marks, reverse=True):
         footnote = "".join(f"[{n}]" for n in sorted(marks[position]))
         text = text[:position] + footnote + text[position:]
-    sources = "\n".join(f"[{n}] {name}" for name, n in numbers.items())
+    sources = "\n".join(f"[{n}] {labels[source]}" for source, n in numbers.items())
     return f"{text.rstrip()}\n\n{SOURCES}\n{sources}"
+
+
+def _source(citation: Citation) -> str:
+    return citation.url or citation.filename or citation.file_id
+
+
+def _label(citation: Citation) -> str:
+    if not citation.url:
+        return citation.filename or citation.file_id
+    title = (citation.filename or citation.url).replace("[", "(").replace("]", ")")
+    return f"[{title}]({citation.url})"
 
 
 def defuse_mentions(text: str) -> str:

@@ -113,12 +113,26 @@ class ToolRegistry:
     def __init__(self, timeout: float = 30.0) -> None:
         self.timeout = timeout
         self._tools: dict[str, Tool] = {}
+        self._groups: dict[str, set[str]] = {}
 
     def add(self, *tools: Tool) -> None:
         for item in tools:
             if item.name in self._tools:
                 raise ToolLoadError(f"two tools are named {item.name!r}")
             self._tools[item.name] = item
+
+    def set_group(self, group: str, tools: Iterable[Tool]) -> None:
+        """Replace the tools of a group (an MCP server's, listed again): a name another group or
+        a plain tool already has is left out, with a warning."""
+        for name in self._groups.pop(group, set()):
+            self._tools.pop(name, None)
+        added = self._groups[group] = set()
+        for item in tools:
+            if item.name in self._tools:
+                log.warning("event=tool_name_taken tool=%s group=%s", item.name, group)
+                continue
+            self._tools[item.name] = item
+            added.add(item.name)
 
     def add_module(self, module_name: str) -> None:
         """Import an operator's module and register every tool it declares."""
@@ -139,6 +153,12 @@ class ToolRegistry:
     @property
     def names(self) -> list[str]:
         return sorted(self._tools)
+
+    @property
+    def plain_names(self) -> list[str]:
+        """The names of the tools that belong to no group (no MCP server's)."""
+        grouped = set().union(*self._groups.values())
+        return [name for name in self.names if name not in grouped]
 
     def definitions(self) -> list[dict[str, Any]]:
         return [self._tools[name].definition() for name in self.names]

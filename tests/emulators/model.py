@@ -29,6 +29,15 @@ class CitationSpec:
 
 
 @dataclass(frozen=True)
+class WebSourceSpec:
+    """A web page the model found with web_search (Responses only): `quote` cites it."""
+
+    title: str
+    url: str
+    quote: str = ""
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """A file code_interpreter produced: PNG bytes for an image, anything else for a file."""
 
@@ -55,6 +64,7 @@ class Reply:
     stream_cut: bool = False  # the SSE stream ends without a final status event
     latency: float | None = None  # overrides ScriptedModel.latency for this reply
     citations: Sequence[CitationSpec] = ()
+    web_sources: Sequence[WebSourceSpec] = ()  # searched with web_search, cited by url_citation
     outputs: Sequence[ImageSpec] = ()
 
 

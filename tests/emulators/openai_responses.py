@@ -57,6 +57,9 @@ EVENT_SCHEMAS: dict[str, str] = {
     "response.output_text.annotation.added": "ResponseOutputTextAnnotationAddedEvent",
     "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
     "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
+    "response.web_search_call.in_progress": "ResponseWebSearchCallInProgressEvent",
+    "response.web_search_call.searching": "ResponseWebSearchCallSearchingEvent",
+    "response.web_search_call.completed": "ResponseWebSearchCallCompletedEvent",
     "response.file_search_call.in_progress": "ResponseFileSearchCallInProgressEvent",
     "response.file_search_call.searching": "ResponseFileSearchCallSearchingEvent",
     "response.file_search_call.completed": "ResponseFileSearchCallCompletedEvent",
@@ -836,6 +839,11 @@ class ResponsesApi:
                 try:
                     for citation in reply.citations:
                         self._cited_file_id(record, citation)
+                    if reply.web_sources and not self._has_tool(record, "web_search"):
+                        raise ScriptError(
+                            "the scripted reply searches the web, but the request offers no "
+                            "web_search tool"
+                        )
                 except ScriptError as exc:
                     yield self._finish(
                         record, "failed", error={"code": "server_error", "message": str(exc)}
@@ -843,6 +851,9 @@ class ResponsesApi:
                     return
                 if reply.citations:
                     async for event in self._file_search_call(record):
+                        yield event
+                if reply.web_sources:
+                    async for event in self._web_search_call(record, reply):
                         yield event
                 container: Container | None = None
                 if reply.outputs:
@@ -1029,6 +1040,18 @@ class ResponsesApi:
                     "index": index,
                 }
             )
+        for source in reply.web_sources:
+            position = text.find(source.quote) if source.quote else -1
+            start, end = (position, position + len(source.quote)) if position >= 0 else (0, 0)
+            annotations.append(
+                {
+                    "type": "url_citation",
+                    "url": source.url,
+                    "title": source.title,
+                    "start_index": start,
+                    "end_index": end,
+                }
+            )
         if container is not None:
             generated = [f for f in container.files.values() if f.source == "assistant"]
             for spec in reply.outputs:
@@ -1072,6 +1095,30 @@ class ResponsesApi:
         raise ScriptError(
             f"the scripted reply cites {citation.filename!r}, which was never uploaded"
         )
+
+    def _has_tool(self, record: ResponseRecord, kind: str) -> bool:
+        return any(isinstance(t, dict) and t.get("type") == kind for t in record.tools)
+
+    async def _web_search_call(self, record: ResponseRecord, reply: Reply) -> AsyncIterator[JSON]:
+        texts = user_texts(record.context)
+        query = texts[-1] if texts else ""
+        item: JSON = {
+            "id": self.emu.new_id("ws"),
+            "type": "web_search_call",
+            "status": "in_progress",
+            "action": {"type": "search", "query": query},
+        }
+        index, event = self._add_item(record, item)
+        yield event
+        where = {"output_index": index, "item_id": item["id"]}
+        yield self._event(record, "response.web_search_call.in_progress", **where)
+        item["status"] = "searching"
+        yield self._event(record, "response.web_search_call.searching", **where)
+        item["status"] = "completed"
+        if self._include(record, "web_search_call.action.sources"):
+            item["action"]["sources"] = [{"type": "url", "url": s.url} for s in reply.web_sources]
+        yield self._event(record, "response.web_search_call.completed", **where)
+        yield self._item_done(record, index)
 
     async def _file_search_call(self, record: ResponseRecord) -> AsyncIterator[JSON]:
         texts = user_texts(record.context)
