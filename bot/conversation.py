@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +43,7 @@ from bot.outcomes import (
     RunningTool,
 )
 from bot.store import ConversationRecord, Store
+from bot.turn_queue import LocalTurnQueue, QueuedTurn, TurnQueue, ts_order
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,6 @@ class NoTools:
 
 
 @dataclass
-class _Queued:
-    turn_id: int
-    message: IncomingMessage
-    reply: asyncio.Task[Reply]
-    run: asyncio.Task[None] | None = None  # the turn while it runs
-    stop_requested: bool = False
-
-
-@dataclass
 class _Outcome:
     status: str = "failed"
     run_id: str | None = None
@@ -125,7 +116,8 @@ class _Outcome:
 
 
 class Conversations:
-    """Per-conversation queues: turns of one thread run one at a time, in arrival order."""
+    """Takes messages, records them as turns and answers them through a `TurnQueue` (by default
+    in this process: a thread's turns one at a time, in the order written)."""
 
     def __init__(
         self,
@@ -138,6 +130,7 @@ class Conversations:
         files: FileIngest | None = None,
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
+        queue: TurnQueue | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -146,36 +139,31 @@ class Conversations:
         self.tools: ToolBox = tools or NoTools()
         self.files = files
         self.turn_timeout = turn_timeout
-        self._in_flight = asyncio.Semaphore(max_turns_in_flight)
-        self._queues: dict[ConversationKey, deque[_Queued]] = {}
-        self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
-        self._accepting = True
-        self._busy = 0  # messages being received, and conversations with turns to take
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.queue: TurnQueue = queue or LocalTurnQueue(max_turns_in_flight)
+        self.queue.start(self)
+        self._receiving = 0  # messages being looked at, not yet submitted or turned away
+        self._received = asyncio.Event()
+        self._received.set()
 
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
         """Held while a chat message is looked at, until it is submitted or turned away."""
-        self._busier()
+        self._receiving += 1
+        self._received.clear()
         try:
             yield
         finally:
-            self._calmer()
+            self._receiving -= 1
+            if not self._receiving:
+                self._received.set()
 
     async def idle(self) -> None:
         """Return once no message is being received and no turn waits or runs."""
-        while self._busy:
-            await self._idle.wait()
-
-    def _busier(self) -> None:
-        self._busy += 1
-        self._idle.clear()
-
-    def _calmer(self) -> None:
-        self._busy -= 1
-        if not self._busy:
-            self._idle.set()
+        while True:
+            await self._received.wait()
+            await self.queue.idle()
+            if not self._receiving:
+                return
 
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
@@ -187,7 +175,7 @@ class Conversations:
         return True
 
     async def is_conversation(self, key: ConversationKey) -> bool:
-        return key in self._queues or await self.store.has_conversation(key)
+        return self.queue.holds(key) or await self.store.has_conversation(key)
 
     async def submit(self, message: IncomingMessage) -> bool:
         """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
@@ -201,8 +189,7 @@ class Conversations:
         )
         if turn_id is None:
             return False
-        if self._accepting:
-            self._enqueue(turn_id, message)
+        await self.queue.submit(QueuedTurn(turn_id, message))
         return True
 
     async def stop(self, key: ConversationKey, message_ts: str) -> bool:
@@ -210,101 +197,68 @@ class Conversations:
 
         False when that message is not being answered (any more).
         """
-        queue = self._queues.get(key, deque())
-        item = next((q for q in queue if q.message.ts == message_ts), None)
-        if item is None or item.stop_requested or (item.run is not None and item.run.done()):
-            return False
-        item.stop_requested = True
-        log.info("event=turn_stop_requested channel=%s ts=%s", key.channel_id, message_ts)
-        if item.run is not None:
-            item.run.cancel()
-        elif item is not queue[0]:
-            queue.remove(item)  # still waiting behind another turn: it never starts
-            await self._skip(item)
-        return True
-
-    async def _skip(self, item: _Queued) -> None:
-        await _quietly(_say(item, Failure(STOPPED)))
-        await self.store.update_turn(item.turn_id, "stopped")
+        return await self.queue.stop(key, message_ts)
 
     async def resume_open_turns(self) -> None:
         """Answer what a previous process took but never started; explain what it left halfway."""
         # In written order: a thread's messages may have been taken (and numbered) in another.
-        turns = sorted(await self.store.open_turns(), key=lambda turn: _ts_order(turn.message_ts))
+        turns = sorted(await self.store.open_turns(), key=lambda turn: ts_order(turn.message_ts))
         for turn in turns:
             message = IncomingMessage(
                 turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
             )
             if turn.status == "queued":
-                self._enqueue(turn.turn_id, message)
+                await self.queue.submit(QueuedTurn(turn.turn_id, message))
                 continue
             await self._interrupted(turn.turn_id, await self.surface.begin(message))
 
-    def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
-        queue = self._queues.setdefault(message.key, deque())
-        reply = asyncio.create_task(self._begin_after(queue[-1].reply if queue else None, message))
-        # Answer in the order the messages were written, even when their events arrive (or are
-        # taken) out of order; the head of the queue may already be running, so it stays first.
-        position = len(queue)
-        while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
-            position -= 1
-        queue.insert(position, _Queued(turn_id, message, reply))
-        if message.key not in self._workers:
-            self._busier()
-            self._workers[message.key] = asyncio.create_task(self._work(message.key))
+    async def drain(self, grace: float) -> None:
+        """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
 
-    async def _begin_after(
-        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage
-    ) -> Reply:
-        # One thread's placeholders are posted one after another: sent at once over pooled
-        # connections, they could land in the wrong order.
-        if previous is not None:
-            await asyncio.wait([previous])
-        return await self.surface.begin(message)
+        Turns that never started stay queued in the store and are answered after the restart.
+        """
+        await self.queue.drain(grace)
 
-    async def _work(self, key: ConversationKey) -> None:
-        queue = self._queues[key]
-        try:
-            while queue:
-                item = queue[0]
-                async with self._in_flight:
-                    await self._take_turn(item)
-                queue.popleft()
-        finally:
-            del self._queues[key]
-            del self._workers[key]
-            self._calmer()
+    # --- what the queue asks of the core (TurnHandler) --------------------------------------
 
-    async def _take_turn(self, item: _Queued) -> None:
-        message = item.message
-        try:
-            reply = await item.reply
-        except Exception:
-            log.exception(
-                "event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts
-            )
-            await self.store.update_turn(item.turn_id, "failed", error="could not post to Slack")
-            return
-        if item.stop_requested:
-            await self._skip(item)
-            return
-        await self.store.update_turn(item.turn_id, "running")
-        await _quietly(reply.started())
-        # The turn runs in a task of its own so that Stop can cancel it without ending the queue.
+    async def begin(self, turn: QueuedTurn) -> Reply:
+        return await self.surface.begin(turn.message)
+
+    async def not_shown(self, turn: QueuedTurn) -> None:
+        message = turn.message
+        log.error("event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts)
+        await self.store.update_turn(turn.turn_id, "failed", error="could not post to Slack")
+
+    async def stopped(self, turn: QueuedTurn, reply: Reply | None) -> None:
+        if reply is not None:
+            await _quietly(reply.fail(Failure(STOPPED)))
+        await self.store.update_turn(turn.turn_id, "stopped")
+
+    async def handed_back(self, turn: QueuedTurn, reply: Reply | None) -> None:
+        if reply is not None:
+            await _quietly(reply.fail(Failure(RESTARTING)))
+
+    async def take(
+        self, turn: QueuedTurn, reply: Reply, stop_requested: Callable[[], bool]
+    ) -> None:
+        message = turn.message
         outcome = _Outcome()
-        item.run = asyncio.create_task(self._run_turn(message, reply, outcome))
         try:
-            await item.run
+            await self.store.update_turn(turn.turn_id, "running")
+            await _quietly(reply.started())
+            await self._run_turn(message, reply, outcome)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if not item.stop_requested or (current is not None and current.cancelling()):
+            if not stop_requested():
                 # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
-                await asyncio.shield(self._interrupted(item.turn_id, reply))
+                await asyncio.shield(self._interrupted(turn.turn_id, reply))
                 raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             await _quietly(reply.fail(Failure(STOPPED)))
             outcome.status, outcome.error = "stopped", "stopped by the user"
         await self.store.update_turn(
-            item.turn_id,
+            turn.turn_id,
             outcome.status,
             run_id=outcome.run_id,
             error=outcome.error,
@@ -414,37 +368,6 @@ class Conversations:
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
-
-    async def drain(self, grace: float) -> None:
-        """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
-
-        Turns that never started stay queued in the store and are answered after the restart.
-        """
-        self._accepting = False
-        waiting = [queue.pop() for queue in self._queues.values() for _ in range(len(queue) - 1)]
-        for item in waiting:
-            await _quietly(_say_restarting(item))
-        workers = list(self._workers.values())
-        if not workers:
-            return
-        _, pending = await asyncio.wait(workers, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def _say_restarting(item: _Queued) -> None:
-    await _say(item, Failure(RESTARTING))
-
-
-async def _say(item: _Queued, failure: Failure) -> None:
-    reply = await item.reply
-    await reply.fail(failure)
-
-
-def _ts_order(ts: str) -> tuple[int, int]:
-    seconds, _, sequence = ts.partition(".")
-    return int(seconds), int(sequence or 0)
 
 
 async def _quietly(awaitable: object) -> None:
