@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 class Reply(Protocol):
     """One answer as it appears in the chat, from the first sign of life to the final text."""
 
+    @property
+    def ref(self) -> str:
+        """Where the sign of life is, for `Surface.reattach` (in this process or another)."""
+        ...
+
     async def started(self) -> None:
         """The turn begins: the assistant is working on this message now."""
         ...
@@ -83,6 +88,10 @@ class Reply(Protocol):
 class Surface(Protocol):
     async def begin(self, message: IncomingMessage) -> Reply:
         """Show a sign of life for this message at once; the returned Reply carries the answer."""
+        ...
+
+    def reattach(self, message: IncomingMessage, ref: str) -> Reply:
+        """The Reply whose sign of life is at `ref` (shown by `begin`, maybe in another process)."""
         ...
 
 
@@ -175,7 +184,7 @@ class Conversations:
         return True
 
     async def is_conversation(self, key: ConversationKey) -> bool:
-        return self.queue.holds(key) or await self.store.has_conversation(key)
+        return await self.queue.holds(key) or await self.store.has_conversation(key)
 
     async def submit(self, message: IncomingMessage) -> bool:
         """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
@@ -223,6 +232,14 @@ class Conversations:
 
     async def begin(self, turn: QueuedTurn) -> Reply:
         return await self.surface.begin(turn.message)
+
+    async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:
+        return self.surface.reattach(turn.message, ref)
+
+    async def taken_over(self, turn: QueuedTurn, reply: Reply) -> None:
+        # Following the backend run that was under way is issue 13.5; until then the thread
+        # is told, as after a restart, and its next turns go on.
+        await self._interrupted(turn.turn_id, reply)
 
     async def not_shown(self, turn: QueuedTurn) -> None:
         message = turn.message

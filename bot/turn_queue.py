@@ -46,6 +46,15 @@ class TurnHandler(Protocol):
         says it was interrupted and the cancellation goes on)."""
         ...
 
+    async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:
+        """The turn's sign of life, shown earlier (maybe by another process), found by its
+        `Reply.ref`."""
+        ...
+
+    async def taken_over(self, turn: QueuedTurn, reply: Reply) -> None:
+        """The process answering the turn died (or was cut off) halfway; this one takes over."""
+        ...
+
     async def stopped(self, turn: QueuedTurn, reply: Reply | None) -> None:
         """The turn was stopped before it started."""
         ...
@@ -64,8 +73,8 @@ class TurnQueue(Protocol):
         """Begin taking turns, answered through `handler`."""
         ...
 
-    def holds(self, key: ConversationKey) -> bool:
-        """True while a turn of this conversation waits or runs here."""
+    async def holds(self, key: ConversationKey) -> bool:
+        """True while a turn of this conversation waits or runs."""
         ...
 
     async def submit(self, turn: QueuedTurn) -> None:
@@ -117,7 +126,7 @@ class LocalTurnQueue:
         assert self._handler is not None, "start() the queue before submitting turns"
         return self._handler
 
-    def holds(self, key: ConversationKey) -> bool:
+    async def holds(self, key: ConversationKey) -> bool:
         return key in self._queues
 
     async def submit(self, turn: QueuedTurn) -> None:
