@@ -21,6 +21,7 @@ from bot.engine.base import (
     EngineError,
     Failed,
     Incomplete,
+    RunStarted,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -263,7 +264,7 @@ class Conversations:
         try:
             await self.store.update_turn(turn.turn_id, "running")
             await _quietly(reply.started())
-            await self._run_turn(message, reply, outcome)
+            await self._run_turn(turn.turn_id, message, reply, outcome)
         except asyncio.CancelledError:
             if not stop_requested():
                 # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
@@ -290,7 +291,9 @@ class Conversations:
             outcome.run_id,
         )
 
-    async def _run_turn(self, message: IncomingMessage, reply: Reply, outcome: _Outcome) -> None:
+    async def _run_turn(
+        self, turn_id: int, message: IncomingMessage, reply: Reply, outcome: _Outcome
+    ) -> None:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
@@ -309,6 +312,11 @@ class Conversations:
                 )
                 try:
                     async for event in events:
+                        if isinstance(event, RunStarted):
+                            # Kept at once: whoever takes the turn over follows this run.
+                            outcome.run_id = event.run_id
+                            await self.store.update_turn(turn_id, "running", run_id=event.run_id)
+                            continue
                         await self._show(event, reply, outcome)
                 finally:
                     # A turn cut short (Stop, timeout) closes the engine's stream at once, so the

@@ -27,6 +27,7 @@ from bot.engine.base import (
     Failed,
     GeneratedFile,
     Incomplete,
+    RunStarted,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -345,6 +346,8 @@ class _Answer:
         data = event.data
         if kind.startswith("thread.run.") and not kind.startswith("thread.run.step"):
             self.run_id = data.id
+        if kind == "thread.run.created":
+            return RunStarted(data.id)
         if kind == "thread.message.delta":
             delta = self.cleaner.feed(
                 "".join(
