@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,74 @@ async def benchmark(args: argparse.Namespace) -> int:
         return await run(args, Path(tmp))
 
 
+def bot_env(
+    slack: SlackEmulator,
+    openai: OpenAIEmulator,
+    engine: str,
+    work: Path,
+    log_level: str,
+    bot_source: Path | None = None,
+) -> dict[str, str]:
+    """The environment of `python -m bot` (HTTP mode) against the emulators, files in `work`."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "TMPDIR": str(work),
+        "PYTHONPATH": str(bot_source or REPO),
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": slack.signing_secret,
+        "SLACK_API_URL": slack.api_url,
+        "OPENAI_API_KEY": openai.api_key,
+        "OPENAI_BASE_URL": openai.base_url,
+        "DATABASE_PATH": str(work / "bot.sqlite3"),
+        "PORT": str(free_port()),
+        "LOG_LEVEL": log_level,
+        "BOT_ENGINE": engine,
+    }
+    if engine == "assistants":
+        env["ASSISTANT_ID"] = openai.add_assistant(name="Helper", instructions="You help.")
+    else:
+        (work / "assistants.yaml").write_text(DEFINITIONS)
+        env |= {"ASSISTANT_ID": "Helper", "ASSISTANTS_FILE": str(work / "assistants.yaml")}
+    return env
+
+
+@contextlib.asynccontextmanager
+async def bot_process(
+    env: dict[str, str], work: Path, log_path: Path, keep_log: bool
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The bot running as its own process, listening; stopped (SIGTERM, then SIGKILL) at the end.
+
+    When the block fails and the log is not kept, its last lines are printed.
+    """
+    log = log_path.open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", env=env, cwd=work, stdout=log, stderr=log
+    )
+    failed = True
+    try:
+        await wait_port(int(env["PORT"]), process, 30)
+        print(f"bench: the bot is up (pid {process.pid})", file=sys.stderr, flush=True)
+        yield process
+        failed = False
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()
+        if failed and not keep_log:
+            print(
+                "bench: the bot's last log lines:", *log_tail(log_path), sep="\n", file=sys.stderr
+            )
+
+
+def log_tail(path: Path, lines: int = 20) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:]
+
+
 async def run(args: argparse.Namespace, work: Path) -> int:
     slack = MeasuringSlack()
     openai = OpenAIEmulator()
@@ -151,66 +220,39 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     channels = [f"C0LOAD{i:03d}" for i in range(args.channels)]
     for channel in channels:
         slack.add_channel(channel, channel.lower())
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "TMPDIR": str(work),
-        "PYTHONPATH": str(args.bot_source or REPO),
-        "SLACK_BOT_TOKEN": slack.bot_token,
-        "SLACK_SIGNING_SECRET": slack.signing_secret,
-        "SLACK_API_URL": slack.api_url,
-        "OPENAI_API_KEY": openai.api_key,
-        "OPENAI_BASE_URL": openai.base_url,
-        "DATABASE_PATH": str(work / "bot.sqlite3"),
-        "PORT": str(free_port()),
-        "LOG_LEVEL": args.log_level,
-        "BOT_ENGINE": args.engine,
-    }
-    if args.engine == "assistants":
-        env["ASSISTANT_ID"] = openai.add_assistant(name="Helper", instructions="You help.")
-    else:
-        (work / "assistants.yaml").write_text(DEFINITIONS)
-        env |= {"ASSISTANT_ID": "Helper", "ASSISTANTS_FILE": str(work / "assistants.yaml")}
+    env = bot_env(slack, openai, args.engine, work, args.log_level, args.bot_source)
     env |= dict(pair.split("=", 1) for pair in args.env)
-    log_path = args.bot_log or work / "bot.log"
-    log = log_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", env=env, cwd=work, stdout=log, stderr=log
-    )
-    failed = False
     try:
-        await wait_port(int(env["PORT"]), process, 30)
-        print(f"bench: the bot is up (pid {process.pid})", file=sys.stderr, flush=True)
-        profiler = None
-        if args.profile:
-            profiler = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "py-spy"),
-                *("record", "--pid", str(process.pid), "--format", "raw", "-o", args.profile),
-                stdout=asyncio.subprocess.DEVNULL,
-            )
-        slack.events_url = f"http://127.0.0.1:{env['PORT']}/slack/events"
-        result = await measure(args, slack, openai, process.pid, channels)
-        failed = result != 0
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            await profiler.wait()
-        return result
-    except RuntimeError:  # the bot exited, or never listened
-        failed = True
-        raise
+        log_path = args.bot_log or work / "bot.log"
+        async with bot_process(env, work, log_path, keep_log=args.bot_log is not None) as process:
+            profiler = None
+            if args.profile:
+                profiler = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"),
+                    *("record", "--pid", str(process.pid), "--format", "raw", "-o", args.profile),
+                    stdout=asyncio.subprocess.DEVNULL,
+                )
+            slack.events_url = f"http://127.0.0.1:{env['PORT']}/slack/events"
+            result = await measure(args, slack, openai, process.pid, channels)
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                await profiler.wait()
+            if result != 0:
+                raise Failed(result)
+            return result
+    except Failed as failure:
+        return failure.code
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        log.close()
         await slack.stop()
         await openai.stop()
-        if failed and args.bot_log is None:
-            tail = log_path.read_text(errors="replace").splitlines()[-20:]
-            print("bench: the bot's last log lines:", *tail, sep="\n", file=sys.stderr)
+
+
+class Failed(Exception):
+    """The run finished with a failing figure: the bot's log tail is shown."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 async def measure(

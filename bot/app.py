@@ -16,7 +16,6 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant_choice import AssistantChooser
@@ -28,6 +27,7 @@ from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
 from bot.slack.file_source import SlackFileSource
 from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
+from bot.slack.retries import retry_handlers
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
 from bot.startup import (
@@ -65,7 +65,8 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
 
     Without a session slack_sdk opens a new one per call (a DNS lookup in a thread, a TCP and a
     TLS handshake each time), and aiohttp's default cap of 100 connections would queue a burst.
-    Every call gives up after SLACK_TIMEOUT_SECONDS (connecting included).
+    Every try gives up after SLACK_TIMEOUT_SECONDS (connecting included); a call Slack asks to
+    retry, or whose connection was lost, is tried again up to SLACK_RETRIES times (retries.py).
     """
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
@@ -77,8 +78,7 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
         session=session,
         timeout=int(settings.slack_timeout),
     )
-    # A rate-limited call (429) waits as long as Slack asks and is tried again.
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    client.retry_handlers = retry_handlers(settings.slack_retries)
     return client
 
 
@@ -224,7 +224,9 @@ async def start(settings: Settings) -> Bot:
     chooser = AssistantChooser(
         store, backend.catalog, engine.name, default.id, settings.assistant_admins
     )
-    file_source = SlackFileSource(settings.slack_bot_token, settings.slack_api_url)
+    file_source = SlackFileSource(
+        settings.slack_bot_token, settings.slack_api_url, retries=settings.slack_retries
+    )
     ingest = FileIngest(
         store,
         backend.files,

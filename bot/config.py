@@ -92,6 +92,7 @@ class Settings:
     slack_view: str = "agent_view"
     openai_timeout: float = 120.0
     slack_timeout: float = 30.0
+    slack_retries: int = 4
 
     @property
     def socket_mode(self) -> bool:
@@ -186,6 +187,7 @@ def load_settings(
         slack_view=reader.choice("SLACK_VIEW", "agent_view", SLACK_VIEWS),
         openai_timeout=backend.openai_timeout,
         slack_timeout=reader.number("SLACK_TIMEOUT_SECONDS", 30.0, 1.0, 600.0),
+        slack_retries=reader.integer("SLACK_RETRIES", 4, 0, 10),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

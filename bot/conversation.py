@@ -284,11 +284,12 @@ class Conversations:
             output_tokens=outcome.usage.output_tokens if outcome.usage else None,
         )
         log.info(
-            "event=turn_finished channel=%s ts=%s status=%s run=%s",
+            "event=turn_finished channel=%s ts=%s status=%s run=%s error=%s",
             message.key.channel_id,
             message.ts,
             outcome.status,
             outcome.run_id,
+            outcome.error,  # the backend's own words, which people are not shown
         )
 
     async def _run_turn(
@@ -369,6 +370,12 @@ class Conversations:
                 conversation, message.files, message.user_id, assistant, reading=reply.reading
             )
             for problem in ingested.problems:
+                log.info(
+                    "event=file_not_used file=%s reason=%s detail=%s",
+                    problem.file_id,
+                    problem.reason,
+                    problem.detail,
+                )
                 await reply.file_problem(problem)
             images = ingested.image_file_ids
             if not text and ingested.added:

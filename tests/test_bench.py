@@ -41,3 +41,24 @@ async def test_an_interrupted_load_benchmark_stops_the_bot_and_leaves_no_files(
     with pytest.raises(ProcessLookupError):
         os.kill(bot_pid, 0)  # the bot was stopped
     assert list(temp.iterdir()) == [], "nothing is left in the temporary directory"
+
+
+async def test_the_fault_benchmark_reports_each_outcome_and_leaves_no_files(
+    tmp_path: Path,
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    bench = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bench.faults", "--engine", "responses", "--n", "4"),
+        *("--slack-rate", "0", "--backend-rate", "0", "--settle-seconds", "0"),
+        cwd=ROOT,
+        env={"PATH": "", "TMPDIR": str(temp)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    output, errors = await asyncio.wait_for(bench.communicate(), 120)
+    assert bench.returncode == 0, errors.decode()
+    figures = dict(line.split(": ", 1) for line in output.decode().splitlines() if ": " in line)
+    assert (figures["answered"], figures["lost"], figures["duplicated"]) == ("4", "0", "0")
+    assert figures["stale"].startswith("0 ")
+    assert list(temp.iterdir()) == [], "nothing is left in the temporary directory"

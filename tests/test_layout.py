@@ -7,6 +7,7 @@ from bot.slack.layout import (
     Draft,
     Layout,
     complete_words,
+    defuse_mentions,
     open_fence,
     split_markdown,
     with_footnotes,
@@ -139,3 +140,26 @@ def test_a_failure_follows_what_arrived_or_stands_alone() -> None:
     draft.add("Half an answer ")
     draft.end_with("_Stopped._")
     assert draft.received == "Half an answer\n\n_Stopped._"
+
+
+def test_an_answer_cannot_ping_a_channel_or_a_group_but_still_reads_the_same() -> None:
+    joiner = "\u2060"
+    text = (
+        "<!here> and <!channel|channel>, <!everyone>, <!subteam^S0TEAM|@oncall>, <!subteam^S1>; "
+        "also @here, @channel and @everyone. Ask <@U0ALICE> in <#C0GENERAL>, mail a@here.com."
+    )
+    assert defuse_mentions(text) == (
+        f"@{joiner}here and @{joiner}channel, @{joiner}everyone, @{joiner}oncall, @{joiner}group; "
+        f"also @{joiner}here, @{joiner}channel and @{joiner}everyone. "
+        "Ask <@U0ALICE> in <#C0GENERAL>, mail a@here.com."
+    )
+
+
+def test_a_mention_streamed_in_pieces_is_shown_once_whole_and_defused() -> None:
+    draft = Draft()
+    for piece in ("Heads up ", "<!subteam^S0TEAM|@on", " call team> now", " please"):
+        draft.add(piece)
+        draft.lay_out(final=False)
+        assert "<!" not in draft.messages[0]
+    draft.lay_out(final=True)
+    assert draft.messages == ["Heads up @\u2060on call team now please"]

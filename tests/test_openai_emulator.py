@@ -12,6 +12,15 @@ from openai import AsyncOpenAI
 from openai.types.beta import FunctionToolParam
 from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
+from tests.emulators.common import (
+    HTTP_500,
+    HTTP_503,
+    OBSERVER_HEADER,
+    RATE_LIMITED,
+    RESET_AFTER,
+    RESET_BEFORE,
+    STALL,
+)
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, ToolCallSpec
 from tests.emulators.openai import OpenAIEmulator
 
@@ -436,3 +445,58 @@ async def test_file_batches_and_thread_vector_store_helper(
     assert thread.tool_resources is not None and thread.tool_resources.file_search is not None
     (store_id,) = thread.tool_resources.file_search.vector_store_ids or []
     assert emu.vector_stores[store_id].file_ids == [files[0].id]
+
+
+async def test_injected_faults_fail_requests_as_the_api_does(
+    emu: OpenAIEmulator, client: AsyncOpenAI, assistant_id: str
+) -> None:
+    once = client.with_options(max_retries=0)
+    emu.faults.retry_after = 0.5
+    for kind, error in (
+        (HTTP_500, openai.InternalServerError),
+        (HTTP_503, openai.InternalServerError),
+        (RATE_LIMITED, openai.RateLimitError),
+        (RESET_BEFORE, openai.APIConnectionError),
+    ):
+        emu.faults.clear()
+        emu.faults.add(1.0, kinds=[kind], pattern="POST /v1/threads")
+        with pytest.raises(error) as raised:
+            await once.beta.threads.create()
+        if kind == RATE_LIMITED:
+            assert isinstance(raised.value, openai.RateLimitError)
+            assert raised.value.response.headers["retry-after"] == "0.5"
+    assert emu.threads == {}
+
+    # Reset after the request was handled: the thread exists, its answer was lost.
+    emu.faults.clear()
+    emu.faults.add(1.0, kinds=[RESET_AFTER], pattern="POST /v1/threads")
+    with pytest.raises(openai.APIConnectionError):
+        await once.beta.threads.create()
+    assert len(emu.threads) == 1
+    # The test's own requests can be spared.
+    observer = client.with_options(default_headers={OBSERVER_HEADER: "1"})
+    await observer.beta.threads.create()
+    assert len(emu.threads) == 2
+
+
+async def test_a_stalled_stream_stops_sending_without_closing(
+    emu: OpenAIEmulator, client: AsyncOpenAI, assistant_id: str
+) -> None:
+    emu.faults.add(1.0, kinds=[STALL], pattern="POST /v1/threads/*/runs")
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
+    stream = await client.beta.threads.runs.create(
+        thread.id, assistant_id=assistant_id, stream=True
+    )
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for event in stream:
+            seen.append(event.event)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(read(), 0.5)
+    assert seen and "thread.run.completed" not in seen
+    # The run itself goes on without its stream, as runs on the server do.
+    (run,) = emu.runs.values()
+    await client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert run.status == "completed"

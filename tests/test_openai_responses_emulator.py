@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import openai
@@ -10,6 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam, ResponseInputParam
 
+from tests.emulators.common import RESET_AFTER, STALL
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, ToolCallSpec
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.openai_responses import ResponsesState
@@ -456,3 +458,29 @@ async def test_a_background_response_goes_on_when_its_stream_is_dropped_and_stre
     done = await client.responses.create(model=MODEL, input="quick")
     with pytest.raises(openai.BadRequestError):
         await client.responses.retrieve(done.id, stream=True)
+
+
+async def test_a_response_whose_stream_stalls_or_drops_frees_its_conversation(
+    emu: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
+    conversation = await client.conversations.create()
+    for kind in (STALL, RESET_AFTER):
+        emu.faults.clear()
+        emu.faults.add(1.0, kinds=[kind], pattern="POST /v1/responses")
+        stream = await client.responses.create(
+            model=MODEL, conversation=conversation.id, input="hi", stream=True
+        )
+        seen: list[str] = []
+        with contextlib.suppress(TimeoutError, openai.APIError):
+            async with asyncio.timeout(0.5):  # a stalled stream would never end by itself
+                async for event in stream:
+                    seen.append(event.type)
+        await stream.close()
+        assert seen and "response.completed" not in seen
+        # Once the connection is gone the response ends, failed, and the conversation is free.
+        record = state(emu).last_response()
+        await asyncio.wait_for(record.ended.wait(), 5)
+        assert record.status == "failed"
+    emu.faults.clear()
+    answer = await client.responses.create(model=MODEL, conversation=conversation.id, input="again")
+    assert answer.status == "completed"

@@ -15,6 +15,17 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond, AsyncSay
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from tests.emulators.common import (
+    FAULT_KINDS,
+    HTTP_500,
+    HTTP_503,
+    OBSERVER_HEADER,
+    RATE_LIMITED,
+    RESET_AFTER,
+    RESET_BEFORE,
+    STALL,
+    Faults,
+)
 from tests.emulators.slack import NotSentBySlack, SlackEmulator
 
 ALICE = "U0ALICE"
@@ -479,3 +490,72 @@ async def test_socket_mode_reconnects_after_disconnect(emu: SlackEmulator) -> No
     ts = await emu.mention(ALICE, GENERAL, "still there?")
     await emu.wait_for(lambda: len(emu.bot_replies(GENERAL, ts)) == 1)
     await handler.close_async()  # type: ignore[no-untyped-call]
+
+
+def test_faults_are_drawn_at_their_rate_and_the_same_seed_draws_the_same() -> None:
+    def draws(seed: int) -> list[str | None]:
+        faults = Faults(seed=seed)
+        faults.add(0.2, pattern="chat.*")
+        return [faults.pick("chat.postMessage", f"C1:{i % 7}") for i in range(2000)]
+
+    first = draws(1)
+    assert first == draws(1) and first != draws(2)
+    assert 300 < sum(kind is not None for kind in first) < 500  # 20% of 2000
+    # A stall needs a stream; every other kind comes up.
+    assert set(first) == {None, *FAULT_KINDS} - {STALL}
+    unmatched = Faults()
+    unmatched.add(1.0, pattern="chat.*")
+    assert unmatched.pick("users.info") is None
+
+
+def test_faults_in_a_row_are_bounded_when_asked() -> None:
+    faults = Faults(seed=3, max_in_a_row=2)
+    faults.add(0.9, kinds=[HTTP_500])
+    picks = [faults.pick("chat.update", "C1:1") for _ in range(300)]
+    runs = "".join("x" if kind else "." for kind in picks).split(".")
+    assert max(len(run) for run in runs) == 2
+    assert faults.counts() == {HTTP_500: sum(kind is not None for kind in picks)}
+
+
+async def test_injected_faults_fail_calls_as_slack_does(
+    emu: SlackEmulator, client: AsyncWebClient
+) -> None:
+    ts = emu.add_message(ALICE, GENERAL, "parent")
+    emu.faults.retry_after = 2
+    for kind, status, error in (
+        (HTTP_500, 500, "internal_error"),
+        (HTTP_503, 503, "service_unavailable"),
+        (RATE_LIMITED, 429, "ratelimited"),
+    ):
+        emu.faults.clear()
+        emu.faults.add(1.0, kinds=[kind], pattern="chat.postMessage")
+        with pytest.raises(SlackApiError) as e:
+            await client.chat_postMessage(channel=GENERAL, thread_ts=ts, text="hi")
+        assert (e.value.response.status_code, e.value.response["error"]) == (status, error)
+        if kind == RATE_LIMITED:
+            assert e.value.response.headers["Retry-After"] == "2"
+    assert emu.bot_replies(GENERAL, ts) == []
+
+    # A reset before the request is handled: nothing happened. After: the message is there,
+    # but its answer never arrived. (The client's default handler would retry the reset once.)
+    client.retry_handlers.clear()
+    for kind, posted in ((RESET_BEFORE, 0), (RESET_AFTER, 1)):
+        emu.faults.clear()
+        emu.faults.add(1.0, kinds=[kind], pattern="chat.postMessage")
+        with pytest.raises(aiohttp.ClientError):
+            await client.chat_postMessage(channel=GENERAL, thread_ts=ts, text=kind)
+        assert [m.text for m in emu.bot_replies(GENERAL, ts)].count(kind) == posted
+
+    # A test's own calls can be spared.
+    observer = AsyncWebClient(
+        token=emu.bot_token, base_url=emu.api_url, headers={OBSERVER_HEADER: "1"}
+    )
+    await observer.chat_postMessage(channel=GENERAL, thread_ts=ts, text="seen")
+    assert emu.bot_replies(GENERAL, ts)[-1].text == "seen"
+    assert [fault.kind for fault in emu.faults.injected] == [
+        HTTP_500,
+        HTTP_503,
+        RATE_LIMITED,
+        RESET_BEFORE,
+        RESET_AFTER,
+    ]

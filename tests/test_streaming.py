@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any
 
 import pytest
@@ -201,3 +203,19 @@ def _key(ts: str) -> Any:
     from bot.messages import ConversationKey
 
     return ConversationKey(SlackEmulator.team_id, GENERAL, ts)
+
+
+async def test_an_answer_that_repeats_a_broadcast_mention_notifies_nobody(bot: Harness) -> None:
+    slack = bot.slack
+    slowly(bot, "Sure! <!channel> <!here|here>, <!subteam^S0OPS|@ops> and @everyone: ask <@U0BOB>.")
+    ts = await slack.mention(ALICE, GENERAL, "say hi to everyone")
+    [answer] = await wait_answers(slack, GENERAL, ts, 1)
+    # It reads the same (an invisible joiner follows each @), and the person mention stays live.
+    joiner = "\u2060"
+    assert answer.text == (
+        f"Sure! @{joiner}channel @{joiner}here, @{joiner}ops and @{joiner}everyone: ask <@U0BOB>."
+    )
+    sent = json.dumps([call.args for call in slack.calls], ensure_ascii=False)
+    assert not re.search(
+        r"<!(channel|here|everyone|subteam)|(?<![\w@])@(channel|here|everyone)", sent
+    )

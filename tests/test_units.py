@@ -44,6 +44,7 @@ def test_socket_mode_needs_no_signing_secret() -> None:
         ("SLACK_APP_TOKEN", "xoxb-wrong", "SLACK_APP_TOKEN must start with 'xapp-'"),
         ("OPENAI_TIMEOUT_SECONDS", "0", "OPENAI_TIMEOUT_SECONDS must be a number from 1"),
         ("SLACK_TIMEOUT_SECONDS", "soon", "SLACK_TIMEOUT_SECONDS must be a number from 1"),
+        ("SLACK_RETRIES", "11", "SLACK_RETRIES must be a whole number from 0 to 10"),
         ("SLACK_API_URL", "slack.com/api", "SLACK_API_URL must be an http(s) URL"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG"),
         ("ANSWER_BOTS", "maybe", "ANSWER_BOTS must be true or false"),

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.file_ingest import FileRefused
 from bot.messages import SharedFile
+from bot.slack.retries import retry_handlers
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ class SlackFileSource:
     another service (SSRF). Redirects are not followed, for the same reason.
     """
 
-    def __init__(self, token: str, api_url: str, timeout: float = 120.0) -> None:
+    def __init__(self, token: str, api_url: str, timeout: float = 120.0, retries: int = 4) -> None:
         self.token = token
+        self.retries = retries  # of files.info, as of every Slack call (SLACK_RETRIES)
         self.api_url = api_url
         self.allowed = {("https", SLACK_FILE_HOST, 443)}
         api = origin(api_url)
@@ -78,7 +79,7 @@ class SlackFileSource:
             self._client = AsyncWebClient(
                 token=self.token, base_url=self.api_url, session=self._http()
             )
-            self._client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+            self._client.retry_handlers = retry_handlers(self.retries)
         try:
             info = await self._client.files_info(file=file.id)
         except SlackApiError as exc:

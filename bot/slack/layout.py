@@ -7,6 +7,7 @@ While an answer streams, whatever was already shown of a message stays a prefix 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bot.engine.base import Citation
@@ -15,6 +16,11 @@ from bot.slack.words import SOURCES
 MARKDOWN_LIMIT = 12_000  # all markdown blocks of one message share 12,000 characters
 FENCE_CLOSE = "\n```"
 MAX_HELD_BACK = 40  # characters of an unfinished word kept back while streaming
+# Mentions that notify a whole channel or group: Slack's `<!here>`, `<!channel>`, `<!everyone>`,
+# `<!subteam^S…|@handle>`, and the plain `@here`-style text some clients turn into them.
+SPECIAL_MENTION = re.compile(r"<!(here|channel|everyone|subteam\^[A-Za-z0-9]+)(?:\|([^>]*))?>")
+AT_BROADCAST = re.compile(r"(?<![\w@])@(here|channel|everyone)\b")
+WORD_JOINER = "\u2060"  # invisible: "@\u2060here" reads as @here and notifies nobody
 
 
 def split_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> list[str]:
@@ -56,6 +62,20 @@ def with_footnotes(text: str, citations: Sequence[Citation]) -> str:
         text = text[:position] + footnote + text[position:]
     sources = "\n".join(f"[{n}] {name}" for name, n in numbers.items())
     return f"{text.rstrip()}\n\n{SOURCES}\n{sources}"
+
+
+def defuse_mentions(text: str) -> str:
+    """Broadcast and group mentions made harmless, still readable: `<!here>` and `@here` become
+    "@here" with an invisible joiner after the @, `<!subteam^S1|@team>` "@team". User mentions
+    (`<@U…>`) and channel links stay as they are."""
+
+    def named(match: re.Match[str]) -> str:
+        target, label = match.group(1), match.group(2)
+        name = (label or ("group" if target.startswith("subteam^") else target)).lstrip("@")
+        return f"@{WORD_JOINER}{name}"
+
+    text = SPECIAL_MENTION.sub(named, text)
+    return AT_BROADCAST.sub(lambda match: f"@{WORD_JOINER}{match.group(1)}", text)
 
 
 class Layout:
@@ -140,10 +160,13 @@ class Draft:
         """Lay out what can be shown now (all of it when `final`); returns that text."""
         pending = self.received[self.laid_out :]
         take = len(pending) if final else complete_words(pending)
+        opened = pending.rfind("<!", 0, take)
+        if not final and opened >= 0 and ">" not in pending[opened:take]:
+            take = opened  # a mention still arriving is shown once whole, and defused
         chunk = pending[:take]
         if not self.layout.messages[-1]:
             chunk = chunk.lstrip()
-        self.layout.add(chunk.rstrip() if final else chunk)
+        self.layout.add(defuse_mentions(chunk.rstrip() if final else chunk))
         self.laid_out += take
         return chunk
 

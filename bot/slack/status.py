@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.retries import SLACK_FAILURES, failure_name
 from bot.slack.words import THINKING_STATUS
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,5 @@ class StatusLine:
                 status=status,
                 loading_messages=loading_messages,
             )
-        except SlackApiError as exc:
-            log.info(
-                "event=status_failed channel=%s error=%s", self.channel, exc.response.get("error")
-            )
+        except SLACK_FAILURES as exc:
+            log.info("event=status_failed channel=%s error=%s", self.channel, failure_name(exc))

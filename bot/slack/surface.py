@@ -15,15 +15,15 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.base import GeneratedFile
 from bot.messages import IncomingMessage
 from bot.outcomes import Answer, Failure, FileProblem, RunningTool
 from bot.slack import words
-from bot.slack.blocks import progress_content
+from bot.slack.blocks import answer_content, progress_content
 from bot.slack.layout import Draft, with_footnotes
+from bot.slack.retries import SLACK_FAILURES, failure_name, post_message
 from bot.slack.status import STATUS_REFRESH, StatusLine
 from bot.slack.writers import (
     STREAM_INTERVAL,
@@ -56,13 +56,10 @@ class SlackSurface:
     async def begin(self, message: IncomingMessage) -> SlackReply:
         content = progress_content("", message)
         text, blocks = content
-        response = await self.client.chat_postMessage(
-            channel=message.key.channel_id,
-            thread_ts=message.key.thread_ts,
-            text=text,
-            blocks=blocks,
+        ts = await post_message(
+            self.client, message.key.channel_id, message.key.thread_ts, text=text, blocks=blocks
         )
-        return SlackReply(self, message, Shown(str(response["ts"]), content=content))
+        return SlackReply(self, message, Shown(ts, content=content))
 
     def reattach(self, message: IncomingMessage, ref: str) -> SlackReply:
         """The answer to `message` whose placeholder (posted by `begin`) has the ts `ref`."""
@@ -124,15 +121,25 @@ class SlackReply:
     async def reading(self, names: Sequence[str]) -> None:
         self.tool_status = words.reading(names)
         async with self._lock:
-            await self.thread.show_progress(self.tool_status)
+            try:
+                await self.thread.show_progress(self.tool_status)
+            except SLACK_FAILURES as exc:  # the answer that follows shows that something happens
+                log.warning(
+                    "event=progress_failed channel=%s error=%s",
+                    self.thread.channel,
+                    failure_name(exc),
+                )
 
     async def file_problem(self, problem: FileProblem) -> None:
         await self._note(words.file_problem(problem))
 
     async def _note(self, text: str) -> None:
-        await self.thread.client.chat_postMessage(
-            channel=self.thread.channel, thread_ts=self.thread.thread_ts, text=text
-        )
+        """A note beside the answer; the answer goes on when Slack will not take it."""
+        thread = self.thread
+        try:
+            await post_message(thread.client, thread.channel, thread.thread_ts, text=text)
+        except SLACK_FAILURES as exc:
+            log.warning("event=note_failed channel=%s error=%s", thread.channel, failure_name(exc))
 
     async def finish(self, answer: Answer) -> None:
         text = words.answer_text(answer).strip()
@@ -154,10 +161,8 @@ class SlackReply:
                     for file in files
                 ],
             )
-        except SlackApiError as exc:
-            log.warning(
-                "event=upload_failed channel=%s error=%s", channel, exc.response.get("error")
-            )
+        except SLACK_FAILURES as exc:
+            log.warning("event=upload_failed channel=%s error=%s", channel, failure_name(exc))
             await self._note(words.upload_failed([file.name for file in files]))
 
     async def fail(self, failure: Failure) -> None:
@@ -212,13 +217,38 @@ class SlackReply:
                     for shown in self.thread.messages:
                         shown.content = None
                     self._edit_from_now_on()
-                await self._sync(final=True)
-                if self.thread.placeholder is not None:
-                    await self.thread.delete(self.thread.placeholder.ts)
-                    self.thread.placeholder = None
+                await self._sync_final()
+                await self._retire_placeholder()
             finally:
                 if self.status is not None:
                     await self.status.clear()
+
+    async def _sync_final(self) -> None:
+        """Show the whole answer; when Slack fails even after its retries, write it anew once."""
+        try:
+            await self._sync(final=True)
+            return
+        except SLACK_FAILURES:
+            log.warning("event=answer_not_shown channel=%s retry=edit", self.thread.channel)
+        self._edit_from_now_on()
+        for shown in self.thread.messages:
+            shown.content = None
+        try:
+            await self._sync(final=True)
+        except SLACK_FAILURES:
+            log.exception("event=answer_not_shown channel=%s", self.thread.channel)
+
+    async def _retire_placeholder(self) -> None:
+        """The placeholder goes away; one that cannot be deleted stops saying Thinking…."""
+        placeholder, self.thread.placeholder = self.thread.placeholder, None
+        if placeholder is None or await self.thread.delete(placeholder.ts):
+            return
+        try:
+            await self.thread.show(
+                placeholder, answer_content(words.ANSWER_BELOW, self.thread.message)
+            )
+        except SLACK_FAILURES:
+            log.exception("event=placeholder_left channel=%s", self.thread.channel)
 
     async def _sync(self, final: bool) -> None:
         chunk = self.draft.lay_out(final)

@@ -51,6 +51,7 @@ def tools_line(tools: Sequence[RunningTool]) -> str:
 # --- a finished answer ------------------------------------------------------------------------
 
 EMPTY_ANSWER = "_(The assistant finished without writing an answer.)_"
+ANSWER_BELOW = "_(The answer follows below.)_"  # a placeholder Slack would not let me delete
 ONLY_FILES = "_(The assistant made the files below.)_"
 SOURCES = "**Sources:**"
 HELPFUL = ("👍", "This answer was helpful")
@@ -81,6 +82,8 @@ def upload_failed(names: Sequence[str]) -> str:
 
 # --- an answer that ends early ----------------------------------------------------------------
 
+# A failure code (the core's, the engine's, or the backend's own) in words. The backend's message
+# is never shown: it goes to the log.
 FAILURE_WORDS = {
     "rate_limit_exceeded": "The assistant service is busy right now (rate limited). "
     "Please try again in a minute.",
@@ -90,12 +93,29 @@ FAILURE_WORDS = {
     "connection_error": "I could not reach the assistant service.",
     "stream_ended": "The answer was cut off: the connection to the assistant service ended early.",
     "no_usable_files": "None of the shared files could be used, so there is nothing to answer.",
+    "invalid_api_key": "The assistant service refused the bot's key: please tell whoever runs "
+    "the bot.",
+    "context_length_exceeded": "This conversation has grown too long for the model. "
+    "Please start a new thread.",
+    "internal_error": "Something went wrong in the bot while answering.",
 }
+COULD_NOT_ANSWER = "The assistant could not answer this message."
+
+
+def failure_words(code: str) -> str:
+    """A failure code as a sentence; an HTTP status (`http_503`) by its kind."""
+    if code in FAILURE_WORDS:
+        return FAILURE_WORDS[code]
+    if code == "http_429":
+        return FAILURE_WORDS["rate_limit_exceeded"]
+    if code.startswith("http_5"):
+        return FAILURE_WORDS["server_error"]
+    return COULD_NOT_ANSWER
 
 
 def failure(failed: Failure) -> str:
-    """How an answer ends: stopped, cut off by a restart, or failed (with the code, never the
-    backend's own message)."""
+    """How an answer ends: stopped, cut off by a restart, or failed (in words chosen for the
+    code, never the backend's own message)."""
     if failed.code == STOPPED:
         return "_Stopped._"
     if failed.code == RESTARTING:
@@ -105,7 +125,7 @@ def failure(failed: Failure) -> str:
             ":warning: The bot restarted while answering this message, so the answer was lost. "
             "Please send it again."
         )
-    words = FAILURE_WORDS.get(failed.code) or f"The assistant could not answer ({failed.code})."
+    words = failure_words(failed.code)
     return f":warning: {words} Your next message in this thread will work as usual."
 
 
@@ -123,9 +143,9 @@ def _file_reason(problem: FileProblem) -> str:
     kind = detail or "without an extension"
     match problem.reason:
         case "slack_info_refused":
-            return f"{SLACK_INFO_REFUSED.get(detail, 'Slack would not describe it')} ({detail})."
+            return f"{SLACK_INFO_REFUSED.get(detail, 'Slack would not describe it')}."
         case "slack_unreachable":
-            return f"asking Slack about it failed ({detail})."
+            return "asking Slack about it failed."
         case "no_download_link":
             return "Slack gave me no download link for it."
         case "link_gone":
@@ -133,11 +153,11 @@ def _file_reason(problem: FileProblem) -> str:
         case "foreign_host":
             return "its link does not point to Slack's file host, so I did not follow it."
         case "download_refused":
-            return f"Slack would not let me download it (HTTP {detail})."
+            return "Slack would not let me download it."
         case "sign_in_page":
             return "Slack sent a sign-in page instead of the file."
         case "download_failed":
-            return f"downloading it from Slack failed ({detail})."
+            return "downloading it from Slack failed."
         case "over_limit":
             return f"it is larger than the limit of {problem.limit / MB:g} MB."
         case "too_large":
@@ -154,10 +174,10 @@ def _file_reason(problem: FileProblem) -> str:
         case "not_indexed" if detail == "timeout":
             return "it could not be indexed in time."
         case "not_indexed":
-            return f"it could not be indexed ({detail})."
+            return "it could not be indexed."
         case "backend_refused":
-            return f"the assistant service refused it ({detail})."
-    return f"it could not be used ({problem.reason})."
+            return "the assistant service refused it."
+    return "it could not be used."
 
 
 def file_problem(problem: FileProblem, adding: bool = False) -> str:
@@ -170,7 +190,12 @@ def file_problem(problem: FileProblem, adding: bool = False) -> str:
 
 
 def service_unreachable(code: str, warning: bool = True) -> str:
-    text = f"I could not reach the assistant service ({code})."
+    """The assistant service failed a request outside an answer (listing assistants…)."""
+    text = (
+        FAILURE_WORDS["rate_limit_exceeded"]
+        if code in ("rate_limit_exceeded", "http_429")
+        else ("I could not reach the assistant service. Please try again in a minute.")
+    )
     return f":warning: {text}" if warning else text
 
 

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.messages import IncomingMessage
 from bot.slack.blocks import Content, answer_content, feedback_block, progress_content
+from bot.slack.retries import SLACK_FAILURES, failure_name, post_message, start_stream
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,22 @@ class AnswerThread:
 
     async def post(self, content: Content) -> str:
         text, blocks = content
-        response = await self.client.chat_postMessage(
-            channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=blocks
+        return await post_message(
+            self.client, self.channel, self.thread_ts, text=text, blocks=blocks
         )
-        return str(response["ts"])
+
+    @property
+    def latest_ts(self) -> str:
+        """The latest message of this answer (or its placeholder), else the thread's first."""
+        shown = [m.ts for m in self.messages] + ([self.placeholder.ts] if self.placeholder else [])
+        return max(shown, key=float, default=self.thread_ts)
 
     async def show(self, shown: Shown, content: Content) -> None:
         """Make `shown` show `content`: edited, or said anew where it can no longer be edited."""
         text, blocks = content
         if shown.streaming:  # a rewrite replaces what a stream showed: end that stream first
             shown.streaming = False
-            with contextlib.suppress(SlackApiError):
+            with contextlib.suppress(*SLACK_FAILURES):  # (it may have expired, or be stopped)
                 await self.client.chat_stopStream(channel=self.channel, ts=shown.ts)
         try:
             await self.client.chat_update(
@@ -91,13 +97,18 @@ class AnswerThread:
         if self.placeholder.content != content:
             await self.show(self.placeholder, content)
 
-    async def delete(self, ts: str) -> None:
+    async def delete(self, ts: str) -> bool:
+        """False when the message is still there."""
         try:
             await self.client.chat_delete(channel=self.channel, ts=ts)
         except SlackApiError as exc:
-            log.info(
-                "event=delete_failed channel=%s error=%s", self.channel, exc.response.get("error")
-            )
+            error = exc.response.get("error")
+            log.info("event=delete_failed channel=%s error=%s", self.channel, error)
+            return bool(error == "message_not_found")
+        except SLACK_FAILURES as exc:
+            log.warning("event=delete_failed channel=%s error=%s", self.channel, failure_name(exc))
+            return False
+        return True
 
 
 class Writer:
@@ -146,13 +157,14 @@ class StreamWriter(Writer):
                     else:
                         await client.chat_stopStream(channel=channel, ts=shown.ts)
                     shown.streaming = False
-        except SlackApiError as exc:
-            # Expired or refused mid-answer: what was streamed stays; editing finishes the job.
-            log.warning("event=stream_lost channel=%s error=%s", channel, exc.response.get("error"))
+        except SLACK_FAILURES as exc:
+            # Expired, refused or lost mid-answer (an append whose answer was lost may or may not
+            # have been shown): editing rewrites the open messages whole, after ending their
+            # streams. Messages closed properly earlier stay as they are.
+            log.warning("event=stream_lost channel=%s error=%s", channel, failure_name(exc))
             for index, shown in enumerate(thread.messages):
-                if not shown.streaming:  # closed properly earlier: it stays as it is
+                if not shown.streaming:
                     shown.content = answer_content(texts[index], thread.message)
-                shown.streaming = False
             return False
         if not final:
             await thread.show_progress(status)
@@ -161,19 +173,20 @@ class StreamWriter(Writer):
     async def _start(self, text: str) -> str | None:
         thread = self.thread
         try:
-            response = await thread.client.chat_startStream(
-                channel=thread.channel,
-                thread_ts=thread.thread_ts,
-                markdown_text=text,
+            return await start_stream(
+                thread.client,
+                thread.channel,
+                thread.thread_ts,
+                thread.latest_ts,
+                text,
                 recipient_team_id=thread.message.key.team_id,
                 recipient_user_id=thread.message.user_id,
             )
-        except SlackApiError as exc:
-            error = exc.response.get("error")
+        except SLACK_FAILURES as exc:
+            error = failure_name(exc)
             log.warning("event=stream_refused channel=%s error=%s", thread.channel, error)
             self.unavailable = error in STREAMING_UNAVAILABLE
             return None
-        return str(response["ts"])
 
 
 class EditWriter(Writer):

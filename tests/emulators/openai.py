@@ -5,6 +5,10 @@ test's own event loop. Every answer is checked against OpenAI's OpenAPI spec (th
 tests/openapi/), and so is every request body the client sends; what does not match lands in
 `spec_violations`. The replies come from the scripted model in `model.py`.
 
+Faults: `fail_next` fails the next requests under a path; `faults` (common.Faults) fails requests
+at a seeded random rate (500, 503, 429 with retry-after, connections reset before or after the
+request is handled, streams that stall without closing), for both API families.
+
 The Responses, Conversations and Containers endpoints live in `openai_responses.py`, which
 plugs its routes into the same server through `setup(app, emulator)`.
 """
@@ -25,7 +29,22 @@ from typing import Any
 from aiohttp import web
 
 from tests.emulators import openai_responses, spec
-from tests.emulators.common import JSON, ApiError, Handler, ScriptError, SseEvent, now, read_json
+from tests.emulators.common import (
+    HTTP_500,
+    HTTP_503,
+    JSON,
+    RATE_LIMITED,
+    RESET_AFTER,
+    RESET_BEFORE,
+    STALL,
+    ApiError,
+    Faults,
+    Handler,
+    ScriptError,
+    SseEvent,
+    now,
+    read_json,
+)
 from tests.emulators.model import Reply, ScriptedModel, TurnContext
 
 ACTIVE_RUN_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
@@ -54,6 +73,10 @@ ERROR_TYPES = {
     409: "invalid_request_error",
     429: "rate_limit_error",
 }
+FAULT_STATUS = {HTTP_500: 500, HTTP_503: 503, RATE_LIMITED: 429}
+# The fault a streamed answer breaks off with, and after how many events.
+STREAM_FAULT = web.RequestKey("stream_fault", tuple[str, int])
+ID_SEGMENT = re.compile(r"/[a-z]+[_-][0-9a-f]{8,}")
 ERROR_MESSAGES = {
     429: "Rate limit reached for requests. Please try again later.",
     500: "The server had an error while processing your request. Sorry about that!",
@@ -177,6 +200,9 @@ class OpenAIEmulator:
         self.vector_stores: dict[str, VectorStore] = {}
         self.file_batches: dict[str, JSON] = {}
         self._fail_rules: list[FailRule] = []
+        # Random faults (see `Faults`); requests with OBSERVER_HEADER are spared. Rate-limit
+        # faults ask for `faults.retry_after` seconds.
+        self.faults = Faults()
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -325,7 +351,12 @@ class OpenAIEmulator:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
+        fault, sent = request.get(STREAM_FAULT), 0
         async for name, data, schema in events:
+            if fault is not None and sent == fault[1]:
+                await self._break_stream(request, fault[0])
+                break
+            sent += 1
             if isinstance(data, str):
                 payload = data
             else:
@@ -338,6 +369,15 @@ class OpenAIEmulator:
             except (ConnectionResetError, ConnectionError):
                 break
         return response
+
+    async def _break_stream(self, request: web.Request, fault: str) -> None:
+        """A stream cut by a fault: dropped (reset) or left open without another event (stall)."""
+        if fault == STALL:
+            # aiohttp tells a handler nothing when its client hangs up: look now and then.
+            while not self._closing and not _closed(request):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        if request.transport is not None:
+            request.transport.abort()
 
     async def _body(self, request: web.Request, schema: str | None = None) -> JSON:
         body = await read_json(request)
@@ -422,9 +462,7 @@ class OpenAIEmulator:
                 continue
             rule.times -= 1
             if rule.status == 0:  # a network failure: the connection drops without an answer
-                if request.transport is not None:
-                    request.transport.abort()
-                raise asyncio.CancelledError
+                return _drop(request)
             code = "rate_limit_exceeded" if rule.status == 429 else None
             response = self.error(
                 rule.status,
@@ -437,7 +475,30 @@ class OpenAIEmulator:
                 response.headers["retry-after-ms"] = f"{rule.retry_after * 1000:g}"
             return response
         self._fail_rules = [rule for rule in self._fail_rules if rule.times > 0]
-        return await handler(request)
+        fault = None
+        if not Faults.exempt(request):
+            name = f"{request.method} {ID_SEGMENT.sub('/{id}', request.path)}"
+            fault = self.faults.pick(name, streamed=await _streamed(request))
+        if fault == RESET_BEFORE:
+            return _drop(request)
+        if fault in FAULT_STATUS:
+            status = FAULT_STATUS[fault]
+            response = self.error(
+                status,
+                ERROR_MESSAGES[status],
+                ERROR_TYPES.get(status, "server_error"),
+                "rate_limit_exceeded" if status == 429 else None,
+            )
+            if status == 429:
+                response.headers["retry-after"] = f"{self.faults.retry_after:g}"
+                response.headers["retry-after-ms"] = f"{self.faults.retry_after * 1000:g}"
+            return response
+        if fault is not None:  # reset after handling, or stall: a stream breaks partway
+            request[STREAM_FAULT] = (fault, 1 + len(self.faults.injected) % 3)
+        response = await handler(request)
+        if fault == RESET_AFTER and not response.prepared:
+            return _drop(request)  # handled, and the answer is lost
+        return response
 
     # ----------------------------------------------------------------- routes
 
@@ -1504,6 +1565,30 @@ class OpenAIEmulator:
             self._store_file_api(store, f) for f in batch["file_ids"] if f in store.file_status
         ]
         return self._page(request, files, "ListVectorStoreFilesResponse")
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    """Drop the connection without an answer."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
+def _closed(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _streamed(request: web.Request) -> bool:
+    """Whether the request asks for a stream of events (so that it can stall)."""
+    if request.query.get("stream") == "true":
+        return True
+    if not request.body_exists or request.content_type != "application/json":
+        return False
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
 
 
 async def _drain(queue: asyncio.Queue[SseEvent | None]) -> AsyncIterator[SseEvent]:

@@ -175,6 +175,7 @@ class ResponseRecord:
     grew: asyncio.Event = field(default_factory=asyncio.Event)  # set when `events` grows
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once it has its final state
     _sequence: int = 0
 
     @property
@@ -922,6 +923,7 @@ class ResponsesApi:
         if status == "completed":
             body["completed_at"] = now()
         body["usage"] = self._usage(record)
+        record.ended.set()
         if status in ("completed", "incomplete"):
             if record.conversation_id in self.state.conversation_items:
                 items = self.state.conversation_items[record.conversation_id]

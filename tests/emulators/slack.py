@@ -12,6 +12,10 @@ decide which Web API calls succeed (`missing_scope` otherwise), its event subscr
 events can be sent, and `features.agent_view` or `features.assistant_view` which AI-app events
 Slack sends and how `assistant.threads.setSuggestedPrompts` behaves.
 
+Faults: `fail_next` fails the next calls of a method; `faults` (common.Faults) fails calls at a
+seeded random rate, as Slack does (HTTP 500 and 503, `ratelimited` with Retry-After, connections
+reset before the call is handled or after, its answer lost).
+
 Everything runs in the test's event loop: `await emu.start()` binds 127.0.0.1 on an ephemeral
 port; `await emu.stop()` tears it down.
 """
@@ -39,6 +43,15 @@ from typing import Any
 import aiohttp
 import yaml
 from aiohttp import web
+
+from tests.emulators.common import (
+    HTTP_500,
+    HTTP_503,
+    RATE_LIMITED,
+    RESET_AFTER,
+    RESET_BEFORE,
+    Faults,
+)
 
 # Limits documented for chat.postMessage / chat.update / chat.*Stream.
 MAX_TEXT_CHARS = 40_000
@@ -203,6 +216,18 @@ class _ResponseTarget:
     user: str
     message_ts: str | None = None
     thread_ts: str | None = None
+
+
+class _Dropped(Exception):
+    """The connection drops without an answer (an injected fault)."""
+
+
+# What Slack answers when an injected fault is an HTTP error: (status, error).
+FAULT_ERRORS = {
+    HTTP_500: (500, "internal_error"),
+    HTTP_503: (503, "service_unavailable"),
+    RATE_LIMITED: (429, "ratelimited"),
+}
 
 
 class _ApiError(Exception):
@@ -400,6 +425,8 @@ class SlackEmulator:
         self._uploads: list[Upload] = []
         self._pending_uploads: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[str, int, float]]] = defaultdict(list)
+        # Random Web API faults (see `Faults`); requests with OBSERVER_HEADER are spared.
+        self.faults = Faults()
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._triggers: dict[str, float] = {}
         self._tickets: set[str] = set()
@@ -756,7 +783,9 @@ class SlackEmulator:
             "subscribed": False,
         }
 
-    def _message_json(self, msg: _Msg) -> dict[str, Any]:
+    def _message_json(self, msg: _Msg, *, metadata: bool = True) -> dict[str, Any]:
+        """A message as the Web API shows it; history and replies show its metadata only when
+        asked (`include_all_metadata`)."""
         out: dict[str, Any] = {"type": "message", "ts": msg.ts}
         if msg.subtype:
             out["subtype"] = msg.subtype
@@ -796,7 +825,7 @@ class SlackEmulator:
                 out["parent_user_id"] = parent.user
         else:
             out.update(self._thread_info(msg))
-        if msg.metadata:
+        if msg.metadata and metadata:
             out["metadata"] = msg.metadata
         if msg.edited:
             out["edited"] = dict(msg.edited)
@@ -1621,7 +1650,13 @@ class SlackEmulator:
     # --- HTTP handlers -------------------------------------------------------------------------
 
     async def _handle_api(self, request: web.Request) -> web.Response:
-        response = await self._dispatch_api(request)
+        try:
+            response = await self._dispatch_api(request)
+        except _Dropped:
+            await self._changed()
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError from None
         await self._changed()
         return response
 
@@ -1672,9 +1707,19 @@ class SlackEmulator:
                 error, status, retry_after = failures.pop(0)
                 headers = {"Retry-After": str(int(retry_after))} if error == "ratelimited" else {}
                 raise _ApiError(error, status=status, headers=headers)
+            fault = None if Faults.exempt(request) else self.faults.pick(method, _subject(args))
+            if fault == RESET_BEFORE:
+                raise _Dropped
+            if fault in FAULT_ERRORS:
+                status, error = FAULT_ERRORS[fault]
+                headers = {"Retry-After": f"{self.faults.retry_after:.0f}"} if status == 429 else {}
+                raise _ApiError(error, status=status, headers=headers)
             result: dict[str, Any] = await handler(args)
             payload = {"ok": True, **result}
-            return self._api_response(method, args, payload)
+            response = self._api_response(method, args, payload)
+            if fault == RESET_AFTER:
+                raise _Dropped  # done, and recorded; the answer never arrives
+            return response
         except _ApiError as e:
             payload = {
                 "ok": False,
@@ -2081,7 +2126,10 @@ class SlackEmulator:
         page = msgs[start : start + limit]
         has_more = start + limit < len(msgs)
         return {
-            "messages": [self._message_json(m) for m in page],
+            "messages": [
+                self._message_json(m, metadata=_truthy(args.get("include_all_metadata")))
+                for m in page
+            ],
             "has_more": has_more,
             "response_metadata": {"next_cursor": _cursor(start + limit) if has_more else ""},
         }
@@ -2423,6 +2471,12 @@ class SlackEmulator:
     @property
     def socket_connections(self) -> int:
         return sum(1 for w in self._sockets if not w.closed)
+
+
+def _subject(args: dict[str, Any]) -> str:
+    """What a Web API call is about, for drawing its faults: its channel and thread or message."""
+    channel = args.get("channel") or args.get("channel_id") or ""
+    return f"{channel}:{args.get('thread_ts') or args.get('ts') or ''}"
 
 
 def _decode_body(text: str) -> Any:

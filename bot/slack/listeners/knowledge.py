@@ -37,6 +37,13 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
         await respond(text=words.adding_knowledge([f.name for f in files]))
         key = ChannelScope(_team(body), channel)
         ingested = await ingest.add_to_channel(key, files, user)
+        for problem in ingested.problems:
+            log.info(
+                "event=file_not_added file=%s reason=%s detail=%s",
+                problem.file_id,
+                problem.reason,
+                problem.detail,
+            )
         lines = [words.file_problem(problem, adding=True) for problem in ingested.problems]
         if ingested.added:
             lines.insert(0, words.knowledge_added(ingested.added, channel))

@@ -46,6 +46,7 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             assistants = await chooser.assistants()
             current = await chooser.for_thread(key)
         except EngineError as exc:
+            log.warning("event=shortcut_failed code=%s", exc.code)
             await _tell(shortcut, words.service_unreachable(exc.code))
             return
         if not assistants:
@@ -73,6 +74,7 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
         try:
             assistant = await chooser.assistant(selected)
         except EngineError as exc:
+            log.warning("event=switch_failed code=%s", exc.code)
             await ack(
                 response_action="errors",
                 errors={BLOCK: words.service_unreachable(exc.code, warning=False)},
