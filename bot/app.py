@@ -25,7 +25,9 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.single_process import DatabaseLock
 from bot.slack.file_source import SlackFileSource
+from bot.slack.leftovers import SlackLeftovers
 from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
 from bot.slack.retries import retry_handlers
 from bot.slack.surface import SlackSurface
@@ -166,16 +168,18 @@ class Bot:
     slack: AsyncApp
     conversations: Conversations
     file_source: SlackFileSource
+    lock: DatabaseLock
     port: int | None = None
     _runner: web.AppRunner | None = None
     _socket: AsyncSocketModeHandler | None = None
     _cleanup: asyncio.Task[None] | None = None
+    _recovery: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Stop taking events, finish (bounded) what is in flight, then close everything."""
-        if self._cleanup is not None:
-            self._cleanup.cancel()
-            await asyncio.gather(self._cleanup, return_exceptions=True)
+        for task in (self._cleanup, self._recovery):
+            if task is not None:
+                await _cancel(task)
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
@@ -185,6 +189,7 @@ class Bot:
         await self.backend.close()
         await close_slack_client(self.slack.client)
         await self.store.close()
+        self.lock.release()
         log.info("event=stopped")
 
 
@@ -196,7 +201,10 @@ async def start(settings: Settings) -> Bot:
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    lock = DatabaseLock(settings.database_path)
     async with contextlib.AsyncExitStack() as undo:
+        lock.acquire()
+        undo.callback(lock.release)
         store = await Store.open(settings.database_path)
         undo.push_async_callback(store.close)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
@@ -240,24 +248,36 @@ async def start(settings: Settings) -> Bot:
         SlackSurface(client),
         chooser,
         files=ingest,
+        leftovers=SlackLeftovers(client, identity.user_id, identity.bot_id),
         tools=tools,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
     )
     viewing = ai_app.ViewedChannels()
-    events.register(slack, conversations, identity, settings.answer_bots, viewing)
+    events.register(
+        slack,
+        conversations,
+        identity,
+        settings.answer_bots,
+        viewing,
+        max_files=settings.max_files_per_message,
+    )
     commands.register(slack, chooser, ingest)
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
     actions.register(slack, conversations)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
-    bot = Bot(settings, store, backend, slack, conversations, file_source)
+    bot = Bot(settings, store, backend, slack, conversations, file_source, lock)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
-    async with opened:  # the wiring above awaits nothing: only connecting can fail or be cancelled
+    async with opened:  # from here on only reading the store and connecting await
         opened.push_async_callback(file_source.close)
         opened.push_async_callback(_cancel, bot._cleanup)
+        # What a previous process left open is taken back in the background: the store is read
+        # now, so that a thread's new messages wait for its old ones; Slack is not waited on.
+        bot._recovery = await conversations.begin_recovery()
+        opened.push_async_callback(_cancel, bot._recovery)
         if settings.socket_mode:
             bot._socket = AsyncSocketModeHandler(
                 slack, settings.slack_app_token, logger=SOCKET_MODE_LOG
@@ -277,7 +297,6 @@ async def start(settings: Settings) -> Bot:
                 a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2
             )
             log.info("event=started mode=http port=%s path=/slack/events", bot.port)
-        await conversations.resume_open_turns()
         opened.pop_all()
     return bot
 

@@ -87,6 +87,7 @@ class Settings:
     tools_module: str | None
     assistant_admins: frozenset[str] = frozenset()
     max_file_mb: float = 50.0
+    max_files_per_message: int = 10
     file_retention_days: int = 30
     file_index_timeout: float = 120.0
     slack_view: str = "agent_view"
@@ -182,6 +183,7 @@ def load_settings(
         tools_module=tools.tools_module,
         assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
+        max_files_per_message=reader.integer("MAX_FILES_PER_MESSAGE", 10, 1, 100),
         file_retention_days=backend.file_retention_days,
         file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         slack_view=reader.choice("SLACK_VIEW", "agent_view", SLACK_VIEWS),

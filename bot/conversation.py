@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,10 +44,13 @@ from bot.outcomes import (
     FileProblem,
     RunningTool,
 )
-from bot.store import ConversationRecord, Store
+from bot.store import ConversationRecord, PendingTurn, Store
 from bot.turn_queue import LocalTurnQueue, QueuedTurn, TurnQueue, ts_order
 
 log = logging.getLogger(__name__)
+
+RECOVERING_AT_ONCE = 8  # threads whose leftovers are tidied at the same time after a restart
+RECOVERY_TIMEOUT = 120.0  # seconds one thread's tidying may take before its turns go on
 
 
 class Reply(Protocol):
@@ -96,6 +100,31 @@ class Surface(Protocol):
         ...
 
 
+class ChatError(Exception):
+    """The chat refused a call or could not be reached; `code` says why (for the log)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Leftovers(Protocol):
+    """What a process that stopped without warning (killed, crashed) left in the chat."""
+
+    async def tidy(
+        self,
+        key: ConversationKey,
+        waiting: Sequence[IncomingMessage],
+        cut_off: Sequence[IncomingMessage],
+        failure: Failure,
+    ) -> None:
+        """Before a thread's turns are taken back: the signs of life shown for `waiting`
+        messages go (they get new ones when answered), and each answer still being written for
+        a `cut_off` message ends with `failure` where it stands (an answer that had ended is left
+        as it is). Raises when the chat cannot be reached or the thread is gone."""
+        ...
+
+
 class ToolBox(Protocol):
     async def run(
         self, calls: Sequence[ToolCall], message: IncomingMessage
@@ -138,6 +167,7 @@ class Conversations:
         *,
         tools: ToolBox | None = None,
         files: FileIngest | None = None,
+        leftovers: Leftovers | None = None,
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
         queue: TurnQueue | None = None,
@@ -148,32 +178,41 @@ class Conversations:
         self.chooser = chooser
         self.tools: ToolBox = tools or NoTools()
         self.files = files
+        self.leftovers = leftovers
         self.turn_timeout = turn_timeout
+        # Threads whose turns a previous process left open: their new turns wait for these.
+        self._recovering: dict[ConversationKey, asyncio.Event] = {}
         self.queue: TurnQueue = queue or LocalTurnQueue(max_turns_in_flight)
         self.queue.start(self)
-        self._receiving = 0  # messages being looked at, not yet submitted or turned away
-        self._received = asyncio.Event()
-        self._received.set()
+        self._busy = 0  # messages being received, and the recovery of what a process left
+        self._calm = asyncio.Event()
+        self._calm.set()
 
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
         """Held while a chat message is looked at, until it is submitted or turned away."""
-        self._receiving += 1
-        self._received.clear()
+        self._busier()
         try:
             yield
         finally:
-            self._receiving -= 1
-            if not self._receiving:
-                self._received.set()
+            self._calmer()
 
     async def idle(self) -> None:
-        """Return once no message is being received and no turn waits or runs."""
+        """Return once no message is being received or recovered and no turn waits or runs."""
         while True:
-            await self._received.wait()
+            await self._calm.wait()
             await self.queue.idle()
-            if not self._receiving:
+            if not self._busy:
                 return
+
+    def _busier(self) -> None:
+        self._busy += 1
+        self._calm.clear()
+
+    def _calmer(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._calm.set()
 
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
@@ -209,18 +248,80 @@ class Conversations:
         """
         return await self.queue.stop(key, message_ts)
 
-    async def resume_open_turns(self) -> None:
-        """Answer what a previous process took but never started; explain what it left halfway."""
-        # In written order: a thread's messages may have been taken (and numbered) in another.
-        turns = sorted(await self.store.open_turns(), key=lambda turn: ts_order(turn.message_ts))
-        for turn in turns:
-            message = IncomingMessage(
-                turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
-            )
-            if turn.status == "queued":
-                await self.queue.submit(QueuedTurn(turn.turn_id, message))
+    async def begin_recovery(self) -> asyncio.Task[None]:
+        """Take back what a previous process left open, in the background: answer the messages
+        it took but never started, and end the answers it was writing with a plain note.
+
+        Only the store is read before this returns: the chat and the backend are reached in the
+        returned task, so start-up never waits on them. A thread's new messages wait until its
+        old ones are taken back, so that they are answered in the order they were written.
+        """
+        by_thread: dict[ConversationKey, list[PendingTurn]] = {}
+        for turn in await self.store.open_turns():
+            if _readable_ts(turn.message_ts) and _readable_ts(turn.key.thread_ts):
+                by_thread.setdefault(turn.key, []).append(turn)
                 continue
-            await self._interrupted(turn.turn_id, await self.surface.begin(message))
+            log.warning(
+                "event=turn_unreadable turn=%s channel=%s ts=%r",
+                turn.turn_id,
+                turn.key.channel_id,
+                turn.message_ts[:40],
+            )
+            await self.store.update_turn(turn.turn_id, "failed", error="unreadable record")
+        for key in by_thread:
+            self._recovering[key] = asyncio.Event()
+        self._busier()
+        return asyncio.create_task(self._recover(by_thread))
+
+    async def _recover(self, by_thread: dict[ConversationKey, list[PendingTurn]]) -> None:
+        at_once = asyncio.Semaphore(RECOVERING_AT_ONCE)
+
+        async def recover(key: ConversationKey, turns: list[PendingTurn]) -> None:
+            try:
+                async with at_once:
+                    await self._recover_thread(key, turns)
+            finally:
+                self._recovering.pop(key).set()
+
+        try:
+            await asyncio.gather(*(recover(key, turns) for key, turns in by_thread.items()))
+        finally:
+            for event in self._recovering.values():
+                event.set()
+            self._recovering.clear()
+            self._calmer()
+
+    async def _recover_thread(self, key: ConversationKey, turns: list[PendingTurn]) -> None:
+        # In written order: a thread's messages may have been taken (and numbered) in another.
+        turns.sort(key=lambda turn: ts_order(turn.message_ts))
+        waiting = [turn for turn in turns if turn.status == "queued"]
+        cut_off = [turn for turn in turns if turn.status != "queued"]
+        error = "interrupted by restart"
+        try:
+            if self.leftovers is not None:
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    await self.leftovers.tidy(
+                        key,
+                        [_message(turn) for turn in waiting],
+                        [_message(turn) for turn in cut_off],
+                        Failure(INTERRUPTED),
+                    )
+        except Exception as exc:
+            # A channel that is gone, a chat that keeps failing: the old answers cannot be
+            # ended in the thread, and their turns are failed all the same.
+            log.warning(
+                "event=recovery_failed channel=%s thread=%s cut_off=%d error=%s",
+                key.channel_id,
+                key.thread_ts,
+                len(cut_off),
+                _error_name(exc),
+            )
+            error = f"interrupted by restart; the chat could not be told ({_error_name(exc)})"
+        for turn in cut_off:
+            await self.store.update_turn(turn.turn_id, "failed", error=error)
+            log.info("event=turn_interrupted channel=%s ts=%s", key.channel_id, turn.message_ts)
+        for turn in waiting:
+            await self.queue.submit(QueuedTurn(turn.turn_id, _message(turn)))
 
     async def drain(self, grace: float) -> None:
         """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
@@ -230,6 +331,11 @@ class Conversations:
         await self.queue.drain(grace)
 
     # --- what the queue asks of the core (TurnHandler) --------------------------------------
+
+    async def ready(self, key: ConversationKey) -> None:
+        recovering = self._recovering.get(key)
+        if recovering is not None:
+            await recovering.wait()
 
     async def begin(self, turn: QueuedTurn) -> Reply:
         return await self.surface.begin(turn.message)
@@ -400,6 +506,21 @@ class Conversations:
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
+
+
+def _message(turn: PendingTurn) -> IncomingMessage:
+    return IncomingMessage(
+        turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
+    )
+
+
+def _readable_ts(ts: str) -> bool:
+    return re.fullmatch(r"[0-9]+(\.[0-9]+)?", ts) is not None
+
+
+def _error_name(exc: BaseException) -> str:
+    """What failed, for the log: the chat's error code when it gave one, else the kind."""
+    return exc.code if isinstance(exc, ChatError) else type(exc).__name__
 
 
 async def _quietly(awaitable: object) -> None:

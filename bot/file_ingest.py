@@ -22,6 +22,9 @@ from bot.store import ConversationRecord, SharedFileRecord, Store
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+# An Assistants thread's code_interpreter holds at most 20 files; applied on both engines, so a
+# thread behaves the same on either.
+CODE_FILES_PER_CONVERSATION = 20
 
 
 class FileRefused(Exception):
@@ -30,7 +33,7 @@ class FileRefused(Exception):
     Reasons: the chat's (slack_info_refused, slack_unreachable, no_download_link, link_gone,
     foreign_host, download_refused, sign_in_page, download_failed, over_limit) and the ingest's
     (model_takes_no_images, unreadable_type, unsearchable_type, too_large, not_indexed,
-    backend_refused).
+    backend_refused, code_files_full).
     """
 
     def __init__(self, reason: str, detail: str = "", *, size: int = 0, limit: int = 0) -> None:
@@ -157,7 +160,14 @@ class FileIngest:
             ingested.image_file_ids.append(await self._upload(file, "vision"))
             ingested.added.append(file.name)
             return
+        code_full = for_code and await self._code_files_full(key, file.id)
+        if code_full and not searchable:
+            raise FileRefused("code_files_full", limit=CODE_FILES_PER_CONVERSATION)
         file_id = await self._upload(file, "assistants")
+        if code_full:  # still searchable: said, and used that way
+            for_code = False
+            refused = FileRefused("code_files_full", "searched", limit=CODE_FILES_PER_CONVERSATION)
+            ingested.problems.append(refused.problem(file))
         if for_code:
             await self._record(key, file_id, "code", file.name, None, "completed", None, user_id)
         if searchable:
@@ -177,6 +187,12 @@ class FileIngest:
             if result.status != "completed" and not for_code:
                 raise FileRefused("not_indexed", result.error)
         ingested.added.append(file.name)
+
+    async def _code_files_full(self, key: ConversationKey, slack_file_id: str) -> bool:
+        """The conversation's code tool holds as many files as it can (this one not among them)."""
+        held = {f.backend_file_id for f in await self.store.shared_files(key, "code")}
+        known = await self.store.backend_file(slack_file_id, "assistants")
+        return len(held) >= CODE_FILES_PER_CONVERSATION and known not in held
 
     async def turn_files(
         self, conversation: ConversationRecord, image_file_ids: Sequence[str] = ()

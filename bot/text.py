@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 ELLIPSIS = "…"
 
 
@@ -18,3 +20,16 @@ def shorten(text: str, limit: int) -> str:
     space = line.rfind(" ", 0, room + 1)
     cut = line[:space] if space >= limit // 2 else line[:room]
     return cut.rstrip() + ELLIPSIS
+
+
+# Code points that cannot be stored or sent: lone UTF-16 surrogates (JSON can carry them as
+# "\ud800", and SQLite, HTTP and the backends all refuse them), NUL and the other C0 controls
+# bar tab, newline and carriage return, and DEL.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+REPLACEMENT = "\ufffd"
+
+
+def clean(text: str) -> str:
+    """`text` safe to store and send: a lone surrogate becomes U+FFFD, control characters go."""
+    return _CONTROLS.sub("", _SURROGATES.sub(REPLACEMENT, text))

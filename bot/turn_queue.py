@@ -34,6 +34,11 @@ class QueuedTurn:
 class TurnHandler(Protocol):
     """What a queue asks of the core."""
 
+    async def ready(self, key: ConversationKey) -> None:
+        """Return once the conversation's turns may start (what a previous process left open
+        in it has been taken back)."""
+        ...
+
     async def begin(self, turn: QueuedTurn) -> Reply:
         """Show a sign of life for the turn (its placeholder) at once."""
         ...
@@ -174,6 +179,7 @@ class LocalTurnQueue:
     async def _work(self, key: ConversationKey) -> None:
         queue = self._queues[key]
         try:
+            await self.handler.ready(key)
             while queue:
                 entry = queue[0]
                 async with self._in_flight:

@@ -432,3 +432,38 @@ async def test_the_cleanup_command_reports_what_it_deleted(harness: Harness, cap
     assert await cli.cleanup(harness.settings()) == 0
     assert "deleted 0 vector store(s) and 0 file(s) older than 30 days" in capsys.readouterr().out
     assert answers(harness.slack, GENERAL, "0") == []
+
+
+async def test_a_thread_gives_code_interpreter_at_most_20_files_and_says_so_for_the_rest(
+    harness: Harness, tmp_path: Path
+) -> None:
+    harness.env["MAX_FILES_PER_MESSAGE"] = "25"
+    await use_analyst(harness, tmp_path)
+    slack, openai = harness.slack, harness.openai
+    data = [
+        slack.add_file(ALICE, f"month{n:02d}.csv", b"a,b\n1,2\n", "csv", "text/csv")
+        for n in range(1, 22)
+    ]
+    sheet = slack.add_file(ALICE, "extra.xlsx", b"PK\x03\x04", "xlsx", "application/vnd.ms-excel")
+    ts = await slack.mention(ALICE, GENERAL, "compare the months", files=[*data, sheet])
+    await wait_answers(slack, GENERAL, ts, 3)
+    await harness.drain_idle()
+
+    said_here = said(slack, ts)
+    assert any(
+        "month21.csv" in t and "at most 20 files per conversation" in t and "only search" in t
+        for t in said_here
+    ), said_here
+    assert any(
+        "extra.xlsx" in t and "at most 20 files per conversation" in t and "only search" not in t
+        for t in said_here
+    ), said_here
+    assert any(t.startswith("You said: compare the months") for t in said_here)
+    if harness.engine == "assistants":
+        [thread] = openai.messages.values()
+        attached = [a for m in thread if m["role"] == "user" for a in m["attachments"]]
+        assert len(attached) == 20
+    else:
+        tools = openai.responses_api.last_response().request["tools"]
+        [code] = [t for t in tools if t["type"] == "code_interpreter"]
+        assert len(code["container"]["file_ids"]) == 20

@@ -10,6 +10,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -56,6 +57,8 @@ def closed_port() -> int:
 
 async def timed(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str, float]:
     loop = asyncio.get_running_loop()
+    if not args:  # the bot itself: tests start several at once, each on its own SQLite file
+        env = env | {"DATABASE_PATH": str(cwd / f"bot-{uuid.uuid4().hex}.sqlite3")}
     began = loop.time()
     code, out, err = await run_bot(*args, env=env, cwd=cwd, timeout=BOUND + 30)
     return code, out, err, loop.time() - began

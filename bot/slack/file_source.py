@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.file_ingest import FileRefused
 from bot.messages import SharedFile
+from bot.slack import inbound
 from bot.slack.retries import retry_handlers
 
 log = logging.getLogger(__name__)
@@ -22,21 +22,27 @@ CHUNK = 64 * 1024
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
-def shared_files(files: Iterable[dict[str, Any]] | None) -> tuple[SharedFile, ...]:
-    """The files of a message event (or a message in a shortcut payload)."""
-    return tuple(_shared_file(f) for f in files or () if f.get("id"))
+def shared_files(files: object) -> tuple[SharedFile, ...]:
+    """The files of a message event (or a message in a shortcut payload); entries that are not
+    files with an id are left out."""
+    if not isinstance(files, list):
+        return ()
+    return tuple(
+        _shared_file(f) for f in files if isinstance(f, dict) and inbound.slack_id(f.get("id"))
+    )
 
 
 def _shared_file(f: dict[str, Any]) -> SharedFile:
     if f.get("file_access") == "check_file_info":
         # Slack Connect: only the id; files.info has the rest (SlackFileSource.describe).
         return SharedFile(id=str(f["id"]), name="", mimetype="", size=0, download_url="")
+    size = f.get("size")
     return SharedFile(
         id=str(f["id"]),
-        name=str(f.get("name") or f.get("title") or f["id"]),
-        mimetype=str(f.get("mimetype") or ""),
-        size=int(f.get("size") or 0),
-        download_url=str(f.get("url_private_download") or f.get("url_private") or ""),
+        name=inbound.text(f.get("name") or f.get("title"), 255) or str(f["id"]),
+        mimetype=inbound.text(f.get("mimetype"), 255),
+        size=size if isinstance(size, int) and size > 0 else 0,
+        download_url=inbound.text(f.get("url_private_download") or f.get("url_private"), 2048),
     )
 
 

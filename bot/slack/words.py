@@ -23,6 +23,7 @@ from bot.outcomes import (
 from bot.text import shorten
 
 MB = 1024 * 1024
+MAX_NAMES_LISTED = 20  # file names listed in one note before "and N more"
 SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml
 KNOWLEDGE_SHORTCUT_NAME = "Add to channel knowledge"  # as named in manifest.yml
 
@@ -177,7 +178,30 @@ def _file_reason(problem: FileProblem) -> str:
             return "it could not be indexed."
         case "backend_refused":
             return "the assistant service refused it."
+        case "code_files_full" if detail == "searched":
+            return (
+                f"the assistant can run code on at most {problem.limit} files per conversation "
+                "and this one has that many already, so it can only search this file. Start a "
+                "new thread to work on more data files."
+            )
+        case "code_files_full":
+            return (
+                f"the assistant can run code on at most {problem.limit} files per conversation "
+                "and this one has that many already. Start a new thread to work on more data "
+                "files."
+            )
     return "it could not be used."
+
+
+def files_left_out(limit: int, left_out: Sequence[str]) -> str:
+    """A message came with more files than one message may bring: the first `limit` are used."""
+    listed = ", ".join(f"*{escape(name)}*" for name in left_out[:MAX_NAMES_LISTED])
+    if len(left_out) > MAX_NAMES_LISTED:
+        listed += f" and {len(left_out) - MAX_NAMES_LISTED} more"
+    return (
+        f"I take up to {limit} files with one message, so I am answering with the first {limit} "
+        f"and left out {listed}. Share those in a reply in the thread if the answer needs them."
+    )
 
 
 def file_problem(problem: FileProblem, adding: bool = False) -> str:
@@ -210,6 +234,9 @@ THANKS = {
     "bad": "Thanks for the feedback! It helps us improve the assistant.",
 }
 ALREADY_FINISHED = "That answer has already finished."
+BUTTON_NOT_UNDERSTOOD = (
+    "Sorry, I could not tell what that button is for; it may come from an older version of me."
+)
 FEEDBACK_NOT_FOUND = "Sorry, I could not find the answer this feedback is for."
 
 
@@ -360,6 +387,10 @@ def assistant_names(assistants: Sequence[AssistantDefinition]) -> str:
 
 NOTHING_TO_PICK = "There are no assistants to choose from yet."
 PICKED_ASSISTANT_GONE = "That assistant no longer exists; pick another one."
+SHORTCUT_NOT_UNDERSTOOD = (
+    "Sorry, I could not tell which message or thread that shortcut was used on. Please try again."
+)
+PICKER_NOT_UNDERSTOOD = "Sorry, I could not read this choice. Close the picker and open it again."
 PICKER_TITLE = "Switch assistant"
 PICKER_SUBMIT = "Switch"
 PICKER_CLOSE = "Cancel"

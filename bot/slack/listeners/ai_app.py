@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.messages import IncomingMessage
+from bot.slack import inbound
 from bot.slack.words import DEFAULT_PROMPTS, PROMPTS_TITLE
 from bot.text import shorten
 
@@ -81,21 +82,33 @@ def register(
 
     async def messages_tab_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         """Agent view: the person opened the app. Its prompts go on the DM, with no thread_ts."""
-        channel = event.get("channel")
+        channel = inbound.slack_id(event.get("channel"))
         if view == "agent_view" and channel:
             await offer_prompts(client, channel, None)
         # Under the assistant view the prompts come with the assistant thread instead.
 
     async def app_context_changed(body: dict[str, Any], event: dict[str, Any]) -> None:
-        entities = (event.get("context") or {}).get("entities") or []
-        channel = next((e.get("value") for e in entities if e.get("type") == CHANNEL_ENTITY), None)
-        viewing.seen(body.get("team_id") or "", event.get("user") or "", channel)
+        entities = inbound.mapping(event.get("context")).get("entities")
+        channel = next(
+            (
+                inbound.slack_id(e.get("value"))
+                for e in (entities if isinstance(entities, list) else [])
+                if isinstance(e, dict) and e.get("type") == CHANNEL_ENTITY
+            ),
+            None,
+        )
+        user = inbound.slack_id(event.get("user"))
+        if user is not None:
+            viewing.seen(inbound.slack_id(body.get("team_id")) or "", user, channel)
 
     async def thread_started(
         body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient
     ) -> None:
         thread = _seen_in_thread(body, event, viewing)
-        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
+        channel, thread_ts = (
+            inbound.slack_id(thread.get("channel_id")),
+            inbound.ts(thread.get("thread_ts")),
+        )
         if channel and thread_ts:
             await offer_prompts(client, channel, thread_ts)
 
@@ -112,9 +125,12 @@ def _seen_in_thread(
     body: dict[str, Any], event: dict[str, Any], viewing: ViewedChannels
 ) -> dict[str, Any]:
     """Note the channel an assistant-view thread's context names; the thread's fields."""
-    thread: dict[str, Any] = event.get("assistant_thread") or {}
-    context = thread.get("context") or {}
-    viewing.seen(body.get("team_id") or "", thread.get("user_id") or "", context.get("channel_id"))
+    thread = inbound.mapping(event.get("assistant_thread"))
+    context = inbound.mapping(thread.get("context"))
+    user = inbound.slack_id(thread.get("user_id"))
+    if user is not None:
+        team = inbound.slack_id(body.get("team_id")) or ""
+        viewing.seen(team, user, inbound.slack_id(context.get("channel_id")))
     return thread
 
 

@@ -7,6 +7,7 @@ do not fire inside threads, so a thread is switched with the message shortcut in
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -14,23 +15,29 @@ from slack_bolt.async_app import AsyncApp
 from bot.assistant_choice import AssistantChooser, NotAllowed, match_assistant
 from bot.engine.base import EngineError
 from bot.file_ingest import FileIngest
-from bot.slack import words
+from bot.messages import ChannelScope
+from bot.slack import inbound, words
 from bot.slack.listeners.knowledge import knowledge_command
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/assistant"
 MAX_LISTED = 150  # lines in one ephemeral answer; the CLI lists them all
+MAX_COMMAND_TEXT = 4000  # more than anyone types after a slash command
 
 
 def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> None:
     async def assistant_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
-        if str(command.get("text") or "").strip().lower().startswith("knowledge"):
-            await knowledge_command(ingest, command, respond)
+        asked = _read(command)
+        if asked is None:
+            log.warning("event=command_skipped reason=missing_ids")
+            return
+        if asked.text.lower().startswith("knowledge"):
+            await knowledge_command(ingest, ChannelScope(asked.team, asked.channel), respond)
             return
         try:
-            answer = await _answer(chooser, command)
+            answer = await _answer(chooser, asked)
         except EngineError as exc:
             log.warning("event=command_failed code=%s", exc.code)
             answer = words.service_unreachable(exc.code)
@@ -39,11 +46,31 @@ def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> No
     app.command(COMMAND)(assistant_command)
 
 
-async def _answer(chooser: AssistantChooser, command: dict[str, Any]) -> str:
-    verb, _, rest = str(command.get("text") or "").strip().partition(" ")
+@dataclass(frozen=True)
+class _Command:
+    team: str
+    channel: str
+    user: str
+    text: str
+    is_direct: bool
+
+
+def _read(command: dict[str, Any]) -> _Command | None:
+    """The command's fields as the bot needs them; None when Slack's ids are missing."""
+    team, channel, user = (
+        inbound.slack_id(command.get(name)) for name in ("team_id", "channel_id", "user_id")
+    )
+    if not (team and channel and user) or not command.get("response_url"):
+        return None  # not from Slack: Slack always names them, and where to answer
+    text = inbound.text(command.get("text"), MAX_COMMAND_TEXT).strip()
+    is_direct = command.get("channel_name") == "directmessage" or channel.startswith("D")
+    return _Command(team, channel, user, text, is_direct)
+
+
+async def _answer(chooser: AssistantChooser, command: _Command) -> str:
+    verb, _, rest = command.text.partition(" ")
     verb = verb.lower()
-    team, channel, user = command["team_id"], command["channel_id"], command["user_id"]
-    is_direct = command.get("channel_name") == "directmessage" or str(channel).startswith("D")
+    team, channel, user, is_direct = command.team, command.channel, command.user, command.is_direct
     if verb in ("", "help"):
         return words.COMMAND_HELP
     if verb == "list":

@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.assistant_choice import AssistantChooser
 from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
-from bot.slack import words
+from bot.slack import inbound, words
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,12 @@ def register(app: AsyncApp, chooser: AssistantChooser) -> None:
     async def home_opened(
         event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
     ) -> None:
-        user = event["user"]
-        team = body.get("team_id") or ""
-        view = await home_view(chooser, team, user, event.get("channel") or "")
+        user = inbound.slack_id(event.get("user"))
+        if user is None:
+            log.warning("event=home_skipped reason=missing_user")
+            return
+        team = inbound.slack_id(body.get("team_id")) or ""
+        view = await home_view(chooser, team, user, inbound.slack_id(event.get("channel")) or "")
         await client.views_publish(user_id=user, view=view)
 
     app.event("app_home_opened", matchers=[on_home_tab])(home_opened)

@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.file_ingest import FileIngest
 from bot.messages import ChannelScope
-from bot.slack import words
+from bot.slack import inbound, words
 from bot.slack.file_source import shared_files
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,14 @@ REMOVE_ACTION = "remove_channel_knowledge"
 
 def register(app: AsyncApp, ingest: FileIngest) -> None:
     async def add(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond | None
     ) -> None:
         await ack()
-        channel = body["channel"]["id"]
-        user = body["user"]["id"]
-        files = shared_files(body.get("message", {}).get("files"))
+        channel, user = inbound.field_id(body, "channel"), inbound.field_id(body, "user")
+        if channel is None or user is None or respond is None:
+            log.warning("event=shortcut_skipped shortcut=%s reason=missing_ids", ADD_SHORTCUT)
+            return
+        files = shared_files(inbound.mapping(body.get("message")).get("files"))
         if not files:
             await respond(text=words.NO_FILES_TO_ADD)
             return
@@ -50,10 +52,19 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
         await respond(text="\n".join(lines))
         log.info("event=knowledge_added channel=%s files=%d", channel, len(ingested.added))
 
-    async def remove(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def remove(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         await ack()
-        channel = body["channel"]["id"]
-        file_id = body["actions"][0]["value"]
+        if respond is None:  # no response_url: nowhere to answer
+            log.warning("event=action_skipped action=%s reason=no_response_url", REMOVE_ACTION)
+            return
+        channel = inbound.field_id(body, "channel")
+        actions = body.get("actions")
+        action = inbound.mapping(actions[0] if isinstance(actions, list) and actions else None)
+        file_id = inbound.text(action.get("value"), 200)
+        if channel is None or not file_id:
+            log.warning("event=action_skipped action=%s reason=malformed", REMOVE_ACTION)
+            await respond(text=words.BUTTON_NOT_UNDERSTOOD, replace_original=False)
+            return
         key = ChannelScope(_team(body), channel)
         removed = await ingest.remove_from_channel(key, file_id)
         note = words.KNOWLEDGE_REMOVED if removed else words.KNOWLEDGE_ALREADY_GONE
@@ -63,11 +74,8 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
     app.action(REMOVE_ACTION)(remove)
 
 
-async def knowledge_command(
-    ingest: FileIngest, command: dict[str, Any], respond: AsyncRespond
-) -> None:
+async def knowledge_command(ingest: FileIngest, key: ChannelScope, respond: AsyncRespond) -> None:
     """`/assistant knowledge`: the channel's knowledge files, each with a Remove button."""
-    key = ChannelScope(str(command.get("team_id") or ""), str(command["channel_id"]))
     await respond(**await knowledge_view(ingest, key))
 
 
@@ -98,5 +106,4 @@ async def knowledge_view(ingest: FileIngest, key: ChannelScope, note: str = "") 
 
 
 def _team(body: dict[str, Any]) -> str:
-    team = body.get("team") or {}
-    return str(team.get("id") if isinstance(team, dict) else team or body.get("team_id") or "")
+    return inbound.field_id(body, "team") or inbound.slack_id(body.get("team_id")) or ""

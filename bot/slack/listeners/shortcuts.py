@@ -22,7 +22,7 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
 from bot.messages import ConversationKey
-from bot.slack import words
+from bot.slack import inbound, words
 from bot.text import shorten
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,15 @@ MAX_OPTIONS = 100  # a static_select holds at most 100 options
 def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversations) -> None:
     async def open_picker(ack: Any, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        message = shortcut.get("message") or {}
-        key = ConversationKey(
-            shortcut["team"]["id"],
-            shortcut["channel"]["id"],
-            message.get("thread_ts") or shortcut["message_ts"],
-        )
+        message = inbound.mapping(shortcut.get("message"))
+        team, channel = inbound.field_id(shortcut, "team"), inbound.field_id(shortcut, "channel")
+        thread_ts = inbound.ts(message.get("thread_ts") or shortcut.get("message_ts"))
+        trigger = inbound.text(shortcut.get("trigger_id"), 200)
+        if not (team and channel and thread_ts and trigger):
+            log.warning("event=shortcut_skipped shortcut=%s reason=missing_ids", SHORTCUT)
+            await _tell(shortcut, words.SHORTCUT_NOT_UNDERSTOOD)
+            return
+        key = ConversationKey(team, channel, thread_ts)
         try:
             assistants = await chooser.assistants()
             current = await chooser.for_thread(key)
@@ -56,21 +59,25 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             "team": key.team_id,
             "channel": key.channel_id,
             "thread_ts": key.thread_ts,
-            "response_url": shortcut.get("response_url", ""),
+            "response_url": inbound.text(shortcut.get("response_url"), 2048),
         }
         name = words.name_of(current.assistant_id, assistants)
         intro = words.picker_intro(name, current, key.channel_id)
         await client.views_open(
-            trigger_id=shortcut["trigger_id"],
+            trigger_id=trigger,
             view=_picker(assistants, current.assistant_id, intro, json.dumps(metadata)),
         )
 
     async def switch(
         ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
     ) -> None:
-        metadata = json.loads(view["private_metadata"])
-        key = ConversationKey(metadata["team"], metadata["channel"], metadata["thread_ts"])
-        selected = view["state"]["values"][BLOCK][ACTION]["selected_option"]["value"]
+        picked = _picked(view)
+        user = inbound.field_id(body, "user")
+        if picked is None or user is None:
+            log.warning("event=picker_skipped reason=malformed")
+            await ack(response_action="errors", errors={BLOCK: words.PICKER_NOT_UNDERSTOOD})
+            return
+        key, selected, metadata = picked
         try:
             assistant = await chooser.assistant(selected)
         except EngineError as exc:
@@ -87,7 +94,6 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             )
             return
         await ack()
-        user = body["user"]["id"]
         await chooser.switch_thread(key, assistant.id)
         log.info(
             "event=thread_assistant_switched channel=%s thread=%s assistant=%s user=%s",
@@ -113,6 +119,25 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
 
     app.shortcut(SHORTCUT)(open_picker)
     app.view(PICKER)(switch)
+
+
+def _picked(view: dict[str, Any]) -> tuple[ConversationKey, str, dict[str, Any]] | None:
+    """(thread, chosen assistant id, the picker's metadata) from a submitted picker."""
+    try:
+        metadata = json.loads(inbound.text(view.get("private_metadata"), 4000))
+        selected = view["state"]["values"][BLOCK][ACTION]["selected_option"]["value"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(metadata, dict) or not isinstance(selected, str) or not selected:
+        return None
+    team, channel = (
+        inbound.slack_id(metadata.get("team")),
+        inbound.slack_id(metadata.get("channel")),
+    )
+    thread_ts = inbound.ts(metadata.get("thread_ts"))
+    if not (team and channel and thread_ts):
+        return None
+    return ConversationKey(team, channel, thread_ts), inbound.text(selected, 200), metadata
 
 
 def _option(assistant: AssistantDefinition) -> dict[str, Any]:
@@ -155,6 +180,6 @@ def _picker(
 
 async def _tell(shortcut: dict[str, Any], text: str) -> None:
     """An ephemeral answer to the person who used the shortcut."""
-    url = shortcut.get("response_url")
-    if url:
+    url = inbound.text(shortcut.get("response_url"), 2048)
+    if url.startswith("https://") or url.startswith("http://"):
         await AsyncWebhookClient(url).send(text=text, response_type="ephemeral")

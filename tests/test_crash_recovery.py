@@ -1,0 +1,332 @@
+"""Crashes, as an operator meets them: the bot process killed (SIGKILL) at any moment, then
+started again; and a second bot started on the same SQLite file.
+
+Real processes (`python -m bot`, HTTP mode) against the emulators, which run in the test and
+outlive every bot. Slack's part is played as Slack plays it: an event that was not acked is
+sent again (X-Slack-Retry-Num) once the bot is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.messages import ConversationKey
+from bot.slack.words import THINKING
+from bot.store import Store
+from tests.conftest import ALICE, BOB, GENERAL, Harness, bot_env, has_stop_button, wait_answers
+from tests.emulators.model import Reply
+from tests.emulators.slack import Message, SlackEmulator
+from tests.test_operations import process_env, run_bot
+
+READY_WITHIN = 5.0  # seconds from starting the process to serving events, Slack failing or not
+RESTARTED = "The bot restarted while answering this message"
+
+
+@dataclass
+class BotProcess:
+    """`python -m bot` in HTTP mode; its log is read as it goes."""
+
+    env: dict[str, str]
+    cwd: Path
+    process: asyncio.subprocess.Process | None = None
+    log: list[str] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+
+    async def start(self, slack: SlackEmulator) -> float:
+        """Start it; the seconds until it serves events (it logs event=started then)."""
+        began = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            env=process_env(self.env),
+            cwd=self.cwd,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        serving: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(serving))
+        port = await asyncio.wait_for(serving, 30)
+        slack.events_url = f"http://127.0.0.1:{port}/slack/events"
+        return time.monotonic() - began
+
+    async def _read(self, serving: asyncio.Future[int]) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode(errors="replace")
+            self.log.append(line)
+            started = re.search(r"event=started mode=http port=(\d+)", line)
+            if started and not serving.done():
+                serving.set_result(int(started.group(1)))
+        if not serving.done():
+            serving.set_exception(RuntimeError("the bot exited:\n" + "".join(self.log[-20:])))
+
+    async def kill(self) -> None:
+        assert self.process is not None and self._reader is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+        await self._reader
+
+    def logged(self, text: str) -> list[str]:
+        return [line for line in self.log if text in line]
+
+
+@pytest.fixture
+async def bot_process(harness: Harness, tmp_path: Path) -> Any:
+    env = bot_env(harness.slack, harness.openai, tmp_path / "bot.sqlite3", "http") | harness.env
+    process = BotProcess(env, tmp_path)
+    yield process
+    if process.process is not None:
+        await process.kill()
+
+
+def mention_bodies(slack: SlackEmulator, text: str) -> tuple[str, list[dict[str, Any]]]:
+    """A mention by Alice in #general, as Slack sends it: an app_mention and a message event."""
+    ts = slack.next_ts()
+    message = slack.message_event(ALICE, GENERAL, f"<@{slack.bot_user_id}> {text}", ts=ts)
+    return ts, [
+        slack.event_callback(message | {"type": "app_mention"}),
+        slack.event_callback(message),
+    ]
+
+
+async def acked(slack: SlackEmulator, body: dict[str, Any]) -> bool:
+    try:
+        return (await slack.deliver_callback(body)).status == 200
+    except (aiohttp.ClientError, OSError):  # refused, reset, or cut off: no ack
+        return False
+
+
+def streaming(slack: SlackEmulator, ts: str) -> bool:
+    return any(m.streaming for m in slack.bot_replies(GENERAL, ts))
+
+
+def stale(replies: list[Message]) -> list[Message]:
+    """What must never stay: Thinking…, a Stop button, a stream never closed."""
+    return [m for m in replies if m.streaming or m.text == THINKING or has_stop_button(m)]
+
+
+def verdict(replies: list[Message], answer: str) -> str:
+    answered = sum(answer in m.text and RESTARTED not in m.text for m in replies)
+    explained = sum(RESTARTED in m.text for m in replies)
+    if answered + explained > 1:
+        return "duplicated"
+    return "answered" if answered else "explained" if explained else "lost"
+
+
+async def turn_statuses(db: Path, ts: str) -> list[str]:
+    store, _ = await Store.snapshot(db)
+    try:
+        key = ConversationKey(SlackEmulator().team_id, GENERAL, ts)
+        return [status for _, status in await store.turn_statuses(key)]
+    finally:
+        await store.close()
+
+
+# --- killed at a chosen moment -----------------------------------------------------------------
+
+
+async def test_a_killed_bot_leaves_no_placeholder_behind_and_answers_what_waited(
+    harness: Harness, bot_process: BotProcess, tmp_path: Path
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "first")
+    await slack.post(BOB, GENERAL, "second", thread_ts=ts)
+    await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 2)  # two placeholders
+    await bot_process.kill()  # "first" runs, "second" waits its turn
+    openai.model.gate.set()
+
+    took = await bot_process.start(slack)
+    assert took < READY_WITHIN
+    await wait_answers(slack, GENERAL, ts, 2)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    replies = slack.bot_replies(GENERAL, ts)
+    assert replies[1].text.startswith("You said: second")
+    assert [m.text for m in replies if RESTARTED in m.text] == [
+        ":warning: The bot restarted while answering this message, so the answer was lost. "
+        "Please send it again."
+    ]
+    assert len(replies) == 2 and stale(replies) == []
+    assert await turn_statuses(tmp_path / "bot.sqlite3", ts) == ["failed", "done"]
+
+
+async def test_an_answer_killed_while_streaming_ends_with_the_restarted_note(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.chunk_delay = 0.05
+    openai.model.enqueue(Reply(text="A long answer, written slowly, word after word. " * 4))
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "tell me slowly")
+    await slack.wait_for(lambda: streaming(slack, ts))
+    await bot_process.kill()
+
+    await bot_process.start(slack)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    [answer] = slack.bot_replies(GENERAL, ts)
+    assert answer.text.startswith("A long")  # what was streamed stays
+    assert answer.text.endswith(RESTARTED + ", so the answer was lost. Please send it again.")
+
+
+async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_channel_is_gone(
+    harness: Harness, bot_process: BotProcess, tmp_path: Path
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    slack.add_channel("C0DOOMED", "doomed")
+    await bot_process.start(slack)
+
+    async def cut_off(channel: str, text: str) -> str:
+        """A mention whose answer the bot is writing when it is killed."""
+        openai.model.gate = asyncio.Event()
+        ts = await slack.mention(ALICE, channel, text)
+        await slack.wait_for(
+            lambda: any(turn.user_texts[-1] == text for turn in openai.model.turns)
+        )
+        await bot_process.kill()
+        openai.model.gate.set()
+        return ts
+
+    async def restart_and_answer(text: str) -> None:
+        assert await bot_process.start(slack) < READY_WITHIN
+        ts = await slack.mention(BOB, GENERAL, text)
+        await wait_answers(slack, GENERAL, ts, 1)
+
+    await cut_off("C0DOOMED", "in a channel about to go")
+    del slack.channels["C0DOOMED"]  # archived and deleted meanwhile
+    await restart_and_answer("are you there?")
+    await slack.wait_for(lambda: bool(bot_process.logged("event=turn_interrupted")))
+    [failed] = bot_process.logged("event=recovery_failed")
+    assert "channel=C0DOOMED" in failed and "error=channel_not_found" in failed
+
+    failing = await cut_off(GENERAL, "in a thread Slack will not show")
+    slack.fail_next(
+        "conversations.replies", "internal_error", times=5, status=500
+    )  # the try and 4 retries
+    await restart_and_answer("and now?")
+    await slack.wait_for(lambda: len(bot_process.logged("event=turn_interrupted")) == 2)
+    [_, failed] = bot_process.logged("event=recovery_failed")
+    assert f"thread={failing}" in failed and "error=internal_error" in failed
+    assert await turn_statuses(tmp_path / "bot.sqlite3", failing) == ["failed"]
+
+
+@pytest.mark.parametrize("engine", ["assistants"])
+async def test_a_stored_turn_that_cannot_be_read_is_skipped_with_a_warning(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await Store.open(harness.db)
+    key = ConversationKey(harness.slack.team_id, GENERAL, "not-a-ts")
+    await store.add_turn(key, "not-a-ts", ALICE, "garbled", False)
+    await store.close()
+    caplog.set_level(logging.WARNING)
+    await harness.start()
+    assert "event=turn_unreadable" in caplog.text
+    ts = await harness.slack.mention(ALICE, GENERAL, "hello")
+    await wait_answers(harness.slack, GENERAL, ts, 1)
+    await harness.drain_idle()
+    assert [s for _, s in await harness.bot.store.turn_statuses(key)] == ["failed"]  # type: ignore[union-attr]
+
+
+# --- killed at random moments --------------------------------------------------------------------
+
+ROUNDS = 10  # per engine: 20 in all
+MOMENTS = ("before the ack", "right after the ack", "while streaming")
+
+
+async def test_killed_at_random_moments_nothing_is_lost_and_nothing_is_left_stale(
+    harness: Harness, bot_process: BotProcess, engine: str
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.latency = 0.05
+    openai.model.chunk_delay = 0.02
+    openai.model.respond = lambda context: Reply(
+        text=f"You said: {context.user_texts[-1]}. " + "Here is a longer answer. " * 3
+    )
+    moments = random.Random(f"kill-{engine}")
+    sent: list[tuple[str, str, str]] = []  # (ts, text, moment)
+    slowest = await bot_process.start(slack)
+    for number in range(ROUNDS):
+        moment = moments.choice(MOMENTS)
+        text = f"round {number}"
+        ts, bodies = mention_bodies(slack, text)
+        sent.append((ts, text, moment))
+        deliveries = [asyncio.create_task(acked(slack, body)) for body in bodies]
+        if moment == "before the ack":
+            await asyncio.sleep(moments.uniform(0, 0.004))
+        elif moment == "right after the ack":  # the moment a message was lost before
+            await asyncio.gather(*deliveries)
+        else:
+            await slack.wait_for(lambda ts=ts: streaming(slack, ts))
+            await asyncio.sleep(moments.uniform(0, 0.1))
+        await bot_process.kill()
+        not_acked = [
+            body
+            for body, ok in zip(bodies, await asyncio.gather(*deliveries), strict=True)
+            if not ok
+        ]
+        # Slack fails during the restart too: recovery reads threads back through this.
+        slack.fail_next("conversations.replies", "internal_error", status=500)
+        slack.fail_next("chat.delete", "ratelimited", retry_after=1)
+        slowest = max(slowest, await bot_process.start(slack))
+        for body in not_acked:  # Slack sends again what was not acked
+            await slack.deliver_callback(body, retry_num=1, retry_reason="http_error")
+
+    def outcomes() -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {}
+        for ts, text, moment in sent:
+            replies = slack.bot_replies(GENERAL, ts)
+            state = "stale" if stale(replies) else verdict(replies, f"You said: {text}.")
+            seen.setdefault(state, []).append(f"{text} ({moment})")
+        return seen
+
+    with contextlib.suppress(AssertionError):  # the assertion below says what went wrong
+        await slack.wait_for(lambda: set(outcomes()) <= {"answered", "explained"}, timeout=20)
+    assert set(outcomes()) <= {"answered", "explained"}, outcomes()
+    assert {moment for _, _, moment in sent} == set(MOMENTS)
+    assert slowest < READY_WITHIN
+
+
+# --- one bot per SQLite file ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_a_second_bot_on_the_same_sqlite_file_refuses_to_start_in_one_line(
+    harness: Harness, bot_process: BotProcess, tmp_path: Path
+) -> None:
+    slack = harness.slack
+    await bot_process.start(slack)
+    env = bot_process.env
+
+    code, _, err = await run_bot(env=env, cwd=tmp_path)
+    assert code == 1 and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith("The bot cannot start: Another bot process is already running on the ")
+    assert f"SQLite database {tmp_path / 'bot.sqlite3'}" in line
+    assert "Several processes need PostgreSQL." in line
+
+    # What only reads, or manages definitions, works beside the running bot.
+    code, out, _ = await run_bot("check", env=env, cwd=tmp_path)
+    assert code == 0 and "assistant: ok, Helper" in out, out
+    code, out, _ = await run_bot("assistants", "list", env=env, cwd=tmp_path)
+    assert code == 0 and "Helper" in out, out
+
+    ts = await slack.mention(ALICE, GENERAL, "still yours?")
+    await wait_answers(slack, GENERAL, ts, 1)  # the first bot never noticed
+
+    await bot_process.kill()  # the lock goes with its process, however it ends
+    assert await bot_process.start(slack) < READY_WITHIN
