@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import re
 import signal
 import sys
 from types import FrameType
@@ -21,31 +19,10 @@ from bot.config import (
     load_settings,
     load_tool_settings,
 )
+from bot.logs import setup_logging
 
 # The commands import what they use when they run (`assistants` and `cleanup` never load Slack's
 # packages), and a signal meanwhile already stops the process with one line.
-
-SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
-
-
-class RedactSecrets(logging.Filter):
-    """Tokens and API keys never reach a log line, whichever library wrote it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if SECRET.search(message):
-            record.msg = SECRET.sub(lambda m: m.group(0)[:5] + "…redacted", message)
-            record.args = None
-        return True
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    )
-    handler.addFilter(RedactSecrets())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 async def cleanup(settings: BackendSettings) -> int:
@@ -55,9 +32,13 @@ async def cleanup(settings: BackendSettings) -> int:
     from bot.engine.base import EngineError
     from bot.file_ingest import clean_up
     from bot.startup import StartupError, network_problem
-    from bot.store import Store
+    from bot.store import Store, StoreError
 
-    store = await Store.open(settings.database_path)
+    try:
+        store = await Store.open(settings.database_url)
+    except StoreError as exc:
+        print(f"cleanup: FAILED {exc}")
+        return 1
     try:
         backend, _ = await open_backend(settings, store)
         try:
@@ -139,7 +120,7 @@ def _run(argv: list[str] | None) -> int:
             return print_tools()
         if args.command in ("assistants", "cleanup"):
             backend = load_backend_settings()
-            setup_logging(backend.log_level)
+            setup_logging(backend.log_level, backend.log_format)
             if args.command == "cleanup":
                 return asyncio.run(cleanup(backend))
             return asyncio.run(definitions_cli.run(args, backend))
@@ -150,7 +131,7 @@ def _run(argv: list[str] | None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if args.command == "check":
         from bot.check import check
 

@@ -18,6 +18,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.assistant_choice import AssistantChooser
 from bot.backend import check_assistant, describe, load_assistants_file, open_backend
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings, ToolSettings
@@ -25,10 +26,13 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.health import Health
+from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
 from bot.slack.file_source import SlackFileSource
 from bot.slack.leftovers import SlackLeftovers
 from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
+from bot.slack.observe import count_requests
 from bot.slack.retries import retry_handlers
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
@@ -40,7 +44,7 @@ from bot.startup import (
     network_problem,
     reaching,
 )
-from bot.store import Store
+from bot.store import Store, StoreError, sqlite_file
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
 
@@ -169,7 +173,10 @@ class Bot:
     conversations: Conversations
     file_source: SlackFileSource
     lock: DatabaseLock
+    health: Health
     port: int | None = None
+    health_port: int | None = None  # Socket Mode with HEALTH_PORT set
+    _health_runner: web.AppRunner | None = None
     _runner: web.AppRunner | None = None
     _socket: AsyncSocketModeHandler | None = None
     _cleanup: asyncio.Task[None] | None = None
@@ -177,6 +184,7 @@ class Bot:
 
     async def stop(self) -> None:
         """Stop taking events, finish (bounded) what is in flight, then close everything."""
+        self.health.stopping = True  # /readyz says so first, while the rest winds down
         for task in (self._cleanup, self._recovery):
             if task is not None:
                 await _cancel(task)
@@ -185,6 +193,8 @@ class Bot:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.conversations.drain(self.settings.shutdown_grace)
+        if self._health_runner is not None:
+            await self._health_runner.cleanup()
         await self.file_source.close()
         await self.backend.close()
         await close_slack_client(self.slack.client)
@@ -201,11 +211,14 @@ async def start(settings: Settings) -> Bot:
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
-    lock = DatabaseLock(settings.database_path)
+    lock = DatabaseLock(sqlite_file(settings.database_url))
     async with contextlib.AsyncExitStack() as undo:
         lock.acquire()
         undo.callback(lock.release)
-        store = await Store.open(settings.database_path)
+        try:
+            store = await Store.open(settings.database_url)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
             backend, choice = await open_backend(settings.backend, store)
@@ -268,7 +281,13 @@ async def start(settings: Settings) -> Bot:
     knowledge.register(slack, ingest)
     actions.register(slack, conversations)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
-    bot = Bot(settings, store, backend, slack, conversations, file_source, lock)
+    slack.use(count_requests)
+    metrics.watch_turns(
+        lambda: conversations.turn_counts()[0], lambda: conversations.turn_counts()[1]
+    )
+    health = Health()
+    health.add_check("database", lambda: _database_answers(store))
+    bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health)
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
     async with opened:  # from here on only reading the store and connecting await
@@ -286,19 +305,35 @@ async def start(settings: Settings) -> Bot:
             check = "that this network allows WebSocket (wss://) connections to Slack"
             async with reaching("Slack Socket Mode", socket_url, check, _step(deadline)):
                 await connect_socket_mode(bot._socket)
-            log.info("event=started mode=socket")
+            health.add_check("slack_connection", bot._socket.client.is_connected)
+            if settings.health_port is not None:
+                health_app = web.Application()
+                health.add_routes(health_app)
+                bot._health_runner = web.AppRunner(health_app, access_log=None)
+                opened.push_async_callback(bot._health_runner.cleanup)
+                bot.health_port = await _serve(bot._health_runner, settings.health_port)
+            log.info("event=started mode=socket health_port=%s", bot.health_port)
         else:
-            bot._runner = web.AppRunner(slack.web_app(path="/slack/events"), access_log=None)
-            await bot._runner.setup()
+            web_app = slack.web_app(path="/slack/events")
+            health.add_routes(web_app)
+            bot._runner = web.AppRunner(web_app, access_log=None)
             opened.push_async_callback(bot._runner.cleanup)
-            site = web.TCPSite(bot._runner, port=settings.port)
-            await site.start()
-            bot.port = next(
-                a[1] for a in bot._runner.addresses if isinstance(a, tuple) and len(a) == 2
-            )
+            bot.port = await _serve(bot._runner, settings.port)
             log.info("event=started mode=http port=%s path=/slack/events", bot.port)
         opened.pop_all()
     return bot
+
+
+async def _serve(runner: web.AppRunner, port: int) -> int:
+    """Serve on `port` (0: any free one); the port it listens on."""
+    await runner.setup()
+    await web.TCPSite(runner, port=port).start()
+    return int(next(a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) == 2))
+
+
+async def _database_answers(store: Store) -> bool:
+    await store.has_conversation(ConversationKey("", "", ""))  # any cheap read
+    return True
 
 
 def _step(deadline: float) -> float:

@@ -26,7 +26,7 @@ from bot.definitions import AssistantDefinition, DefinitionError, load_definitio
 from bot.engine.base import Backend, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.startup import StartupError, reaching
-from bot.store import DatabaseState, Store
+from bot.store import DatabaseState, Store, StoreError, describe_url
 
 
 @dataclass
@@ -41,7 +41,11 @@ class Findings:
 
 async def check(settings: Settings) -> int:
     """Print what was found, one line each; 0 when start-up would succeed."""
-    store, database = await Store.snapshot(settings.database_path)
+    database: DatabaseState | StoreError
+    try:
+        store, database = await Store.snapshot(settings.database_url)
+    except StoreError as exc:  # the rest is still checked, on an empty database
+        store, database = await Store.open(":memory:"), exc
     try:
         backend, slack = await asyncio.gather(
             _check_backend(settings, store), _check_slack(settings)
@@ -54,19 +58,24 @@ async def check(settings: Settings) -> int:
     print(*slack.lines, *backend.lines[1:], sep="\n")
     tools = _check_tools(settings, backend.assistant)
     print(*tools.lines, sep="\n")
-    return 0 if backend.ok and slack.ok and tools.ok else 1
+    usable = not isinstance(database, StoreError)
+    return 0 if backend.ok and slack.ok and tools.ok and usable else 1
 
 
-def _database(settings: Settings, state: DatabaseState) -> str:
-    path = settings.database_path
+def _database(settings: Settings, state: DatabaseState | StoreError) -> str:
+    if isinstance(state, StoreError):
+        return f"FAILED {state}"
+    where = describe_url(settings.database_url)
     if not state.exists:
-        return f"{path} does not exist yet: start-up creates it"
+        return f"{where} does not exist yet: start-up creates it"
+    if state.revision is None:
+        return f"{where} has no tables yet: start-up creates them"
     if state.pending_migrations:
         return (
-            f"{path} holds schema version {state.version} of {state.latest}: start-up "
+            f"{where} is at schema revision {state.revision} of {state.latest}: start-up "
             f"migrates it ({state.pending_migrations} migration(s))"
         )
-    return f"{path}, ok"
+    return f"{where}, ok"
 
 
 @dataclass

@@ -15,6 +15,7 @@ SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 ENGINES = ("assistants", "responses")
 SLACK_VIEWS = ("agent_view", "assistant_view")  # the app manifest's AI feature, new and legacy
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 # What .env.example ships in place of each secret: left in `.env`, it is refused, saying what to
 # put there instead.
 PLACEHOLDERS = {
@@ -46,10 +47,11 @@ class BackendSettings:
     openai_base_url: str | None
     engine: str | None  # None: chosen at start-up (see bot/backend.py)
     assistant_id: str | None
-    database_path: Path
+    database_url: str  # sqlite:///… or postgresql://…
     log_level: str
     openai_timeout: float = 120.0
     file_retention_days: int = 30
+    log_format: str = "text"
 
     @property
     def uses_openai_itself(self) -> bool:
@@ -76,7 +78,7 @@ class Settings:
     assistant_id: str | None
     assistants_file: Path | None
     engine: str | None  # None: chosen at start-up (see bot/backend.py)
-    database_path: Path
+    database_url: str  # sqlite:///… or postgresql://…
     port: int
     log_level: str
     answer_bots: bool
@@ -94,6 +96,8 @@ class Settings:
     openai_timeout: float = 120.0
     slack_timeout: float = 30.0
     slack_retries: int = 4
+    health_port: int | None = None  # Socket Mode only: where /healthz, /readyz, /metrics listen
+    log_format: str = "text"
 
     @property
     def socket_mode(self) -> bool:
@@ -110,10 +114,11 @@ class Settings:
             openai_base_url=self.openai_base_url,
             engine=self.engine,
             assistant_id=self.assistant_id,
-            database_path=self.database_path,
+            database_url=self.database_url,
             log_level=self.log_level,
             openai_timeout=self.openai_timeout,
             file_retention_days=self.file_retention_days,
+            log_format=self.log_format,
         )
 
     @property
@@ -172,7 +177,7 @@ def load_settings(
         assistant_id=backend.assistant_id,
         assistants_file=Path(assistants_file) if assistants_file else None,
         engine=backend.engine,
-        database_path=backend.database_path,
+        database_url=backend.database_url,
         port=reader.integer("PORT", 3000, 0, 65535),
         log_level=backend.log_level,
         answer_bots=reader.boolean("ANSWER_BOTS", False),
@@ -190,6 +195,8 @@ def load_settings(
         openai_timeout=backend.openai_timeout,
         slack_timeout=reader.number("SLACK_TIMEOUT_SECONDS", 30.0, 1.0, 600.0),
         slack_retries=reader.integer("SLACK_RETRIES", 4, 0, 10),
+        health_port=_health_port(reader),
+        log_format=backend.log_format,
     )
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -230,11 +237,18 @@ def _read_backend(reader: _Reader, values: Mapping[str, str], log_level: str) ->
         openai_base_url=base_url,
         engine=engine,
         assistant_id=reader.optional("ASSISTANT_ID"),
-        database_path=Path(values.get("DATABASE_PATH") or "./bot.sqlite3"),
+        database_url=reader.database_url(),
         log_level=reader.choice("LOG_LEVEL", log_level, LOG_LEVELS, upper=True),
         openai_timeout=reader.number("OPENAI_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
+        log_format=reader.choice("LOG_FORMAT", "text", LOG_FORMATS),
     )
+
+
+def _health_port(reader: _Reader) -> int | None:
+    if not reader.values.get("HEALTH_PORT", "").strip():
+        return None  # off: in HTTP mode the checks share PORT anyway
+    return reader.integer("HEALTH_PORT", 0, 0, 65535)
 
 
 def _read_tools(reader: _Reader) -> ToolSettings:
@@ -318,6 +332,25 @@ class _Reader:
                 f"{name} must be Slack user ids like U0123ABCD, comma-separated; got {wrong[0]!r}."
             )
         return frozenset(ids)
+
+    def database_url(self) -> str:
+        """DATABASE_URL, or DATABASE_PATH (a SQLite file) as its shorthand."""
+        from bot.store.database import DEFAULT_URL, parse_url, sqlite_url  # only those who need it
+
+        url = self.values.get("DATABASE_URL", "").strip()
+        path = self.values.get("DATABASE_PATH", "").strip()
+        if url and path:
+            self.problems.append(
+                "DATABASE_URL and DATABASE_PATH are both set: keep one (DATABASE_PATH=FILE is "
+                "short for DATABASE_URL=sqlite:///FILE)."
+            )
+        if not url:
+            url = sqlite_url(path) if path else DEFAULT_URL
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            self.problems.append(str(exc))
+        return url
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name, "").strip().lower()

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot import logs, metrics
 from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
     NO_FILES,
@@ -152,6 +154,9 @@ class _Outcome:
     run_id: str | None = None
     error: str | None = None
     usage: Usage | None = None
+    taken_at: float = 0.0
+    text_shown: bool = False
+    assistant: str = ""
 
 
 class Conversations:
@@ -180,6 +185,7 @@ class Conversations:
         self.files = files
         self.leftovers = leftovers
         self.turn_timeout = turn_timeout
+        self._taking: Counter[ConversationKey] = Counter()  # messages being written to the store
         # Threads whose turns a previous process left open: their new turns wait for these.
         self._recovering: dict[ConversationKey, asyncio.Event] = {}
         self.queue: TurnQueue = queue or LocalTurnQueue(max_turns_in_flight)
@@ -214,6 +220,10 @@ class Conversations:
         if not self._busy:
             self._calm.set()
 
+    def turn_counts(self) -> tuple[int, int]:
+        """Turns waiting and turns running, now."""
+        return self.queue.turn_counts()
+
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
     ) -> bool:
@@ -224,18 +234,31 @@ class Conversations:
         return True
 
     async def is_conversation(self, key: ConversationKey) -> bool:
-        return await self.queue.holds(key) or await self.store.has_conversation(key)
+        """True once a message of the thread was taken, or is being taken: a reply may arrive
+        before the store can show the thread's first message (on PostgreSQL another connection
+        writes it)."""
+        return (
+            key in self._taking
+            or await self.queue.holds(key)
+            or await self.store.has_conversation(key)
+        )
 
     async def submit(self, message: IncomingMessage) -> bool:
         """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
-        turn_id = await self.store.add_turn(
-            message.key,
-            message.ts,
-            message.user_id,
-            message.text,
-            message.is_direct,
-            message.files,
-        )
+        self._taking[message.key] += 1
+        try:
+            turn_id = await self.store.add_turn(
+                message.key,
+                message.ts,
+                message.user_id,
+                message.text,
+                message.is_direct,
+                message.files,
+            )
+        finally:
+            self._taking[message.key] -= 1
+            if not self._taking[message.key]:
+                del self._taking[message.key]
         if turn_id is None:
             return False
         await self.queue.submit(QueuedTurn(turn_id, message))
@@ -338,7 +361,9 @@ class Conversations:
             await recovering.wait()
 
     async def begin(self, turn: QueuedTurn) -> Reply:
-        return await self.surface.begin(turn.message)
+        reply = await self.surface.begin(turn.message)
+        metrics.sign_of_life(turn.taken_at)
+        return reply
 
     async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:
         return self.surface.reattach(turn.message, ref)
@@ -352,8 +377,10 @@ class Conversations:
         message = turn.message
         log.error("event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts)
         await self.store.update_turn(turn.turn_id, "failed", error="could not post to Slack")
+        metrics.turn_finished("failed", "slack")
 
     async def stopped(self, turn: QueuedTurn, reply: Reply | None) -> None:
+        metrics.turn_finished("stopped", None)
         if reply is not None:
             await _quietly(reply.fail(Failure(STOPPED)))
         await self.store.update_turn(turn.turn_id, "stopped")
@@ -366,7 +393,16 @@ class Conversations:
         self, turn: QueuedTurn, reply: Reply, stop_requested: Callable[[], bool]
     ) -> None:
         message = turn.message
-        outcome = _Outcome()
+        key = message.key
+        logs.turn_ids.set(
+            {
+                "workspace": key.team_id,
+                "channel": key.channel_id,
+                "thread": key.thread_ts,
+                "message_ts": message.ts,
+            }
+        )
+        outcome = _Outcome(taken_at=turn.taken_at)
         try:
             await self.store.update_turn(turn.turn_id, "running")
             await _quietly(reply.started())
@@ -389,6 +425,10 @@ class Conversations:
             input_tokens=outcome.usage.input_tokens if outcome.usage else None,
             output_tokens=outcome.usage.output_tokens if outcome.usage else None,
         )
+        metrics.turn_finished(outcome.status, (outcome.error or "").split(":", 1)[0])
+        if outcome.usage is not None:
+            usage = outcome.usage
+            metrics.tokens_used(outcome.assistant, usage.input_tokens, usage.output_tokens)
         log.info(
             "event=turn_finished channel=%s ts=%s status=%s run=%s error=%s",
             message.key.channel_id,
@@ -404,11 +444,14 @@ class Conversations:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
+                outcome.assistant = conversation.assistant_id or ""
                 text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
-                    return await self.tools.run(calls, message)
+                    outputs = await self.tools.run(calls, message)
+                    _count_tool_calls(calls, outputs)
+                    return outputs
 
                 events = self.engine.run(
                     conversation.backend_id,
@@ -444,6 +487,9 @@ class Conversations:
 
     async def _show(self, event: object, reply: Reply, outcome: _Outcome) -> None:
         if isinstance(event, TextDelta):
+            if not outcome.text_shown:
+                outcome.text_shown = True
+                metrics.first_token(outcome.taken_at)
             await reply.text_delta(event.text)
         elif isinstance(event, ToolCallsRequired):
             names = dict.fromkeys(call.name for call in event.calls)
@@ -455,6 +501,7 @@ class Conversations:
                 Answer(event.text, event.citations, event.files, event.files_missing)
             )
             outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
+            metrics.answered(outcome.taken_at)
         elif isinstance(event, Incomplete):
             await reply.finish(Answer(event.text, incomplete=event.reason))
             outcome.status, outcome.run_id, outcome.error = "incomplete", event.run_id, event.reason
@@ -506,6 +553,13 @@ class Conversations:
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
+
+
+def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:
+    for call, output in zip(calls, outputs, strict=False):
+        unknown = output.output.startswith("error: there is no tool named")
+        failed = output.output.startswith("error:")
+        metrics.tool_called("unknown" if unknown else call.name, "error" if failed else "ok")
 
 
 def _message(turn: PendingTurn) -> IncomingMessage:

@@ -25,7 +25,6 @@ from bot.definitions import (
 )
 from bot.engine.base import AssistantCatalog, EngineError
 from bot.engine.catalog import sync_assistants
-from bot.store import Store
 from bot.text import shorten
 
 
@@ -77,9 +76,10 @@ def _definition_flags(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
-    # Imported here: it loads the openai SDK (about 1 s), and `python -m bot` imports this module
-    # before it listens for Ctrl-C.
+    # Imported here: they load the openai SDK (about 1 s) and SQLAlchemy, and `python -m bot`
+    # imports this module before it listens for Ctrl-C.
     from bot import backend as backends
+    from bot.store import Store, StoreError
 
     client = backends.make_openai_client(settings)
     try:
@@ -89,7 +89,14 @@ async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
         print(f"error: {_engine_problem(exc, settings)}", file=sys.stderr)
         return 1
     # The Assistants engine keeps nothing locally: don't create a database file for it.
-    store = await Store.open(settings.database_path if choice.engine == "responses" else ":memory:")
+    try:
+        store = await Store.open(
+            settings.database_url if choice.engine == "responses" else ":memory:"
+        )
+    except StoreError as exc:
+        await client.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     backend = backends.make_backend(choice.engine, client, store)
     try:
         await _act(args, backend.catalog)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot import filetypes
+from bot import filetypes, metrics
 from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError, FileBackend, TurnFiles
 from bot.messages import ChannelScope, ConversationKey, SharedFile
@@ -44,6 +44,7 @@ class FileRefused(Exception):
         self.limit = limit
 
     def problem(self, file: SharedFile) -> FileProblem:
+        metrics.file_refused(self.reason)
         return FileProblem(file.name, file.id, self.reason, self.detail, self.size, self.limit)
 
 
@@ -159,6 +160,7 @@ class FileIngest:
         if image:
             ingested.image_file_ids.append(await self._upload(file, "vision"))
             ingested.added.append(file.name)
+            metrics.file_taken()
             return
         code_full = for_code and await self._code_files_full(key, file.id)
         if code_full and not searchable:
@@ -187,6 +189,7 @@ class FileIngest:
             if result.status != "completed" and not for_code:
                 raise FileRefused("not_indexed", result.error)
         ingested.added.append(file.name)
+        metrics.file_taken()
 
     async def _code_files_full(self, key: ConversationKey, slack_file_id: str) -> bool:
         """The conversation's code tool holds as many files as it can (this one not among them)."""
@@ -250,6 +253,7 @@ class FileIngest:
                     scope, file_id, "search", file.name, store_id, "completed", None, user_id
                 )
                 ingested.added.append(file.name)
+                metrics.file_taken()
             except FileRefused as exc:
                 ingested.problems.append(exc.problem(file))
             except EngineError as exc:

@@ -149,6 +149,10 @@ class JobTurnQueue:
         # Otherwise the worker running it cancels it, and says Stopped.
         return True
 
+    def turn_counts(self) -> tuple[int, int]:
+        # The waiting turns are jobs in the shared database, counted by no one replica.
+        return 0, self._running
+
     async def idle(self) -> None:
         """Return once no turn runs in this process (others may run elsewhere)."""
         await self._idle.wait()

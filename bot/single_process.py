@@ -16,9 +16,10 @@ from bot.startup import StartupError
 
 
 class DatabaseLock:
-    def __init__(self, database: Path) -> None:
-        self.database = database
-        self.path = database.with_name(database.name + ".lock")
+    def __init__(self, database: Path | None) -> None:
+        """`database`: the SQLite file; None for PostgreSQL, where processes may be many."""
+        self.database = database or Path(":memory:")
+        self.path = self.database.with_name(self.database.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -34,7 +35,7 @@ class DatabaseLock:
             raise StartupError(
                 f"Another bot process is already running on the SQLite database {self.database} "
                 f"(it holds {self.path}): with SQLite only one process may run the bot; stop "
-                "the other one, or give this one its own DATABASE_PATH. Several processes need "
+                "the other one, or give this one its own DATABASE_URL. Several processes need "
                 "PostgreSQL."
             ) from None
         except BaseException:

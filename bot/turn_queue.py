@@ -12,9 +12,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from bot import metrics
 from bot.messages import ConversationKey, IncomingMessage
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class QueuedTurn:
 
     turn_id: int
     message: IncomingMessage
+    taken_at: float = field(default_factory=metrics.now)  # for the latency histograms
 
 
 class TurnHandler(Protocol):
@@ -89,6 +91,10 @@ class TurnQueue(Protocol):
     async def stop(self, key: ConversationKey, message_ts: str) -> bool:
         """Stop answering one message (cancel its run, or skip it if it waits); False when that
         message is not being answered (any more)."""
+        ...
+
+    def turn_counts(self) -> tuple[int, int]:
+        """Turns waiting and turns running, now (read by a gauge at scrape time)."""
         ...
 
     async def idle(self) -> None:
@@ -173,6 +179,15 @@ class LocalTurnQueue:
             await self.handler.stopped(entry.turn, await _reply_of(entry))
         return True
 
+    def turn_counts(self) -> tuple[int, int]:
+        queued = sum(len(queue) for queue in self._queues.values())
+        running = sum(
+            1
+            for queue in self._queues.values()
+            if queue and queue[0].run is not None and not queue[0].run.done()
+        )
+        return queued - running, running
+
     async def idle(self) -> None:
         await self._idle.wait()
 
@@ -204,7 +219,14 @@ class LocalTurnQueue:
         entry.run = asyncio.create_task(
             self.handler.take(entry.turn, reply, lambda: entry.stop_requested and not self._cutting)
         )
-        await entry.run
+        try:
+            await entry.run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # Stop was pressed before the run took its first step: the turn never started.
+            await self.handler.stopped(entry.turn, reply)
 
     async def drain(self, grace: float) -> None:
         self._accepting = False

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 from bot import app
 from bot.config import Settings, load_settings
@@ -39,16 +43,73 @@ async def slack() -> AsyncIterator[SlackEmulator]:
     await emu.stop()
 
 
+# Tests that run on both databases: `pytest.mark.parametrize("database", BOTH_DATABASES,
+# indirect=True)`; the others run on SQLite only.
+BOTH_DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """TEST_DATABASE_URL, once it answers. Without it the PostgreSQL tests are skipped, saying
+    why; with REQUIRE_POSTGRES=1 (CI) they fail instead."""
+    url = os.environ.get("TEST_DATABASE_URL", "").strip()
+    problem = None
+    if not url:
+        problem = (
+            "TEST_DATABASE_URL is not set "
+            "(e.g. TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test)"
+        )
+    else:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            shown = sa.make_url(url).render_as_string(hide_password=True)
+            problem = f"PostgreSQL at {shown} is not reachable: {' '.join(str(exc).split())}"
+    if problem is None:
+        return url
+    if os.environ.get("REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"REQUIRE_POSTGRES=1 but {problem}")
+    pytest.skip(problem)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    """The kind of database a test runs on: SQLite unless the test asks for BOTH_DATABASES."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+async def database_url(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A new, empty database for one test: a SQLite file, or a PostgreSQL schema of its own
+    (dropped afterwards), so that tests running at once never meet."""
+    if database == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        url = sa.make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def bot_env(
-    slack: SlackEmulator, openai_emu: OpenAIEmulator, db: Path, mode: str, **extra: str
+    slack: SlackEmulator, openai_emu: OpenAIEmulator, db: Path | str, mode: str, **extra: str
 ) -> dict[str, str]:
+    """The bot's settings for the emulators; `db` is a SQLite file's path or a database URL."""
     env = {
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": slack.signing_secret,
         "SLACK_API_URL": slack.api_url,
         "OPENAI_API_KEY": openai_emu.api_key,
         "OPENAI_BASE_URL": openai_emu.base_url,
-        "DATABASE_PATH": str(db),
+        **({"DATABASE_URL": db} if isinstance(db, str) else {"DATABASE_PATH": str(db)}),
         "PORT": "0",
         "SHUTDOWN_GRACE_SECONDS": "5",
     }
@@ -64,7 +125,7 @@ class Harness:
 
     slack: SlackEmulator
     openai: OpenAIEmulator
-    db: Path
+    db: Path | str  # a SQLite file's path or a database URL
     engine: str = "assistants"
     mode: str = "http"
     env: dict[str, str] = field(default_factory=dict)
@@ -159,9 +220,9 @@ async def harness(
     openai_emu: OpenAIEmulator,
     engine: str,
     engine_env: dict[str, str],
-    tmp_path: Path,
+    database_url: str,
 ) -> AsyncIterator[Harness]:
-    h = Harness(slack, openai_emu, tmp_path / "bot.sqlite3", engine=engine, env=dict(engine_env))
+    h = Harness(slack, openai_emu, database_url, engine=engine, env=dict(engine_env))
     yield h
     await h.stop()
 

@@ -85,7 +85,7 @@ async def assistants(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, s
 async def held(env: dict[str, str]) -> dict[str, AssistantDefinition]:
     """What the backend (or, for the Responses engine, the bot's database) holds now, by name."""
     settings = load_backend_settings(env, env_file=None)
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_url)
     assert settings.engine is not None
     backend = backends.make_backend(settings.engine, backends.make_openai_client(settings), store)
     try:

@@ -1,4 +1,6 @@
-"""A person talks to the bot in Slack: mentions, thread replies, DMs, order, no duplicates."""
+"""A person talks to the bot in Slack: mentions, thread replies, DMs, order, no duplicates.
+
+Each runs on SQLite and on PostgreSQL: the store must not change what a person sees."""
 
 from __future__ import annotations
 
@@ -6,8 +8,19 @@ import asyncio
 
 import pytest
 
-from tests.conftest import ALICE, BOB, GENERAL, Harness, answers, texts, wait_answers
+from tests.conftest import (
+    ALICE,
+    BOB,
+    BOTH_DATABASES,
+    GENERAL,
+    Harness,
+    answers,
+    texts,
+    wait_answers,
+)
 from tests.emulators.model import Reply
+
+pytestmark = pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])

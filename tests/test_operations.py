@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 
 from bot import app
-from tests.conftest import ALICE, GENERAL, Harness, bot_env, wait_answers
+from tests.conftest import ALICE, BOTH_DATABASES, GENERAL, Harness, bot_env, wait_answers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,48 @@ async def test_missing_and_malformed_settings_stop_start_up_with_one_line_each(
         line.startswith("  - BOT_ENGINE must be one of assistants, responses") for line in problems
     )
     assert "xoxp-user-token" not in err, "a secret is never echoed back"
+
+
+SETTINGS_WITHOUT_DATABASE = {
+    "SLACK_BOT_TOKEN": "xoxb-1",
+    "SLACK_SIGNING_SECRET": "s",
+    "OPENAI_API_KEY": "sk-1",
+    "ASSISTANT_ID": "asst_1",
+}
+
+
+@pytest.mark.parametrize(
+    ("database_url", "code", "words"),
+    [
+        ("postgres:/nowhere", 2, "  - DATABASE_URL is not a database URL"),
+        ("mysql://bot:secret@db/bot", 2, "  - DATABASE_URL mysql://… is not supported: use "),
+        (
+            "postgresql://bot:secret@127.0.0.1:1/bot",
+            1,
+            "The bot cannot start: The database postgresql://bot:***@127.0.0.1:1/bot cannot be"
+            ' used: connection to server at "127.0.0.1", port 1 failed: Connection refused',
+        ),
+        (
+            "sqlite:///newer.sqlite3",
+            1,
+            "The bot cannot start: The database newer.sqlite3 has schema version 9 "
+            "(PRAGMA user_version), newer than this bot knows",
+        ),
+    ],
+    ids=["malformed", "unsupported", "refused", "newer-schema"],
+)
+async def test_a_database_the_bot_cannot_use_stops_start_up_with_one_line(
+    tmp_path: Path, database_url: str, code: int, words: str
+) -> None:
+    newer = sqlite3.connect(tmp_path / "newer.sqlite3")
+    newer.execute("PRAGMA user_version = 9")  # written by some later version of the bot
+    newer.close()
+    env = SETTINGS_WITHOUT_DATABASE | {"DATABASE_URL": database_url}
+    exit_code, _, err = await run_bot(env=env, cwd=tmp_path)
+    assert exit_code == code, err
+    assert "Traceback" not in err
+    assert any(line.startswith(words) for line in err.splitlines()), err
+    assert "secret" not in err
 
 
 async def test_settings_come_from_a_dotenv_file_too(tmp_path: Path) -> None:
@@ -117,10 +160,11 @@ async def test_a_forged_signature_gets_401_and_no_answer(bot: Harness) -> None:
     assert slack.calls_to("chat.postMessage") == []
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_path: Path) -> None:
     slack, openai = harness.slack, harness.openai
     openai.model.gate = asyncio.Event()
-    env = bot_env(slack, openai, tmp_path / "db.sqlite3", "socket") | harness.env
+    env = bot_env(slack, openai, harness.db, "socket") | harness.env
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -145,6 +189,7 @@ async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_
             await process.wait()
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 async def test_a_restart_answers_what_was_waiting_and_explains_what_was_cut_off(
     harness: Harness,
 ) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot import filetypes
-from bot.__main__ import RedactSecrets
 from bot.config import ConfigError, load_settings
 from bot.engine.answer_text import StreamCleaner, clean_answer
-from bot.store.store import MIGRATIONS, Store
+from bot.logs import RedactSecrets
+from bot.store import Store
+from bot.store.migrate import latest_revision
 
 MINIMAL = {
     "SLACK_BOT_TOKEN": "xoxb-1",
@@ -28,7 +29,7 @@ def test_settings_defaults() -> None:
     assert settings.openai_timeout == 120 and settings.slack_timeout == 30
     assert settings.slack_api_url == "https://slack.com/api/"
     assert settings.port == 3000
-    assert str(settings.database_path) == "bot.sqlite3"
+    assert settings.database_url == "sqlite:///./bot.sqlite3"
     assert not settings.socket_mode
     assert settings.slack_view == "agent_view", "as manifest.yml asks for"
 
@@ -36,6 +37,19 @@ def test_settings_defaults() -> None:
 def test_socket_mode_needs_no_signing_secret() -> None:
     env = MINIMAL | {"SLACK_APP_TOKEN": "xapp-1", "SLACK_SIGNING_SECRET": ""}
     assert load_settings(env, env_file=None).socket_mode
+
+
+def test_database_path_is_short_for_a_sqlite_url_and_only_one_of_them_is_set() -> None:
+    settings = load_settings(MINIMAL | {"DATABASE_PATH": "/var/lib/bot/bot.sqlite3"}, None)
+    assert settings.database_url == "sqlite:////var/lib/bot/bot.sqlite3"
+    url = "postgresql://bot:secret@db.example.com:5432/bot"
+    assert load_settings(MINIMAL | {"DATABASE_URL": url}, None).database_url == url
+    with pytest.raises(ConfigError) as both:
+        load_settings(MINIMAL | {"DATABASE_URL": url, "DATABASE_PATH": "x.sqlite3"}, None)
+    assert both.value.problems == [
+        "DATABASE_URL and DATABASE_PATH are both set: keep one (DATABASE_PATH=FILE is short for "
+        "DATABASE_URL=sqlite:///FILE)."
+    ]
 
 
 @pytest.mark.parametrize(
@@ -50,6 +64,8 @@ def test_socket_mode_needs_no_signing_secret() -> None:
         ("ANSWER_BOTS", "maybe", "ANSWER_BOTS must be true or false"),
         ("TURN_TIMEOUT_SECONDS", "0", "TURN_TIMEOUT_SECONDS must be a number from 1 to 3600"),
         ("SLACK_VIEW", "split_view", "SLACK_VIEW must be one of agent_view, assistant_view"),
+        ("DATABASE_URL", "mysql://bot@db/bot", "DATABASE_URL mysql://… is not supported"),
+        ("DATABASE_URL", "postgresql://bot@db", "DATABASE_URL names no database"),
     ],
 )
 def test_each_bad_setting_is_named(name: str, value: str, words: str) -> None:
@@ -116,8 +132,8 @@ async def test_processes_opening_a_new_database_at_once_all_get_the_same_schema(
     path = tmp_path / "fresh.sqlite3"
     stores = await asyncio.gather(*(Store.open(path) for _ in range(6)))
     try:
-        versions = {await store._schema_version() for store in stores}
-        assert versions == {len(MIGRATIONS)}
+        states = [await store.schema() for store in stores]
+        assert {state.revision for state in states} == {latest_revision()}
     finally:
         await asyncio.gather(*(store.close() for store in stores))
 

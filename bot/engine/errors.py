@@ -2,11 +2,18 @@ from __future__ import annotations
 
 import openai
 
+from bot import metrics
 from bot.engine.base import EngineError
 
 
 def engine_error(exc: openai.OpenAIError) -> EngineError:
     """An SDK exception in engine-neutral words (the SDK has already retried what it retries)."""
+    error = _engine_error(exc)
+    metrics.backend_error(error.code)
+    return error
+
+
+def _engine_error(exc: openai.OpenAIError) -> EngineError:
     if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
         return EngineError("timeout", "the request to the assistant service timed out")
     if isinstance(exc, openai.APIConnectionError):

@@ -34,6 +34,8 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 
 # How a Slack call can fail once its retries are spent: Slack said no, or never answered.
@@ -107,9 +109,37 @@ class ServerErrorRetry(AsyncServerErrorRetryHandler):
         return response is not None and response.status_code in SERVER_ERRORS
 
 
+class CountFailures(AsyncRetryHandler):
+    """Retries nothing: counts each try Slack refused or never answered, first in the list so it
+    sees every response (slack_sdk asks the handlers about each one)."""
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if error is not None:
+            metrics.slack_error(_method(request), type(error).__name__)
+        elif response is not None and response.status_code == 429:
+            metrics.slack_rate_limited(_method(request))
+            metrics.slack_error(_method(request), "ratelimited")
+        elif response is not None and (response.status_code >= 400 or not _ok(response)):
+            body = response.body if isinstance(response.body, dict) else {}
+            metrics.slack_error(_method(request), str(body.get("error") or response.status_code))
+        return False
+
+
+def _ok(response: HttpResponse) -> bool:
+    return not isinstance(response.body, dict) or response.body.get("ok") is not False
+
+
 def retry_handlers(retries: int) -> list[AsyncRetryHandler]:
     """What a Slack client retries, each call at most `retries` times in all."""
     return [
+        CountFailures(),
         LostConnectionRetry(retries),
         AsyncRateLimitErrorRetryHandler(retries),  # waits the Retry-After Slack sends
         ServerErrorRetry(retries, Backoff()),

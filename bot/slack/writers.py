@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.messages import IncomingMessage
 from bot.slack.blocks import Content, answer_content, feedback_block, progress_content
 from bot.slack.retries import SLACK_FAILURES, failure_name, post_message, start_stream
@@ -162,6 +163,7 @@ class StreamWriter(Writer):
             # have been shown): editing rewrites the open messages whole, after ending their
             # streams. Messages closed properly earlier stay as they are.
             log.warning("event=stream_lost channel=%s error=%s", channel, failure_name(exc))
+            metrics.stream_fallback()
             for index, shown in enumerate(thread.messages):
                 if not shown.streaming:
                     shown.content = answer_content(texts[index], thread.message)
@@ -185,6 +187,7 @@ class StreamWriter(Writer):
         except SLACK_FAILURES as exc:
             error = failure_name(exc)
             log.warning("event=stream_refused channel=%s error=%s", thread.channel, error)
+            metrics.stream_fallback()
             self.unavailable = error in STREAMING_UNAVAILABLE
             return None
 

@@ -1,14 +1,22 @@
-"""SQLite persistence (aiosqlite): the only module with SQL in it."""
+"""The bot's database, SQLite or PostgreSQL through SQLAlchemy Core: the only package with SQL.
 
-from bot.store.store import (
+schema.py    the tables (SQLAlchemy Table objects), one schema for both databases
+migrations/  Alembic's steps to that schema; migrate.py runs them at start-up
+database.py  the URL, the connection, a unit of work in autocommit or in one transaction
+records.py   the plain records the store hands out
+conversations.py, turns.py, definitions.py, files.py   the methods, one group of tables each
+store.py     Store: all of them on one database
+"""
+
+from bot.store.database import StoreError, describe_url, sqlite_file
+from bot.store.records import (
     ChannelSetting,
     ConversationRecord,
-    DatabaseState,
     Feedback,
     PendingTurn,
     SharedFileRecord,
-    Store,
 )
+from bot.store.store import DatabaseState, Store
 
 __all__ = [
     "ChannelSetting",
@@ -18,4 +26,7 @@ __all__ = [
     "PendingTurn",
     "SharedFileRecord",
     "Store",
+    "StoreError",
+    "describe_url",
+    "sqlite_file",
 ]

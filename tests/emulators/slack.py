@@ -660,6 +660,11 @@ class SlackEmulator:
     async def wait_socket_connected(self, timeout: float = 10) -> None:
         await self.wait_for(lambda: any(not ws.closed for ws in self._sockets), timeout)
 
+    async def drop_socket_connections(self) -> None:
+        """Close every Socket Mode connection, as Slack does when it drops one."""
+        for ws in list(self._sockets):
+            await ws.close()
+
     # --- failure injection ---------------------------------------------------------------------
 
     def fail_next(

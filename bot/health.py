@@ -1,0 +1,62 @@
+"""What an operator's platform asks: /healthz (alive), /readyz (can take work), /metrics.
+
+In HTTP mode these routes share the Slack port; in Socket Mode they listen on HEALTH_PORT
+(off unless set). `/readyz` answers 503, naming the failed checks, while the database does not
+answer, the Socket Mode connection is down, or shutdown has begun (it turns first, so the
+platform stops sending work before the bot stops taking it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+CHECK_SECONDS = 2.0
+
+Check = Callable[[], Awaitable[bool]]
+
+
+class Health:
+    def __init__(self) -> None:
+        self.checks: dict[str, Check] = {}
+        self.stopping = False
+
+    def add_check(self, name: str, check: Check) -> None:
+        self.checks[name] = check
+
+    async def failed_checks(self) -> list[str]:
+        if self.stopping:
+            return ["shutting_down"]
+        names = list(self.checks)
+        results = await asyncio.gather(*(_passes(self.checks[name]) for name in names))
+        return [name for name, ok in zip(names, results, strict=True) if not ok]
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", _metrics)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")  # answering at all shows the event loop runs
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        failed = await self.failed_checks()
+        if failed:
+            return web.Response(status=503, text="not ready: " + ", ".join(failed) + "\n")
+        return web.Response(text="ready\n")
+
+
+async def _passes(check: Check) -> bool:
+    try:
+        async with asyncio.timeout(CHECK_SECONDS):
+            return await check()
+    except Exception:
+        return False
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,1 @@
+"""Alembic's migrations of the store's schema (`versions/`, one file per step)."""

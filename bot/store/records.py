@@ -1,0 +1,64 @@
+"""What the store hands out: plain records, no SQL types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.messages import ConversationKey, SharedFile
+
+# Where shared files live: a conversation's thread, or (thread_ts "") a channel's knowledge.
+Scope = ConversationKey
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    key: ConversationKey
+    engine: str
+    backend_id: str
+    assistant_id: str
+    vector_store_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelSetting:
+    """A channel's (or a DM's) default assistant for new conversations, and who set it when."""
+
+    team_id: str
+    channel_id: str
+    assistant_id: str
+    set_by: str
+    set_at: float
+
+
+@dataclass(frozen=True)
+class Feedback:
+    turn_id: int
+    message_ts: str  # the message the rated answer answers
+    user_id: str
+    rating: str  # "good" | "bad"
+
+
+@dataclass(frozen=True)
+class PendingTurn:
+    turn_id: int
+    key: ConversationKey
+    message_ts: str
+    user_id: str
+    text: str
+    is_direct: bool
+    status: str
+    files: tuple[SharedFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class SharedFileRecord:
+    """A backend file put to a use (search, code, image) in a thread or a channel's knowledge."""
+
+    backend_file_id: str
+    use: str
+    name: str
+    vector_store_id: str | None
+    status: str
+    error: str | None
+    added_by: str
+    added_at: float
