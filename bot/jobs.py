@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
-from procrastinate.exceptions import ConnectorException
+from procrastinate.exceptions import ConnectorException, NoResult
 from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
@@ -142,7 +142,11 @@ class JobTurnQueue:
         if not await self.app.job_manager.cancel_job_by_id_async(job.id, abort=True):
             return False
         log.info("event=turn_stop_requested channel=%s ts=%s", key.channel_id, message_ts)
-        if await self.app.job_manager.get_job_status_async(job.id) == Status.CANCELLED:
+        try:
+            status = await self.app.job_manager.get_job_status_async(job.id)
+        except NoResult:  # it was running, and has already ended (and been deleted)
+            status = None
+        if status == Status.CANCELLED:
             # It never started: no worker will hear of it, so it is said here.
             turn = _turn_of(job.task_kwargs)
             await self.handler.stopped(turn, await self._reply(turn, job.task_kwargs))
