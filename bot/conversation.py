@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from bot.engine.base import (
     EngineError,
     Failed,
     Incomplete,
+    RunStarted,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -46,6 +47,7 @@ from bot.outcomes import (
     RunningTool,
 )
 from bot.store import ConversationRecord, PendingTurn, Store
+from bot.turn_queue import LocalTurnQueue, QueuedTurn, TurnQueue, ts_order
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,11 @@ RECOVERY_TIMEOUT = 120.0  # seconds one thread's tidying may take before its tur
 
 class Reply(Protocol):
     """One answer as it appears in the chat, from the first sign of life to the final text."""
+
+    @property
+    def ref(self) -> str:
+        """Where the sign of life is, for `Surface.reattach` (in this process or another)."""
+        ...
 
     async def started(self) -> None:
         """The turn begins: the assistant is working on this message now."""
@@ -88,6 +95,10 @@ class Reply(Protocol):
 class Surface(Protocol):
     async def begin(self, message: IncomingMessage) -> Reply:
         """Show a sign of life for this message at once; the returned Reply carries the answer."""
+        ...
+
+    def reattach(self, message: IncomingMessage, ref: str) -> Reply:
+        """The Reply whose sign of life is at `ref` (shown by `begin`, maybe in another process)."""
         ...
 
 
@@ -138,16 +149,6 @@ class NoTools:
 
 
 @dataclass
-class _Queued:
-    turn_id: int
-    message: IncomingMessage
-    reply: asyncio.Task[Reply]
-    run: asyncio.Task[None] | None = None  # the turn while it runs
-    stop_requested: bool = False
-    taken_at: float = 0.0  # when the message was taken (metrics.now)
-
-
-@dataclass
 class _Outcome:
     status: str = "failed"
     run_id: str | None = None
@@ -159,7 +160,8 @@ class _Outcome:
 
 
 class Conversations:
-    """Per-conversation queues: turns of one thread run one at a time, in arrival order."""
+    """Takes messages, records them as turns and answers them through a `TurnQueue` (by default
+    in this process: a thread's turns one at a time, in the order written)."""
 
     def __init__(
         self,
@@ -173,6 +175,7 @@ class Conversations:
         leftovers: Leftovers | None = None,
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
+        queue: TurnQueue | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -182,16 +185,14 @@ class Conversations:
         self.files = files
         self.leftovers = leftovers
         self.turn_timeout = turn_timeout
-        self._in_flight = asyncio.Semaphore(max_turns_in_flight)
-        self._queues: dict[ConversationKey, deque[_Queued]] = {}
-        self._workers: dict[ConversationKey, asyncio.Task[None]] = {}
         self._taking: Counter[ConversationKey] = Counter()  # messages being written to the store
         # Threads whose turns a previous process left open: their new turns wait for these.
         self._recovering: dict[ConversationKey, asyncio.Event] = {}
-        self._accepting = True
-        self._busy = 0  # messages being received, and conversations with turns to take
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.queue: TurnQueue = queue or LocalTurnQueue(max_turns_in_flight)
+        self.queue.start(self)
+        self._busy = 0  # messages being received, and the recovery of what a process left
+        self._calm = asyncio.Event()
+        self._calm.set()
 
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
@@ -203,28 +204,25 @@ class Conversations:
             self._calmer()
 
     async def idle(self) -> None:
-        """Return once no message is being received and no turn waits or runs."""
-        while self._busy:
-            await self._idle.wait()
+        """Return once no message is being received or recovered and no turn waits or runs."""
+        while True:
+            await self._calm.wait()
+            await self.queue.idle()
+            if not self._busy:
+                return
 
     def _busier(self) -> None:
         self._busy += 1
-        self._idle.clear()
+        self._calm.clear()
 
     def _calmer(self) -> None:
         self._busy -= 1
         if not self._busy:
-            self._idle.set()
+            self._calm.set()
 
     def turn_counts(self) -> tuple[int, int]:
         """Turns waiting and turns running, now."""
-        queued = sum(len(queue) for queue in self._queues.values())
-        running = sum(
-            1
-            for queue in self._queues.values()
-            if queue and queue[0].run and not queue[0].run.done()
-        )
-        return queued - running, running
+        return self.queue.turn_counts()
 
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
@@ -239,7 +237,11 @@ class Conversations:
         """True once a message of the thread was taken, or is being taken: a reply may arrive
         before the store can show the thread's first message (on PostgreSQL another connection
         writes it)."""
-        return key in self._queues or key in self._taking or await self.store.has_conversation(key)
+        return (
+            key in self._taking
+            or await self.queue.holds(key)
+            or await self.store.has_conversation(key)
+        )
 
     async def submit(self, message: IncomingMessage) -> bool:
         """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
@@ -259,8 +261,7 @@ class Conversations:
                 del self._taking[message.key]
         if turn_id is None:
             return False
-        if self._accepting:
-            self._enqueue(turn_id, message)
+        await self.queue.submit(QueuedTurn(turn_id, message))
         return True
 
     async def stop(self, key: ConversationKey, message_ts: str) -> bool:
@@ -268,23 +269,7 @@ class Conversations:
 
         False when that message is not being answered (any more).
         """
-        queue = self._queues.get(key, deque())
-        item = next((q for q in queue if q.message.ts == message_ts), None)
-        if item is None or item.stop_requested or (item.run is not None and item.run.done()):
-            return False
-        item.stop_requested = True
-        log.info("event=turn_stop_requested channel=%s ts=%s", key.channel_id, message_ts)
-        if item.run is not None:
-            item.run.cancel()
-        elif item is not queue[0]:
-            queue.remove(item)  # still waiting behind another turn: it never starts
-            await self._skip(item)
-        return True
-
-    async def _skip(self, item: _Queued) -> None:
-        metrics.turn_finished("stopped", None)
-        await _quietly(_say(item, Failure(STOPPED)))
-        await self.store.update_turn(item.turn_id, "stopped")
+        return await self.queue.stop(key, message_ts)
 
     async def begin_recovery(self) -> asyncio.Task[None]:
         """Take back what a previous process left open, in the background: answer the messages
@@ -331,7 +316,7 @@ class Conversations:
 
     async def _recover_thread(self, key: ConversationKey, turns: list[PendingTurn]) -> None:
         # In written order: a thread's messages may have been taken (and numbered) in another.
-        turns.sort(key=lambda turn: _ts_order(turn.message_ts))
+        turns.sort(key=lambda turn: ts_order(turn.message_ts))
         waiting = [turn for turn in turns if turn.status == "queued"]
         cut_off = [turn for turn in turns if turn.status != "queued"]
         error = "interrupted by restart"
@@ -358,54 +343,56 @@ class Conversations:
         for turn in cut_off:
             await self.store.update_turn(turn.turn_id, "failed", error=error)
             log.info("event=turn_interrupted channel=%s ts=%s", key.channel_id, turn.message_ts)
-        if self._accepting:
-            for turn in waiting:
-                self._enqueue(turn.turn_id, _message(turn))
+        for turn in waiting:
+            await self.queue.submit(QueuedTurn(turn.turn_id, _message(turn)))
 
-    def _enqueue(self, turn_id: int, message: IncomingMessage) -> None:
-        queue = self._queues.setdefault(message.key, deque())
-        taken_at = metrics.now()
-        previous = queue[-1].reply if queue else None
-        reply = asyncio.create_task(self._begin_after(previous, message, taken_at))
-        # Answer in the order the messages were written, even when their events arrive (or are
-        # taken) out of order; the head of the queue may already be running, so it stays first.
-        position = len(queue)
-        while position > 1 and _ts_order(queue[position - 1].message.ts) > _ts_order(message.ts):
-            position -= 1
-        queue.insert(position, _Queued(turn_id, message, reply, taken_at=taken_at))
-        if message.key not in self._workers:
-            self._busier()
-            self._workers[message.key] = asyncio.create_task(self._work(message.key))
+    async def drain(self, grace: float) -> None:
+        """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
 
-    async def _begin_after(
-        self, previous: asyncio.Task[Reply] | None, message: IncomingMessage, taken_at: float
-    ) -> Reply:
-        # One thread's placeholders are posted one after another: sent at once over pooled
-        # connections, they could land in the wrong order.
-        if previous is not None:
-            await asyncio.wait([previous])
-        reply = await self.surface.begin(message)
-        metrics.sign_of_life(taken_at)
+        Turns that never started stay queued in the store and are answered after the restart.
+        """
+        await self.queue.drain(grace)
+
+    # --- what the queue asks of the core (TurnHandler) --------------------------------------
+
+    async def ready(self, key: ConversationKey) -> None:
+        recovering = self._recovering.get(key)
+        if recovering is not None:
+            await recovering.wait()
+
+    async def begin(self, turn: QueuedTurn) -> Reply:
+        reply = await self.surface.begin(turn.message)
+        metrics.sign_of_life(turn.taken_at)
         return reply
 
-    async def _work(self, key: ConversationKey) -> None:
-        queue = self._queues[key]
-        try:
-            recovering = self._recovering.get(key)
-            if recovering is not None:
-                await recovering.wait()
-            while queue:
-                item = queue[0]
-                async with self._in_flight:
-                    await self._take_turn(item)
-                queue.popleft()
-        finally:
-            del self._queues[key]
-            del self._workers[key]
-            self._calmer()
+    async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:
+        return self.surface.reattach(turn.message, ref)
 
-    async def _take_turn(self, item: _Queued) -> None:
-        message = item.message
+    async def taken_over(self, turn: QueuedTurn, reply: Reply) -> None:
+        # Following the backend run that was under way is issue 13.5; until then the thread
+        # is told, as after a restart, and its next turns go on.
+        await self._interrupted(turn.turn_id, reply)
+
+    async def not_shown(self, turn: QueuedTurn) -> None:
+        message = turn.message
+        log.error("event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts)
+        await self.store.update_turn(turn.turn_id, "failed", error="could not post to Slack")
+        metrics.turn_finished("failed", "slack")
+
+    async def stopped(self, turn: QueuedTurn, reply: Reply | None) -> None:
+        metrics.turn_finished("stopped", None)
+        if reply is not None:
+            await _quietly(reply.fail(Failure(STOPPED)))
+        await self.store.update_turn(turn.turn_id, "stopped")
+
+    async def handed_back(self, turn: QueuedTurn, reply: Reply | None) -> None:
+        if reply is not None:
+            await _quietly(reply.fail(Failure(RESTARTING)))
+
+    async def take(
+        self, turn: QueuedTurn, reply: Reply, stop_requested: Callable[[], bool]
+    ) -> None:
+        message = turn.message
         key = message.key
         logs.turn_ids.set(
             {
@@ -415,37 +402,23 @@ class Conversations:
                 "message_ts": message.ts,
             }
         )
+        outcome = _Outcome(taken_at=turn.taken_at)
         try:
-            reply = await item.reply
-        except Exception:
-            log.exception(
-                "event=sign_of_life_failed channel=%s ts=%s", message.key.channel_id, message.ts
-            )
-            await self.store.update_turn(item.turn_id, "failed", error="could not post to Slack")
-            metrics.turn_finished("failed", "slack")
-            return
-        if item.stop_requested:
-            await self._skip(item)
-            return
-        await self.store.update_turn(item.turn_id, "running")
-        await _quietly(reply.started())
-        # The turn runs in a task of its own so that Stop can cancel it without ending the queue.
-        outcome = _Outcome(taken_at=item.taken_at)
-        item.run = asyncio.create_task(self._run_turn(message, reply, outcome))
-        if item.stop_requested:  # Stop pressed while the turn was being marked as running
-            item.run.cancel()
-        try:
-            await item.run
+            await self.store.update_turn(turn.turn_id, "running")
+            await _quietly(reply.started())
+            await self._run_turn(turn.turn_id, message, reply, outcome)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if not item.stop_requested or (current is not None and current.cancelling()):
+            if not stop_requested():
                 # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
-                await asyncio.shield(self._interrupted(item.turn_id, reply))
+                await asyncio.shield(self._interrupted(turn.turn_id, reply))
                 raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             await _quietly(reply.fail(Failure(STOPPED)))
             outcome.status, outcome.error = "stopped", "stopped by the user"
         await self.store.update_turn(
-            item.turn_id,
+            turn.turn_id,
             outcome.status,
             run_id=outcome.run_id,
             error=outcome.error,
@@ -465,7 +438,9 @@ class Conversations:
             outcome.error,  # the backend's own words, which people are not shown
         )
 
-    async def _run_turn(self, message: IncomingMessage, reply: Reply, outcome: _Outcome) -> None:
+    async def _run_turn(
+        self, turn_id: int, message: IncomingMessage, reply: Reply, outcome: _Outcome
+    ) -> None:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 conversation = await self._conversation_for(message.key)
@@ -487,6 +462,11 @@ class Conversations:
                 )
                 try:
                     async for event in events:
+                        if isinstance(event, RunStarted):
+                            # Kept at once: whoever takes the turn over follows this run.
+                            outcome.run_id = event.run_id
+                            await self.store.update_turn(turn_id, "running", run_id=event.run_id)
+                            continue
                         await self._show(event, reply, outcome)
                 finally:
                     # A turn cut short (Stop, timeout) closes the engine's stream at once, so the
@@ -574,38 +554,12 @@ class Conversations:
         await self.store.save_conversation(record)
         return record
 
-    async def drain(self, grace: float) -> None:
-        """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
-
-        Turns that never started stay queued in the store and are answered after the restart.
-        """
-        self._accepting = False
-        waiting = [queue.pop() for queue in self._queues.values() for _ in range(len(queue) - 1)]
-        for item in waiting:
-            await _quietly(_say_restarting(item))
-        workers = list(self._workers.values())
-        if not workers:
-            return
-        _, pending = await asyncio.wait(workers, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
 
 def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:
     for call, output in zip(calls, outputs, strict=False):
         unknown = output.output.startswith("error: there is no tool named")
         failed = output.output.startswith("error:")
         metrics.tool_called("unknown" if unknown else call.name, "error" if failed else "ok")
-
-
-async def _say_restarting(item: _Queued) -> None:
-    await _say(item, Failure(RESTARTING))
-
-
-async def _say(item: _Queued, failure: Failure) -> None:
-    reply = await item.reply
-    await reply.fail(failure)
 
 
 def _message(turn: PendingTurn) -> IncomingMessage:
@@ -621,11 +575,6 @@ def _readable_ts(ts: str) -> bool:
 def _error_name(exc: BaseException) -> str:
     """What failed, for the log: the chat's error code when it gave one, else the kind."""
     return exc.code if isinstance(exc, ChatError) else type(exc).__name__
-
-
-def _ts_order(ts: str) -> tuple[int, int]:
-    seconds, _, sequence = ts.partition(".")
-    return int(seconds), int(sequence or 0)
 
 
 async def _quietly(awaitable: object) -> None:

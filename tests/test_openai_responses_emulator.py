@@ -440,6 +440,26 @@ async def test_conversations_can_be_updated_given_items_and_deleted(client: Asyn
         await client.conversations.retrieve(conversation.id)
 
 
+async def test_a_background_response_goes_on_when_its_stream_is_dropped_and_streams_again(
+    emu: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
+    emu.model.gate = asyncio.Event()
+    stream = await client.responses.create(model=MODEL, input="slow", background=True, stream=True)
+    created = await stream.__anext__()
+    await stream.close()  # the client that started it goes away
+    emu.model.gate.set()
+    again = await client.responses.retrieve(created.response.id, stream=True, starting_after=0)
+    events = [event async for event in again]
+    assert events[0].sequence_number == 1  # only what came after the last one seen
+    assert events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == (await client.responses.retrieve(created.response.id)).output_text
+
+    done = await client.responses.create(model=MODEL, input="quick")
+    with pytest.raises(openai.BadRequestError):
+        await client.responses.retrieve(done.id, stream=True)
+
+
 async def test_a_response_whose_stream_stalls_or_drops_frees_its_conversation(
     emu: OpenAIEmulator, client: AsyncOpenAI
 ) -> None:

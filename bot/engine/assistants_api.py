@@ -28,6 +28,7 @@ from bot.engine.base import (
     GeneratedFile,
     Incomplete,
     OfferedTools,
+    RunStarted,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -364,6 +365,8 @@ class _Answer:
         data = event.data
         if kind.startswith("thread.run.") and not kind.startswith("thread.run.step"):
             self.run_id = data.id
+        if kind == "thread.run.created":
+            return RunStarted(data.id)
         if kind == "thread.message.delta":
             delta = self.cleaner.feed(
                 "".join(

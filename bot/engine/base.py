@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.definitions import AssistantDefinition
 
@@ -107,7 +107,14 @@ class IndexResult:
     error: str = ""  # the backend's error code (failed), or "timeout"
 
 
-EngineEvent = TextDelta | ToolCallsRequired | Completed | Failed | Incomplete
+@dataclass(frozen=True)
+class RunStarted:
+    """The backend run (or response) now exists: another process can follow it by this id."""
+
+    run_id: str
+
+
+EngineEvent = TextDelta | RunStarted | ToolCallsRequired | Completed | Failed | Incomplete
 
 ToolRunner = Callable[[Sequence[ToolCall]], Awaitable[list[ToolOutput]]]
 
@@ -157,6 +164,23 @@ class ConversationEngine(Protocol):
 
         The stream always ends with exactly one Completed, Failed or Incomplete.
         """
+        ...
+
+
+@runtime_checkable
+class FollowsRuns(Protocol):
+    """An engine that can go on with a run another process started and lost (it died)."""
+
+    def follow(
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        run_id: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
+    ) -> AsyncIterator[EngineEvent]:
+        """The run's events from its start (the text already written included), tools run
+        whenever it asks, ending as `run` does. EngineError when the backend no longer has it."""
         ...
 
 

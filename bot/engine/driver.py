@@ -16,6 +16,7 @@ from bot.engine.base import (
     Completed,
     EngineEvent,
     Failed,
+    RunStarted,
     TextDelta,
     ToolCallsRequired,
     ToolOutput,
@@ -41,7 +42,8 @@ class StreamedRun(Protocol):
         ...
 
     def to_engine_event(self, event: Any) -> EngineEvent | None:
-        """A stream event as an engine event: text, tool calls, the end, or nothing to show."""
+        """A stream event as an engine event: the run's id once it exists, text, tool calls,
+        the end, or nothing to show."""
         ...
 
     async def finish(self, completed: Completed) -> Completed:
@@ -72,7 +74,7 @@ async def drive(run: StreamedRun, run_tools: ToolRunner) -> AsyncIterator[Engine
             async with stream:
                 async for event in stream:
                     outcome = run.to_engine_event(event)
-                    if isinstance(outcome, TextDelta):
+                    if isinstance(outcome, TextDelta | RunStarted):
                         yield outcome
                     elif outcome is not None:
                         ending = outcome

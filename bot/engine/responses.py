@@ -28,6 +28,7 @@ from bot.engine.base import (
     Failed,
     Incomplete,
     OfferedTools,
+    RunStarted,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -82,6 +83,19 @@ class ResponsesEngine:
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
         return drive(_Run(self, conversation_id, assistant_id, text, files), run_tools)
+
+    def follow(
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        run_id: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
+    ) -> AsyncIterator[EngineEvent]:
+        # Responses run in background mode, so one outlives the process that started it, and
+        # its events can be streamed again from the first.
+        run = _Run(self, conversation_id, assistant_id, "", files, following=run_id)
+        return drive(run, run_tools)
 
     async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
         """The Completed event with the files code_interpreter wrote fetched from its container."""
@@ -196,8 +210,10 @@ class _Run:
         assistant_id: str,
         text: str,
         files: TurnFiles,
+        following: str | None = None,
     ) -> None:
         self.engine = engine
+        self.following = following  # a response another process started: stream it again
         self.conversation_id = conversation_id
         self.assistant_id = assistant_id
         self.text = text
@@ -220,6 +236,9 @@ class _Run:
                 "assistant_not_found", f"no assistant {self.assistant_id!r} is defined"
             )
         self.request = _request(definition, self.files, self.engine.offered_tools(definition.name))
+        if self.following is not None:
+            self.response_id, self.running = self.following, True
+            return await self.engine.client.responses.retrieve(self.following, stream=True)
         return await self._create([_user_message(self.text, self.files)])
 
     async def submit(self, outputs: list[ToolOutput]) -> Any:
@@ -239,13 +258,14 @@ class _Run:
         if kind == "response.created":
             self.response_id = event.response.id
             self.running = True
-        elif kind == "response.output_text.delta" and event.delta:
+            return RunStarted(self.response_id)
+        if kind == "response.output_text.delta" and event.delta:
             shown = self.cleaner.feed(event.delta)
             return TextDelta(shown) if shown else None
-        elif kind in ("response.completed", "response.failed", "response.incomplete"):
+        if kind in ("response.completed", "response.failed", "response.incomplete"):
             self.running = False
             return _outcome(event.response, self.answer)
-        elif kind == "error":
+        if kind == "error":
             return Failed(event.code or "server_error", event.message, self.response_id)
         return None
 

@@ -61,6 +61,10 @@ class SlackSurface:
         )
         return SlackReply(self, message, Shown(ts, content=content))
 
+    def reattach(self, message: IncomingMessage, ref: str) -> SlackReply:
+        """The answer to `message` whose placeholder (posted by `begin`) has the ts `ref`."""
+        return SlackReply(self, message, Shown(ref, content=progress_content("", message)))
+
 
 class SlackReply:
     """One answer: takes what the core reports and keeps the thread in step with it."""
@@ -68,6 +72,7 @@ class SlackReply:
     def __init__(self, surface: SlackSurface, message: IncomingMessage, placeholder: Shown) -> None:
         self.surface = surface
         self.thread = AnswerThread(surface.client, message, placeholder)
+        self.ref = placeholder.ts
         self.writer: Writer = (
             StreamWriter(self.thread, surface.stream_interval)
             if surface.streaming

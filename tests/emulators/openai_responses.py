@@ -175,6 +175,7 @@ class ResponseRecord:
     reply: Reply | None = None
     turn: TurnContext | None = None
     events: list[JSON] = field(default_factory=list)  # every event emitted, streamed or not
+    grew: asyncio.Event = field(default_factory=asyncio.Event)  # set when `events` grows
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once it has its final state
@@ -574,11 +575,16 @@ class ResponsesApi:
         body = await read_json(request)
         self.emu.check_request(body, "CreateResponse")
         record = self._start(body)
+        if record.background:
+            # A background response runs on the server whatever happens to the client's stream;
+            # its events can be streamed (again) with GET /responses/{id}?stream=true.
+            record.task = asyncio.create_task(self._drain(record), name=f"emulated {record.id}")
+            record.task.add_done_callback(lambda _: record.grew.set())  # streams end with it
+            if body.get("stream"):
+                return await self._stream_recorded(request, record, after=-1)
+            return self.emu.json(self._snapshot(record), "Response")
         if body.get("stream"):
             return await self._stream(request, record)
-        if record.background:
-            record.task = asyncio.create_task(self._drain(record), name=f"emulated {record.id}")
-            return self.emu.json(self._snapshot(record), "Response")
         await self._drain(record)
         return self.emu.json(self._snapshot(record), "Response")
 
@@ -784,10 +790,30 @@ class ResponsesApi:
         finally:
             await events.aclose()
 
+    async def _stream_recorded(
+        self, request: web.Request, record: ResponseRecord, after: int
+    ) -> web.StreamResponse:
+        """A background response's events after sequence number `after`, then as they come."""
+
+        async def sse_events() -> AsyncIterator[SseEvent]:
+            shown = after + 1  # an event's sequence number is its place in `record.events`
+            while True:
+                while shown < len(record.events):
+                    event = record.events[shown]
+                    shown += 1
+                    yield event["type"], event, EVENT_SCHEMAS.get(event["type"])
+                if record.task is None or record.task.done():
+                    return
+                record.grew.clear()
+                await record.grew.wait()
+
+        return await self.emu.sse(request, sse_events())
+
     def _event(self, record: ResponseRecord, kind: str, **fields: Any) -> JSON:
         self._check_cancel(record)
         event = {"type": kind, **fields, "sequence_number": record.next_sequence()}
         record.events.append(event)
+        record.grew.set()
         return event
 
     def _lifecycle(self, record: ResponseRecord, kind: str) -> JSON:
@@ -1280,6 +1306,11 @@ class ResponsesApi:
 
     async def get_response(self, request: web.Request) -> web.StreamResponse:
         record = self._record(request.match_info["response_id"])
+        if request.query.get("stream") == "true":
+            if not record.background:
+                raise ApiError(400, "Only background responses can be streamed again.")
+            after = int(request.query.get("starting_after", "-1"))
+            return await self._stream_recorded(request, record, after)
         return self.emu.json(self._snapshot(record), "Response")
 
     async def delete_response(self, request: web.Request) -> web.StreamResponse:
