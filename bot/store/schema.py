@@ -56,7 +56,13 @@ turns = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("files", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("reply_ref", sa.Text),  # where the sign of life is (Slack: the placeholder's ts)
+    sa.Column("stream_ref", sa.Text),  # the answer being streamed, while it streams
+    sa.Column("assistant_id", sa.Text),
+    sa.Column("model", sa.Text),
+    sa.Column("cached_input_tokens", sa.Integer),
     sa.UniqueConstraint("team_id", "channel_id", "message_ts"),
+    sa.Index("turns_created", "created_at"),
     sa.Index("turns_conversation", "team_id", "channel_id", "thread_ts"),
     sa.Index(
         "turns_open",
@@ -133,4 +139,17 @@ feedback = sa.Table(
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("rating", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Admin actions: who did what, when (detail is JSON).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("audit_log_at", "at"),
 )
