@@ -98,7 +98,7 @@ def write_csv(
                 figures.input_tokens,
                 figures.cached_input_tokens,
                 figures.output_tokens,
-                f"{figures.usd:.6f}" if priced else "",
+                f"{figures.usd:.10f}" if priced else "",
                 figures.unpriced_tokens,
             ]
         )

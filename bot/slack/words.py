@@ -471,7 +471,8 @@ def cost(total: UsageTotal) -> str:
 
 def usage_figures(total: UsageTotal) -> str:
     cached = f" ({total.cached_input_tokens:,} cached)" if total.cached_input_tokens else ""
-    return f"{total.turns:,} messages · {total.tokens:,} tokens{cached} · {cost(total)}"
+    messages = "message" if total.turns == 1 else "messages"
+    return f"{total.turns:,} {messages} · {total.tokens:,} tokens{cached} · {cost(total)}"
 
 
 def _days(days: int) -> str:
