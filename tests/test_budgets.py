@@ -56,6 +56,10 @@ async def test_a_person_over_their_daily_budget_is_told_privately_and_the_model_
     assert harness.backend_runs() == runs, "the model was not called"
     assert slack.bot_replies(GENERAL, second) == [], "nothing in the thread, not even Thinking…"
     assert slack.ephemerals(GENERAL, BOB) == []
+    await slack.post(BOB, GENERAL, "chatter without a mention", thread_ts=second)
+    await harness.drain_idle()
+    assert slack.bot_replies(GENERAL, second) == [], "a refused mention does not join a thread"
+    assert harness.backend_runs() == runs and slack.ephemerals(GENERAL, BOB) == []
 
     other = await ask(harness, BOB, GENERAL, "my own question")
     assert len(answers(slack, GENERAL, other)) == 1, "another person's budget is their own"
