@@ -139,17 +139,17 @@ async def test_the_answer_that_takes_someone_near_their_budget_warns_once(
     warned = [text for text in shown if ":warning:" in text]
     assert warned == [shown[2]], "the third answer alone carries the warning"
     _, week_ends = period_bounds("week", time.time())
+    limit = f"{each * 7 // 2:,}"
     warning = re.search(
-        rf"\n\n_:warning: You have now used (\d+)% of your weekly budget \({each * 7 // 2:,} "
-        r"tokens\); it "
-        rf"starts afresh <!date\^{int(week_ends)}\^[^>]*>\._$",
+        rf"\n\n_:warning: You have now used (\d+)% of your weekly budget \({limit} tokens\); "
+        rf"it starts afresh <!date\^{int(week_ends)}\^[^>]*>\._$",
         shown[2],
     )
     assert warning is not None, shown[2][-200:]
     assert 80 <= int(warning.group(1)) < 100
     await ask(harness, ALICE, GENERAL, "question 5")
     assert (await told(slack, GENERAL, ALICE, 1))[0].startswith(
-        f"You have reached your weekly budget of {each * 7 // 2:,} tokens"
+        f"You have reached your weekly budget of {limit} tokens"
     )
 
 
