@@ -191,8 +191,8 @@ BAD_BUDGETS = [
         "person: {period: day}\n",
         "BUDGETS_FILE {path}: person sets no limit; give it usd or tokens.",
     ),
-    ("team: {usd: 5}\n", "BUDGETS_FILE {path}: (top).team is not a field here; use person,"),
-    ("person: {usd: 5, euros: 3}\n", "BUDGETS_FILE {path}: person.euros is not a field here;"),
+    ("team: {usd: 5}\n", "BUDGETS_FILE {path}: team is not known here; use person,"),
+    ("person: {usd: 5, euros: 3}\n", "BUDGETS_FILE {path}: person.euros is not known here;"),
     ("admins_exempt: sometimes\n", "BUDGETS_FILE {path}: admins_exempt must be true or false"),
     ("- person\n", "BUDGETS_FILE {path} must hold a mapping at its top"),
 ]
@@ -215,7 +215,7 @@ BAD_PRICES = [
     ('[models."gpt-x"]\ninput = 1\n', "PRICES_FILE {path}: models.gpt-x.output is missing"),
     ('[models."gpt-x"]\ninput = -1\noutput = 2\n', "PRICES_FILE {path}: models.gpt-x.input must"),
     ('[models."gpt-x"]\ninput = "1"\noutput = 2\n', "PRICES_FILE {path}: models.gpt-x.input must"),
-    ("[other]\n", "PRICES_FILE {path}: (top).other is not a field here; use models."),
+    ("[other]\n", "PRICES_FILE {path}: other is not known here; use models."),
 ]
 
 

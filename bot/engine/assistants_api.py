@@ -430,9 +430,6 @@ class _Answer:
             self.parts.append("".join(texts))
 
 
-__all__ = ["AssistantsApiCatalog", "AssistantsEngine", "EngineError"]
-
-
 def _usage(run: Any) -> Usage:
     """A run's usage covers its whole course, tool rounds included (no cached tokens here)."""
     usage = run.usage
@@ -442,3 +439,6 @@ def _usage(run: Any) -> Usage:
         if usage
         else Usage(model=model)
     )
+
+
+__all__ = ["AssistantsApiCatalog", "AssistantsEngine", "EngineError"]

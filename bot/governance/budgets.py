@@ -65,7 +65,7 @@ def load_budgets(path: Path | None) -> Budgets | None:
         return None
     where = f"BUDGETS_FILE {path}"
     data = read_settings_file("BUDGETS_FILE", path)
-    unknown_fields(where, data, "(top)", (*SCOPES, "admins_exempt"))
+    unknown_fields(where, data, "", (*SCOPES, "admins_exempt"))
     exempt = data.get("admins_exempt", False)
     if not isinstance(exempt, bool):
         raise SettingsFileError(f"{where}: admins_exempt must be true or false; got {exempt!r}.")

@@ -44,11 +44,11 @@ def entry(where: str, raw: Any, name: str) -> dict[str, Any]:
 
 
 def unknown_fields(where: str, raw: dict[str, Any], name: str, known: tuple[str, ...]) -> None:
+    """`name` "" is the file's top level."""
     for field in raw:
         if field not in known:
-            raise SettingsFileError(
-                f"{where}: {name}.{field} is not a field here; use {', '.join(known)}."
-            )
+            at = f"{name}.{field}" if name else str(field)
+            raise SettingsFileError(f"{where}: {at} is not known here; use {', '.join(known)}.")
 
 
 def amount(where: str, raw: dict[str, Any], name: str, field: str) -> float | None:

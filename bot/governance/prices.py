@@ -86,7 +86,7 @@ def load_prices(path: Path | None) -> Prices:
         return Prices()
     where = f"PRICES_FILE {path}"
     data = read_settings_file("PRICES_FILE", path)
-    unknown_fields(where, data, "(top)", ("models",))
+    unknown_fields(where, data, "", ("models",))
     models = data.get("models") or {}
     if not isinstance(models, dict):
         raise SettingsFileError(f"{where}: models must be a mapping of model name to prices.")
