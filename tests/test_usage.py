@@ -261,6 +261,13 @@ async def test_prices_file_changes_and_adds_prices_and_the_command_uses_it(
 
     code, _, err = await run_cli(database_url, "--since", "forever")
     assert code == 2 and "not a span of time like 30d" in err
+    missing = tmp_path / "none.sqlite3"
+    code, _, err = await run_cli(f"sqlite:///{missing}")
+    assert (code, err) == (
+        1,
+        f"usage: FAILED there is no database at {missing}: set DATABASE_URL.\n",
+    )
+    assert not missing.exists(), "a report creates no database"
 
 
 def test_a_dated_snapshot_costs_what_its_model_does_and_cached_tokens_cost_less() -> None:

@@ -32,13 +32,17 @@ def add_parser(commands: Any) -> None:
 
 
 async def run(args: argparse.Namespace, settings: UsageSettings, out: TextIO = sys.stdout) -> int:
-    from bot.store import Store, StoreError  # only when it runs: it loads SQLAlchemy
+    from bot.store import Store, StoreError, sqlite_file  # when it runs: it loads SQLAlchemy
 
     try:
         span = parse_span(args.since)
     except ValueError as exc:
         print(f"usage: --since {exc}.", file=sys.stderr)
         return 2
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.is_file():
+        print(f"usage: FAILED there is no database at {path}: set DATABASE_URL.", file=sys.stderr)
+        return 1
     try:
         store = await Store.open(settings.database_url)
     except StoreError as exc:
