@@ -1,7 +1,7 @@
 """Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
 `python -m bot assistants …` manages the assistants; `python -m bot cleanup` deletes the files and
 vector stores older than FILE_RETENTION_DAYS; `python -m bot tools` prints the function tools'
-definitions for an assistant."""
+definitions for an assistant; `python -m bot usage` prints the tokens used and their cost."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from bot.config import (
     load_backend_settings,
     load_settings,
     load_tool_settings,
+    load_usage_settings,
 )
+from bot.governance import usage_cli
 from bot.logs import setup_logging
 
 # The commands import what they use when they run (`assistants` and `cleanup` never load Slack's
@@ -114,10 +116,13 @@ def _run(argv: list[str] | None) -> int:
     commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
     definitions_cli.add_parser(commands)
     commands.add_parser("tools", help="print the function tools' definitions for an assistant")
+    usage_cli.add_parser(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "tools":
             return print_tools()
+        if args.command == "usage":
+            return asyncio.run(usage_cli.run(args, load_usage_settings()))
         if args.command in ("assistants", "cleanup"):
             backend = load_backend_settings()
             setup_logging(backend.log_level, backend.log_format)

@@ -26,6 +26,10 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.governance.budgets import BudgetCheck
+from bot.governance.gate import TurnGate
+from bot.governance.prices import Prices
+from bot.governance.usage import UsageReports
 from bot.health import Health
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
@@ -265,6 +269,18 @@ async def start(settings: Settings) -> Bot:
         file_limits(settings),
         engine.vector_stores_per_conversation,
     )
+    prices = settings.prices or Prices()
+    budgets = (
+        BudgetCheck(store, prices, settings.budgets, settings.assistant_admins)
+        if settings.budgets is not None
+        else None
+    )
+
+    async def assistant_of(key: ConversationKey) -> str:
+        return (await chooser.for_thread(key)).assistant_id
+
+    gate = TurnGate(store, budgets, assistant_of, settings.user_turns_per_minute)
+    reports = UsageReports(store, prices, settings.assistant_admins)
     conversations = Conversations(
         store,
         engine,
@@ -275,6 +291,7 @@ async def start(settings: Settings) -> Bot:
         tools=tools,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
+        gate=gate,
     )
     viewing = ai_app.ViewedChannels()
     events.register(
@@ -285,9 +302,9 @@ async def start(settings: Settings) -> Bot:
         viewing,
         max_files=settings.max_files_per_message,
     )
-    commands.register(slack, chooser, ingest)
+    commands.register(slack, chooser, ingest, reports, budgets)
     shortcuts.register(slack, chooser, conversations)
-    home.register(slack, chooser)
+    home.register(slack, chooser, reports)
     knowledge.register(slack, ingest)
     actions.register(slack, conversations)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)

@@ -7,8 +7,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dotenv import dotenv_values
+
+if TYPE_CHECKING:
+    from bot.governance.budgets import Budgets
+    from bot.governance.prices import Prices
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
@@ -60,6 +65,14 @@ class BackendSettings:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    """What `python -m bot usage` needs: the database and the prices."""
+
+    database_url: str
+    prices: Prices | None = None
+
+
+@dataclass(frozen=True)
 class ToolSettings:
     """What the function tools need: `python -m bot tools` needs nothing else."""
 
@@ -98,6 +111,9 @@ class Settings:
     slack_retries: int = 4
     health_port: int | None = None  # Socket Mode only: where /healthz, /readyz, /metrics listen
     log_format: str = "text"
+    prices: Prices | None = None  # None: the built-in prices
+    budgets: Budgets | None = None  # None: no budgets
+    user_turns_per_minute: int = 0  # 0: no rate limit
 
     @property
     def socket_mode(self) -> bool:
@@ -197,6 +213,9 @@ def load_settings(
         slack_retries=reader.integer("SLACK_RETRIES", 4, 0, 10),
         health_port=_health_port(reader),
         log_format=backend.log_format,
+        prices=reader.prices(),
+        budgets=reader.budgets(),
+        user_turns_per_minute=reader.integer("USER_TURNS_PER_MINUTE", 0, 0, 10_000),
     )
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -209,6 +228,16 @@ def load_backend_settings(
     values = _values(environ, env_file)
     reader = _Reader(values)
     settings = _read_backend(reader, values, log_level="WARNING")
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def load_usage_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+) -> UsageSettings:
+    reader = _Reader(_values(environ, env_file))
+    settings = UsageSettings(reader.database_url(), reader.prices())
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings
@@ -351,6 +380,40 @@ class _Reader:
         except ValueError as exc:
             self.problems.append(str(exc))
         return url
+
+    def prices(self) -> Prices | None:
+        """The built-in prices, changed by PRICES_FILE when it is set (None: no file)."""
+        from bot.governance.files import SettingsFileError  # only those who need it
+        from bot.governance.prices import load_prices
+
+        path = self.settings_file("PRICES_FILE")
+        try:
+            return load_prices(path) if path else None
+        except SettingsFileError as exc:
+            self.problems.append(str(exc))
+            return None
+
+    def budgets(self) -> Budgets | None:
+        from bot.governance.budgets import load_budgets
+        from bot.governance.files import SettingsFileError
+
+        path = self.settings_file("BUDGETS_FILE")
+        try:
+            return load_budgets(path) if path else None
+        except SettingsFileError as exc:
+            self.problems.append(str(exc))
+            return None
+
+    def settings_file(self, name: str) -> Path | None:
+        value = self.values.get(name, "").strip()
+        if not value:
+            return None
+        if not Path(value).is_file():
+            self.problems.append(
+                f"{name} {value!r} is not a file: fix the path, or leave it empty."
+            )
+            return None
+        return Path(value)
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name, "").strip().lower()

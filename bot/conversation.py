@@ -44,6 +44,8 @@ from bot.outcomes import (
     Answer,
     Failure,
     FileProblem,
+    LimitState,
+    Refusal,
     RunningTool,
 )
 from bot.store import ConversationRecord, PendingTurn, Store
@@ -99,6 +101,25 @@ class Surface(Protocol):
 
     def reattach(self, message: IncomingMessage, ref: str) -> Reply:
         """The Reply whose sign of life is at `ref` (shown by `begin`, maybe in another process)."""
+        ...
+
+    async def refuse(self, message: IncomingMessage, refusal: Refusal) -> None:
+        """Tell the message's writer, privately where the chat can, why it is not answered."""
+        ...
+
+
+class Gate(Protocol):
+    """What may be answered: budgets and rate limits, computed from the stored usage."""
+
+    async def admit(self, message: IncomingMessage) -> Refusal | None:
+        """None if the message may be answered; else why not (the model is not called)."""
+        ...
+
+    async def near_limit(
+        self, message: IncomingMessage, assistant_id: str, usage: Usage
+    ) -> LimitState | None:
+        """The limit this turn's `usage` (not yet stored) took its asker near, if any: a limit
+        crossed into its last fifth by this very turn, so that it is said once."""
         ...
 
 
@@ -176,6 +197,7 @@ class Conversations:
         turn_timeout: float = 300.0,
         max_turns_in_flight: int = 400,
         queue: TurnQueue | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -185,6 +207,8 @@ class Conversations:
         self.files = files
         self.leftovers = leftovers
         self.turn_timeout = turn_timeout
+        self.gate = gate
+        self._telling: set[asyncio.Task[None]] = set()  # refusals being told
         self._taking: Counter[ConversationKey] = Counter()  # messages being written to the store
         # Threads whose turns a previous process left open: their new turns wait for these.
         self._recovering: dict[ConversationKey, asyncio.Event] = {}
@@ -244,7 +268,12 @@ class Conversations:
         )
 
     async def submit(self, message: IncomingMessage) -> bool:
-        """Take a message: persist it, show life at once, answer it in turn. False if seen before."""
+        """Take a message: persist it, show life at once, answer it in turn. False if seen before.
+
+        A message over a budget or the rate limit is recorded as refused (so that it is turned
+        away once) and its writer is told why; it is never answered, not even later.
+        """
+        refusal = await self.gate.admit(message) if self.gate is not None else None
         self._taking[message.key] += 1
         try:
             turn_id = await self.store.add_turn(
@@ -254,6 +283,7 @@ class Conversations:
                 message.text,
                 message.is_direct,
                 message.files,
+                refused=_refused(refusal) if refusal is not None else None,
             )
         finally:
             self._taking[message.key] -= 1
@@ -261,8 +291,31 @@ class Conversations:
                 del self._taking[message.key]
         if turn_id is None:
             return False
+        if refusal is not None:
+            self._tell(message, refusal)
+            return True
         await self.queue.submit(QueuedTurn(turn_id, message))
         return True
+
+    def _tell(self, message: IncomingMessage, refusal: Refusal) -> None:
+        """Say why a message is turned away, in the background (the chat may be waiting for
+        its ack); `idle` waits for it."""
+        log.info(
+            "event=message_refused channel=%s ts=%s user=%s reason=%s",
+            message.key.channel_id,
+            message.ts,
+            message.user_id,
+            _refused(refusal),
+        )
+        metrics.turn_finished("refused", refusal.code)
+        self._busier()
+        task = asyncio.create_task(_quietly(self.surface.refuse(message, refusal)))
+        self._telling.add(task)
+        task.add_done_callback(self._told)
+
+    def _told(self, task: asyncio.Task[None]) -> None:
+        self._telling.discard(task)
+        self._calmer()
 
     async def stop(self, key: ConversationKey, message_ts: str) -> bool:
         """Stop answering one message: cancel its run, or skip it if it still waits.
@@ -424,6 +477,9 @@ class Conversations:
             error=outcome.error,
             input_tokens=outcome.usage.input_tokens if outcome.usage else None,
             output_tokens=outcome.usage.output_tokens if outcome.usage else None,
+            cached_input_tokens=outcome.usage.cached_input_tokens if outcome.usage else None,
+            model=(outcome.usage.model or None) if outcome.usage else None,
+            assistant_id=outcome.assistant or None,
         )
         metrics.turn_finished(outcome.status, (outcome.error or "").split(":", 1)[0])
         if outcome.usage is not None:
@@ -467,7 +523,7 @@ class Conversations:
                             outcome.run_id = event.run_id
                             await self.store.update_turn(turn_id, "running", run_id=event.run_id)
                             continue
-                        await self._show(event, reply, outcome)
+                        await self._show(event, message, reply, outcome)
                 finally:
                     # A turn cut short (Stop, timeout) closes the engine's stream at once, so the
                     # engine cancels its backend run before the conversation's next turn starts.
@@ -485,7 +541,9 @@ class Conversations:
             outcome.error = f"internal: {type(exc).__name__}"
             await _quietly(reply.fail(Failure(INTERNAL_ERROR, type(exc).__name__)))
 
-    async def _show(self, event: object, reply: Reply, outcome: _Outcome) -> None:
+    async def _show(
+        self, event: object, message: IncomingMessage, reply: Reply, outcome: _Outcome
+    ) -> None:
         if isinstance(event, TextDelta):
             if not outcome.text_shown:
                 outcome.text_shown = True
@@ -497,17 +555,31 @@ class Conversations:
                 [RunningTool(name, self.tools.status(name)) for name in names]
             )
         elif isinstance(event, Completed):
+            outcome.usage = event.usage
+            near = await self._near_limit(message, outcome)
             await reply.finish(
-                Answer(event.text, event.citations, event.files, event.files_missing)
+                Answer(
+                    event.text, event.citations, event.files, event.files_missing, near_limit=near
+                )
             )
-            outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
+            outcome.status, outcome.run_id = "done", event.run_id
             metrics.answered(outcome.taken_at)
         elif isinstance(event, Incomplete):
+            outcome.usage = event.usage
             await reply.finish(Answer(event.text, incomplete=event.reason))
             outcome.status, outcome.run_id, outcome.error = "incomplete", event.run_id, event.reason
         elif isinstance(event, Failed):
             await reply.fail(Failure(event.code, event.message))
             outcome.run_id, outcome.error = event.run_id, f"{event.code}: {event.message}"
+
+    async def _near_limit(self, message: IncomingMessage, outcome: _Outcome) -> LimitState | None:
+        if self.gate is None or outcome.usage is None:
+            return None
+        try:
+            return await self.gate.near_limit(message, outcome.assistant, outcome.usage)
+        except Exception:  # a warning is not worth an answer
+            log.exception("event=budget_warning_failed")
+            return None
 
     async def _ingest_files(
         self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
@@ -566,6 +638,12 @@ def _message(turn: PendingTurn) -> IncomingMessage:
     return IncomingMessage(
         turn.key, turn.message_ts, turn.user_id, turn.text, turn.is_direct, turn.files
     )
+
+
+def _refused(refusal: Refusal) -> str:
+    """Why a message was turned away, as the turn's error (for the log and the store)."""
+    limit = refusal.limit
+    return f"{refusal.code}: {limit.scope} {limit.unit} per {limit.period}"
 
 
 def _readable_ts(ts: str) -> bool:

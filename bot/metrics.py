@@ -27,7 +27,7 @@ ACKS_SLOW = Counter(
 )
 TURNS = Counter(
     "slackbot_turns",
-    "Finished turns by outcome (done, failed, stopped, incomplete) and failure code",
+    "Finished turns by outcome (done, failed, stopped, incomplete, refused) and failure code",
     ["outcome", "code"],
 )
 SIGN_OF_LIFE = Histogram(
@@ -94,7 +94,7 @@ def event_acked(kind: str, seconds: float) -> None:
 
 
 def turn_finished(outcome: str, failure_code: str | None) -> None:
-    TURNS.labels(outcome, code(failure_code) if outcome == "failed" else "").inc()
+    TURNS.labels(outcome, code(failure_code) if outcome in ("failed", "refused") else "").inc()
 
 
 def sign_of_life(taken_at: float) -> None:

@@ -15,6 +15,31 @@ RESTARTING = "restarting"  # the bot is going down; it answers the message once 
 TIMEOUT = "timeout"  # TURN_TIMEOUT_SECONDS passed
 NO_USABLE_FILES = "no_usable_files"  # the message was only files, and none could be used
 INTERNAL_ERROR = "internal_error"  # a bug: the turn crashed
+# Why a message is turned away before the model is asked.
+OVER_BUDGET = "over_budget"
+RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """A limit as it stands for one message: what it counts, how much of it is used, and when it
+    starts afresh."""
+
+    scope: str  # whose: "person", "channel", "assistant" or "global"
+    period: str  # "minute", "day", "week" or "month"
+    unit: str  # "usd", "tokens" or "turns"
+    limit: float
+    used: float
+    resets_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A message that is not answered (the model is not called): the person is told why,
+    privately."""
+
+    code: str  # OVER_BUDGET or RATE_LIMITED
+    limit: LimitState
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,7 @@ class Answer:
     files: tuple[GeneratedFile, ...] = ()
     files_missing: int = 0  # files the assistant made that could not be fetched
     incomplete: str = ""  # why the answer stops short (a backend reason code); "" when whole
+    near_limit: LimitState | None = None  # this answer took its asker near a budget (warn once)
 
 
 @dataclass(frozen=True)

@@ -390,19 +390,14 @@ class _Answer:
                 tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in calls)
             )
         if kind == "thread.run.completed":
-            usage = data.usage
-            return Completed(
-                self.text,
-                data.id,
-                Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
-            )
+            return Completed(self.text, data.id, _usage(data))
         if kind == "thread.run.failed":
             error = data.last_error
             code, message = (error.code, error.message) if error else ("server_error", "")
             return Failed(code, message, data.id)
         if kind == "thread.run.incomplete":
             reason = data.incomplete_details.reason if data.incomplete_details else "unknown"
-            return Incomplete(reason or "unknown", self.text, data.id)
+            return Incomplete(reason or "unknown", self.text, data.id, _usage(data))
         if kind == "thread.run.expired":
             return Failed("expired", "the run expired", data.id)
         if kind == "thread.run.cancelled":
@@ -433,6 +428,17 @@ class _Answer:
             self.citations.extend(citations)
         if "".join(texts):
             self.parts.append("".join(texts))
+
+
+def _usage(run: Any) -> Usage:
+    """A run's usage covers its whole course, tool rounds included (no cached tokens here)."""
+    usage = run.usage
+    model = str(run.model or "")
+    return (
+        Usage(usage.prompt_tokens, usage.completion_tokens, model=model)
+        if usage
+        else Usage(model=model)
+    )
 
 
 __all__ = ["AssistantsApiCatalog", "AssistantsEngine", "EngineError"]

@@ -14,8 +14,20 @@ from bot.definitions import AssistantDefinition
 
 @dataclass(frozen=True)
 class Usage:
+    """What a turn used, tool rounds included; cached input tokens are part of input_tokens."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    model: str = ""  # as the backend reports it (maybe a dated snapshot); "" when it did not say
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            other.model or self.model,
+        )
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class Incomplete:
     reason: str
     text: str
     run_id: str | None = None
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)

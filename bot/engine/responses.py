@@ -288,8 +288,10 @@ class _Answer:
     texts: list[str] = field(default_factory=list)
     citations: list[Citation] = field(default_factory=list)
     container_files: list[tuple[str, str, str]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)  # every response of the turn, tool rounds too
 
     def add_response(self, response: Any) -> None:
+        self.usage += _usage(response)
         offset = len("\n\n".join(self.texts)) + (2 if self.texts else 0)
         parts: list[str] = []
         for item in response.output:
@@ -316,6 +318,16 @@ class _Answer:
             self.texts.append("".join(parts))
 
 
+def _usage(response: Any) -> Usage:
+    usage = response.usage
+    model = str(response.model or "")
+    if usage is None:
+        return Usage(model=model)
+    details = usage.input_tokens_details
+    cached = (details.cached_tokens or 0) if details is not None else 0
+    return Usage(usage.input_tokens, usage.output_tokens, cached, model)
+
+
 def _outcome(response: Any, answer: _Answer) -> EngineEvent:
     """A finished response as an engine event; `answer` gathers the answer across tool rounds."""
     answer.add_response(response)
@@ -326,7 +338,8 @@ def _outcome(response: Any, answer: _Answer) -> EngineEvent:
         return Failed(str(code), message, response.id)
     if response.status == "incomplete":
         details = response.incomplete_details
-        return Incomplete((details.reason if details else None) or "unknown", text, response.id)
+        reason = (details.reason if details else None) or "unknown"
+        return Incomplete(reason, text, response.id, answer.usage)
     calls = tuple(
         ToolCall(item.call_id, item.name, item.arguments)
         for item in response.output
@@ -334,9 +347,4 @@ def _outcome(response: Any, answer: _Answer) -> EngineEvent:
     )
     if calls:
         return ToolCallsRequired(calls)
-    usage = response.usage
-    return Completed(
-        text,
-        response.id,
-        Usage(usage.input_tokens, usage.output_tokens) if usage else Usage(),
-    )
+    return Completed(text, response.id, answer.usage)

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.base import GeneratedFile
 from bot.messages import IncomingMessage
-from bot.outcomes import Answer, Failure, FileProblem, RunningTool
+from bot.outcomes import Answer, Failure, FileProblem, Refusal, RunningTool
 from bot.slack import words
 from bot.slack.blocks import answer_content, progress_content
 from bot.slack.layout import Draft, with_footnotes
@@ -64,6 +64,23 @@ class SlackSurface:
     def reattach(self, message: IncomingMessage, ref: str) -> SlackReply:
         """The answer to `message` whose placeholder (posted by `begin`) has the ts `ref`."""
         return SlackReply(self, message, Shown(ref, content=progress_content("", message)))
+
+    async def refuse(self, message: IncomingMessage, refusal: Refusal) -> None:
+        """An ephemeral note to the message's writer: in its thread when it was a reply, else
+        beside it, where they are looking."""
+        key = message.key
+        in_thread = key.thread_ts if key.thread_ts != message.ts else None
+        try:
+            await self.client.chat_postEphemeral(
+                channel=key.channel_id,
+                user=message.user_id,
+                thread_ts=in_thread,
+                text=words.refusal(refusal),
+            )
+        except SLACK_FAILURES as exc:
+            log.warning(
+                "event=refusal_not_shown channel=%s error=%s", key.channel_id, failure_name(exc)
+            )
 
 
 class SlackReply:

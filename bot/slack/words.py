@@ -7,17 +7,23 @@ escaped into it (`escape`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 from bot.assistant_choice import Choice
 from bot.definitions import AssistantDefinition
+from bot.governance.prices import PRICES_CHECKED
+from bot.governance.usage import UsageSummary, UsageTotal
 from bot.outcomes import (
     INTERRUPTED,
+    RATE_LIMITED,
     RESTARTING,
     STOPPED,
     Answer,
     Failure,
     FileProblem,
+    LimitState,
+    Refusal,
     RunningTool,
 )
 from bot.text import shorten
@@ -74,6 +80,8 @@ def answer_text(answer: Answer) -> str:
     if answer.incomplete:
         why = INCOMPLETE_WORDS.get(answer.incomplete, answer.incomplete)
         text += f"\n\n_(The answer is incomplete: {why}.)_"
+    if answer.near_limit is not None:
+        text += f"\n\n{near_limit(answer.near_limit)}"
     return text
 
 
@@ -128,6 +136,64 @@ def failure(failed: Failure) -> str:
         )
     words = failure_words(failed.code)
     return f":warning: {words} Your next message in this thread will work as usual."
+
+
+# --- budgets and the rate limit -------------------------------------------------------------
+
+# Whose limit it is: the subject that "has" used it, and "its" owner.
+_WHOSE = {
+    "person": ("You have", "your"),
+    "channel": ("This channel has", "its"),
+    "assistant": ("This assistant has", "its"),
+    "global": ("The bot has", "its"),
+}
+_PER = {"minute": "a minute", "day": "daily", "week": "weekly", "month": "monthly"}
+
+
+def money(usd: float) -> str:
+    if 0 < usd < 0.01:
+        return "<$0.01"
+    return f"${usd:,.2f}"
+
+
+def limit_amount(unit: str, value: float) -> str:
+    if unit == "usd":
+        return money(value)
+    return f"{int(value):,} {'tokens' if unit == 'tokens' else 'messages'}"
+
+
+def when(epoch: float) -> str:
+    """A moment as Slack shows it, in the reader's own time zone (UTC where it cannot)."""
+    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+    return f"<!date^{int(epoch)}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def refusal(refused: Refusal) -> str:
+    """Why a message is not answered, for its writer only."""
+    limit = refused.limit
+    if refused.code == RATE_LIMITED:
+        return (
+            f"You are sending messages faster than I take them (at most {int(limit.limit)} a "
+            "minute), so I will not answer this one. Please wait a minute and send it again."
+        )
+    subject, owner = _WHOSE.get(limit.scope, _WHOSE["global"])
+    used = f" (used: {limit_amount(limit.unit, limit.used)})" if limit.scope == "person" else ""
+    return (
+        f"{subject} reached {owner} {_PER.get(limit.period, limit.period)} budget of "
+        f"{limit_amount(limit.unit, limit.limit)}{used}, so I did not send your message to the "
+        f"assistant. The budget starts afresh {when(limit.resets_at)}."
+    )
+
+
+def near_limit(limit: LimitState) -> str:
+    """One short warning under the answer that took its asker near a limit."""
+    subject, owner = _WHOSE.get(limit.scope, _WHOSE["global"])
+    share = min(100, int(100 * limit.used / limit.limit)) if limit.limit else 100
+    return (
+        f"_:warning: {subject} now used {share}% of {owner} "
+        f"{_PER.get(limit.period, limit.period)} budget "
+        f"({limit_amount(limit.unit, limit.limit)}); it starts afresh {when(limit.resets_at)}._"
+    )
 
 
 # --- shared files -----------------------------------------------------------------------------
@@ -314,6 +380,7 @@ COMMAND_HELP = (
     "• `/assistant current`: which assistant answers here, and why\n"
     "• `/assistant knowledge`: this channel's knowledge files (add them with the message shortcut "
     f"*{KNOWLEDGE_SHORTCUT_NAME}*)\n"
+    "• `/assistant usage`: how much you used the assistants (admins: everyone)\n"
     f"To switch a single thread, use the message shortcut *{SHORTCUT_NAME}* on a message in it. "
     "Threads already going keep their assistant."
 )
@@ -381,6 +448,76 @@ def default_set(assistant: AssistantDefinition, channel_id: str, is_direct: bool
 
 def assistant_names(assistants: Sequence[AssistantDefinition]) -> str:
     return ", ".join(f"*{escape(a.name)}* (`{a.id}`)" for a in assistants)
+
+
+# --- /assistant usage ------------------------------------------------------------------------
+
+USAGE_HELP = (
+    "*`/assistant usage`* shows how much the assistants were used, and what it cost at OpenAI's "
+    "list prices: your own use over the last day, 7 and 30 days (the bot's admins see everyone's, "
+    "with the top channels, people and assistants).\n"
+    "• `/assistant usage`: the top lists cover the last 30 days\n"
+    "• `/assistant usage 7d`: they cover the last 7 days (any number of days from 1 to 366)"
+)
+_GROUP_TITLES = {"channel": "Top channels", "user": "Top people", "assistant": "Top assistants"}
+
+
+def cost(total: UsageTotal) -> str:
+    """What it cost; "unknown" for the tokens of models without a price."""
+    if total.unpriced_tokens and not total.usd:
+        return "cost unknown"
+    return money(total.usd) + (" + unknown" if total.unpriced_tokens else "")
+
+
+def usage_figures(total: UsageTotal) -> str:
+    cached = f" ({total.cached_input_tokens:,} cached)" if total.cached_input_tokens else ""
+    messages = "message" if total.turns == 1 else "messages"
+    return f"{total.turns:,} {messages} · {total.tokens:,} tokens{cached} · {cost(total)}"
+
+
+def _days(days: int) -> str:
+    return "last day" if days == 1 else f"last {days} days"
+
+
+def _usage_name(group: str, key: str, names: Mapping[str, str]) -> str:
+    if group == "channel":
+        return f"<#{key}>" if key else "(no channel)"
+    if group == "user":
+        return f"<@{key}>" if key else "(nobody)"
+    if not key:
+        return "(not recorded)"
+    return f"*{escape(names[key])}*" if key in names else f"`{escape(key)}`"
+
+
+def usage_report(
+    summary: UsageSummary,
+    names: Mapping[str, str],
+    standing: Sequence[LimitState] = (),
+    top: int = 5,
+) -> str:
+    """`/assistant usage` and the Home tab: totals, an admin's top lists, a person's budgets."""
+    title = "*Usage of the assistants*" if summary.everyone else "*Your usage of the assistants*"
+    lines = [f"{title} (cost at OpenAI's list prices of {PRICES_CHECKED}, in USD)"]
+    lines += [f"• {_days(days).capitalize()}: {usage_figures(t)}" for days, t in summary.periods]
+    for group, entries in summary.by.items():
+        lines.append(f"*{_GROUP_TITLES.get(group, group)}* ({_days(summary.days)}):")
+        if not entries:
+            lines.append("• none")
+        for key, figures in entries[:top]:
+            lines.append(f"• {_usage_name(group, key, names)}: {usage_figures(figures)}")
+        if len(entries) > top:
+            lines.append(f"…and {len(entries) - top} more.")
+    for limit in standing:
+        lines.append(
+            f"Your {_PER.get(limit.period, limit.period)} budget: "
+            f"{limit_amount(limit.unit, limit.used)} of {limit_amount(limit.unit, limit.limit)} "
+            f"used; it starts afresh {when(limit.resets_at)}."
+        )
+    unpriced = sorted(set().union(*(t.unpriced_models for _, t in summary.periods)))
+    if unpriced:
+        models = ", ".join(f"`{escape(m)}`" for m in unpriced)
+        lines.append(f"_No price is known for {models}: their tokens are counted, not costed._")
+    return "\n".join(lines)
 
 
 # --- the "Switch thread assistant" shortcut ---------------------------------------------------
@@ -467,6 +604,7 @@ HOME_HOW_TO = (
     "assistant of one thread."
 )
 HOME_DEFAULTS_TITLE = "Defaults"
+HOME_USAGE_TITLE = "Usage"
 HOME_NO_ASSISTANTS = "No assistants yet."
 HOME_NO_CHANNEL_DEFAULTS = (
     "No channel has a default of its own; every channel uses the global default."

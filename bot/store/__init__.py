@@ -4,7 +4,8 @@ schema.py    the tables (SQLAlchemy Table objects), one schema for both database
 migrations/  Alembic's steps to that schema; migrate.py runs them at start-up
 database.py  the URL, the connection, a unit of work in autocommit or in one transaction
 records.py   the plain records the store hands out
-conversations.py, turns.py, definitions.py, files.py   the methods, one group of tables each
+conversations.py, turns.py, definitions.py, files.py, usage.py   the methods, one group of
+             tables each
 store.py     Store: all of them on one database
 """
 
@@ -17,6 +18,7 @@ from bot.store.records import (
     SharedFileRecord,
 )
 from bot.store.store import DatabaseState, Store
+from bot.store.usage import UsageRow
 
 __all__ = [
     "ChannelSetting",
@@ -27,6 +29,7 @@ __all__ = [
     "SharedFileRecord",
     "Store",
     "StoreError",
+    "UsageRow",
     "describe_url",
     "sqlite_file",
 ]

@@ -12,6 +12,7 @@ from bot.messages import ConversationKey
 from bot.store.database import Database, Params, insert, upsert
 from bot.store.records import ChannelSetting, ConversationRecord
 from bot.store.schema import channel_settings, conversations, turns
+from bot.store.turns import REFUSED
 
 _THREAD = sa.and_(
     conversations.c.team_id == sa.bindparam("team_id"),
@@ -30,6 +31,7 @@ _TAKEN = (
         turns.c.team_id == sa.bindparam("team_id"),
         turns.c.channel_id == sa.bindparam("channel_id"),
         turns.c.thread_ts == sa.bindparam("thread_ts"),
+        turns.c.status != REFUSED,  # a message turned away does not make the bot join a thread
     )
     .limit(1)
 )
@@ -128,7 +130,8 @@ class ConversationTables:
         )
 
     async def has_conversation(self, key: ConversationKey) -> bool:
-        """True once any message of this thread was taken (even before its backend thread exists)."""
+        """True once any message of this thread was taken to be answered (even before its
+        backend thread exists)."""
         return await self._db.first(_TAKEN, key_params(key)) is not None
 
     async def get_channel_setting(self, team_id: str, channel_id: str) -> ChannelSetting | None:

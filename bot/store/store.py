@@ -14,6 +14,7 @@ from bot.store.definitions import DefinitionTables
 from bot.store.files import FileTables
 from bot.store.migrate import SchemaState, migrate, schema_state
 from bot.store.turns import TurnTables
+from bot.store.usage import UsageTables
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class DatabaseState:
     pending_migrations: int
 
 
-class Store(ConversationTables, TurnTables, DefinitionTables, FileTables):
+class Store(ConversationTables, TurnTables, DefinitionTables, FileTables, UsageTables):
     def __init__(self, db: Database) -> None:
         self._db = db
 

@@ -17,6 +17,7 @@ from bot.store.records import Feedback, PendingTurn
 from bot.store.schema import feedback, turns
 
 OPEN_STATUSES = ("queued", "running")
+REFUSED = "refused"  # turned away before the model was asked (a budget, the rate limit)
 _OPEN = sa.text("status IN ('queued', 'running')")  # as the index turns_open says it
 
 _SET_STATUS = {
@@ -28,6 +29,13 @@ _SET_STATUS = {
     ),
     "output_tokens": sa.func.coalesce(
         sa.bindparam("new_output_tokens", type_=sa.Integer), turns.c.output_tokens
+    ),
+    "cached_input_tokens": sa.func.coalesce(
+        sa.bindparam("new_cached_input_tokens", type_=sa.Integer), turns.c.cached_input_tokens
+    ),
+    "model": sa.func.coalesce(sa.bindparam("new_model", type_=sa.Text), turns.c.model),
+    "assistant_id": sa.func.coalesce(
+        sa.bindparam("new_assistant_id", type_=sa.Text), turns.c.assistant_id
     ),
     "updated_at": sa.bindparam("now", type_=sa.Float),
 }
@@ -104,14 +112,18 @@ class TurnTables:
         text: str,
         is_direct: bool,
         files: Sequence[SharedFile] = (),
+        refused: str | None = None,
     ) -> int | None:
         """Record a message the bot takes; None if this message was already taken.
 
         The unique (team, channel, message ts) is the dedupe: Slack's retries and the second
         delivery of an @mention (`app_mention` and `message`) cannot both win, across restarts
-        and processes too.
+        and processes too. A message turned away (`refused` says why: over a budget, too fast)
+        is recorded too, without its text, so that it is turned away once.
         """
         now = time.time()
+        if refused is not None:
+            text, files = "", ()
         row = await self._db.first(
             _add(self._db.dialect),
             {
@@ -123,7 +135,8 @@ class TurnTables:
                 "text": text,
                 "is_direct": is_direct,
                 "files": json.dumps([asdict(f) for f in files]),
-                "status": "queued",
+                "status": "queued" if refused is None else REFUSED,
+                "error": refused,
                 "created_at": now,
                 "updated_at": now,
             },
@@ -139,6 +152,9 @@ class TurnTables:
         error: str | None = None,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        model: str | None = None,
+        assistant_id: str | None = None,
     ) -> None:
         await self._db.write(
             _UPDATE if status in OPEN_STATUSES else _FINISH,
@@ -149,6 +165,9 @@ class TurnTables:
                 "new_error": error,
                 "new_input_tokens": input_tokens,
                 "new_output_tokens": output_tokens,
+                "new_cached_input_tokens": cached_input_tokens,
+                "new_model": model,
+                "new_assistant_id": assistant_id,
                 "now": time.time(),
             },
         )

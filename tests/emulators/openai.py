@@ -149,6 +149,9 @@ class RunState:
     message: JSON | None = None
     task: asyncio.Task[None] | None = None
     stream: asyncio.Queue[SseEvent | None] | None = None
+    # What the run's tool rounds used so far: a run's usage covers its whole course.
+    spent_prompt_tokens: int = 0
+    spent_completion_tokens: int = 0
 
     @property
     def id(self) -> str:
@@ -1084,9 +1087,13 @@ class OpenAIEmulator:
             await self._write_message(run, reply, prompt_tokens, cut=True)
             self._end_stream(run, done=False)  # the run stays in_progress
         elif reply.tool_calls:
+            run.spent_prompt_tokens += prompt_tokens
+            run.spent_completion_tokens += count_tokens(*(c.arguments for c in reply.tool_calls))
             self._request_tools(run, reply)
         else:
             completion_tokens = await self._write_message(run, reply, prompt_tokens)
+            prompt_tokens += run.spent_prompt_tokens
+            completion_tokens += run.spent_completion_tokens
             usage = {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,

@@ -951,17 +951,22 @@ class ResponsesApi:
             del self.state.busy[record.conversation_id]
 
     def _usage(self, record: ResponseRecord) -> JSON:
-        seen = " ".join(
-            message_text(item) or output_as_text(item.get("output", "")) for item in record.context
-        )
-        input_tokens = tokens((record.body.get("instructions") or "") + seen) + 8 * len(
-            record.tools
-        )
+        def seen(items: list[JSON]) -> str:
+            return (record.body.get("instructions") or "") + " ".join(
+                message_text(item) or output_as_text(item.get("output", "")) for item in items
+            )
+
+        tools = 8 * len(record.tools)
+        input_tokens = tokens(seen(record.context)) + tools
+        # Prompt caching: what an earlier response of the conversation read (the instructions,
+        # the tools and the history before this request's input) is read from the cache.
+        history = record.context[: len(record.context) - len(record.input_items)]
+        cached = tokens(seen(history)) + tools if history else 0
         written = record.output_text + "".join(item.get("arguments", "") for item in record.output)
         output_tokens = tokens(written)
         return {
             "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": input_tokens + output_tokens,

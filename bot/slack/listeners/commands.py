@@ -1,4 +1,5 @@
-"""`/assistant`: list the assistants, set this channel's (or DM's) default, say which one answers.
+"""`/assistant`: list the assistants, set this channel's (or DM's) default, say which one answers,
+and show how much they were used.
 
 Acked at once; the answer follows ephemerally through the command's response_url. Slash commands
 do not fire inside threads, so a thread is switched with the message shortcut instead.
@@ -7,6 +8,7 @@ do not fire inside threads, so a thread is switched with the message shortcut in
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ from slack_bolt.async_app import AsyncApp
 from bot.assistant_choice import AssistantChooser, NotAllowed, match_assistant
 from bot.engine.base import EngineError
 from bot.file_ingest import FileIngest
+from bot.governance.budgets import BudgetCheck
+from bot.governance.usage import UsageReports
 from bot.messages import ChannelScope
 from bot.slack import inbound, words
 from bot.slack.listeners.knowledge import knowledge_command
@@ -24,9 +28,17 @@ log = logging.getLogger(__name__)
 COMMAND = "/assistant"
 MAX_LISTED = 150  # lines in one ephemeral answer; the CLI lists them all
 MAX_COMMAND_TEXT = 4000  # more than anyone types after a slash command
+USAGE_DAYS = re.compile(r"(\d{1,3})\s*d?")  # `/assistant usage 7d`: the top lists' span
+MAX_USAGE_DAYS = 366
 
 
-def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> None:
+def register(
+    app: AsyncApp,
+    chooser: AssistantChooser,
+    ingest: FileIngest,
+    reports: UsageReports | None = None,
+    budgets: BudgetCheck | None = None,
+) -> None:
     async def assistant_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
         asked = _read(command)
@@ -35,6 +47,11 @@ def register(app: AsyncApp, chooser: AssistantChooser, ingest: FileIngest) -> No
             return
         if asked.text.lower().startswith("knowledge"):
             await knowledge_command(ingest, ChannelScope(asked.team, asked.channel), respond)
+            return
+        verb, _, rest = asked.text.partition(" ")
+        if verb.lower() == "usage" and reports is not None:
+            answer = await usage_command(reports, budgets, chooser, asked, rest.strip())
+            await respond(text=answer, response_type="ephemeral")
             return
         try:
             answer = await _answer(chooser, asked)
@@ -110,3 +127,31 @@ async def _use(
         "event=channel_default_set channel=%s assistant=%s user=%s", channel, match.found.id, user
     )
     return words.default_set(match.found, channel, is_direct)
+
+
+async def usage_command(
+    reports: UsageReports,
+    budgets: BudgetCheck | None,
+    chooser: AssistantChooser,
+    asked: _Command,
+    argument: str,
+) -> str:
+    """Admins see everyone's usage; anyone else only their own."""
+    days = 30
+    if argument:
+        match = USAGE_DAYS.fullmatch(argument.lower())
+        if match is None or not 1 <= int(match.group(1)) <= MAX_USAGE_DAYS:
+            return words.USAGE_HELP
+        days = int(match.group(1))
+    summary = await reports.summary(asked.team, asked.user, days)
+    standing = await budgets.standing(asked.team, asked.user) if budgets is not None else []
+    return words.usage_report(summary, await assistant_names(chooser), standing)
+
+
+async def assistant_names(chooser: AssistantChooser) -> dict[str, str]:
+    """Assistants' names by id; none when the service cannot be reached (ids are shown)."""
+    try:
+        return {a.id: a.name for a in await chooser.assistants()}
+    except EngineError as exc:
+        log.warning("event=usage_names_failed code=%s", exc.code)
+        return {}

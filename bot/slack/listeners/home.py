@@ -1,4 +1,5 @@
-"""The app's Home tab: the assistants, the defaults in effect, and how to use the bot."""
+"""The app's Home tab: the assistants, the defaults in effect, how to use the bot, and (for the
+bot's admins) how much the assistants were used."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.assistant_choice import AssistantChooser
 from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
+from bot.governance.usage import UsageReports
 from bot.slack import inbound, words
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,7 @@ SECTION_LIMIT = 3000  # characters of text in one section block
 MAX_LINES = 20  # channel defaults listed before "and N more"
 
 
-def register(app: AsyncApp, chooser: AssistantChooser) -> None:
+def register(app: AsyncApp, chooser: AssistantChooser, reports: UsageReports | None = None) -> None:
     async def on_home_tab(event: dict[str, Any]) -> bool:
         return event.get("tab") == "home"
 
@@ -32,14 +34,19 @@ def register(app: AsyncApp, chooser: AssistantChooser) -> None:
             log.warning("event=home_skipped reason=missing_user")
             return
         team = inbound.slack_id(body.get("team_id")) or ""
-        view = await home_view(chooser, team, user, inbound.slack_id(event.get("channel")) or "")
+        dm_channel = inbound.slack_id(event.get("channel")) or ""
+        view = await home_view(chooser, team, user, dm_channel, reports)
         await client.views_publish(user_id=user, view=view)
 
     app.event("app_home_opened", matchers=[on_home_tab])(home_opened)
 
 
 async def home_view(
-    chooser: AssistantChooser, team_id: str, user_id: str, dm_channel: str
+    chooser: AssistantChooser,
+    team_id: str,
+    user_id: str,
+    dm_channel: str,
+    reports: UsageReports | None = None,
 ) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         _header(words.HOME_HOW_TO_TITLE),
@@ -56,9 +63,15 @@ async def home_view(
         _header(words.HOME_DEFAULTS_TITLE),
         _section(await _defaults(chooser, team_id, dm_channel, assistants)),
     ]
+    if reports is not None and reports.sees_everyone(user_id):
+        summary = await reports.summary(team_id, user_id)
+        names = {a.id: a.name for a in assistants}
+        report = words.usage_report(summary, names).splitlines()
+        blocks += [{"type": "divider"}, _header(words.HOME_USAGE_TITLE)]
+        blocks += [_section(text) for text in _chunks(report)]
     blocks += [{"type": "divider"}, _header(words.home_assistants_title(len(assistants)))]
     blocks += [_section(text) for text in _chunks([words.assistant_line(a) for a in assistants])][
-        :90
+        :80
     ]
     return {"type": "home", "blocks": blocks}
 
