@@ -438,6 +438,9 @@ async def test_conversations_can_be_updated_given_items_and_deleted(client: Asyn
     assert deleted.deleted
     with pytest.raises(openai.NotFoundError):
         await client.conversations.retrieve(conversation.id)
+    assert len(state(emu).conversation_items[conversation.id]) == 1, (
+        "as on OpenAI, deleting a conversation leaves its items"
+    )
 
 
 async def test_a_background_response_goes_on_when_its_stream_is_dropped_and_streams_again(

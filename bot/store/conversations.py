@@ -24,6 +24,11 @@ _GET = sa.select(
     conversations.c.assistant_id,
     conversations.c.vector_store_id,
 ).where(_THREAD)
+_AFRESH = (
+    sa.update(conversations)
+    .where(_THREAD)
+    .values(backend_id="", vector_store_id=None, updated_at=sa.bindparam("now"))
+)
 _TAKEN = (
     sa.select(turns.c.id)
     .where(
@@ -126,6 +131,10 @@ class ConversationTables:
                 "updated_at": now,
             },
         )
+
+    async def start_afresh(self, key: ConversationKey) -> None:
+        """The thread's next turn makes a new backend conversation (with the same assistant)."""
+        await self._db.write(_AFRESH, key_params(key) | {"now": time.time()})
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         """True once any message of this thread was taken (even before its backend thread exists)."""
