@@ -26,7 +26,11 @@ _GET = sa.select(
 ).where(_THREAD)
 _AFRESH = (
     sa.update(conversations)
-    .where(_THREAD)
+    .where(
+        conversations.c.team_id == sa.bindparam("team"),
+        conversations.c.channel_id == sa.bindparam("channel"),
+        conversations.c.thread_ts == sa.bindparam("thread"),
+    )
     .values(backend_id="", vector_store_id=None, updated_at=sa.bindparam("now"))
 )
 _TAKEN = (
@@ -134,7 +138,15 @@ class ConversationTables:
 
     async def start_afresh(self, key: ConversationKey) -> None:
         """The thread's next turn makes a new backend conversation (with the same assistant)."""
-        await self._db.write(_AFRESH, key_params(key) | {"now": time.time()})
+        await self._db.write(
+            _AFRESH,
+            {
+                "team": key.team_id,
+                "channel": key.channel_id,
+                "thread": key.thread_ts,
+                "now": time.time(),
+            },
+        )
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         """True once any message of this thread was taken (even before its backend thread exists)."""

@@ -85,7 +85,15 @@ _ERASE = {
     "status": sa.case((_OPEN, "failed"), else_=turns.c.status),
     "error": sa.case((_OPEN, sa.bindparam("why", type_=sa.Text)), else_=turns.c.error),
 }
-_ERASE_THREAD = sa.update(turns).where(_IN_THREAD).values(_ERASE)
+_ERASE_THREAD = (
+    sa.update(turns)
+    .where(
+        turns.c.team_id == sa.bindparam("team"),
+        turns.c.channel_id == sa.bindparam("channel"),
+        turns.c.thread_ts == sa.bindparam("thread"),
+    )
+    .values(_ERASE)
+)
 _ERASE_BEFORE = (
     sa.update(turns)
     .where(
@@ -224,7 +232,8 @@ class TurnTables:
 
     async def erase_thread_texts(self, key: ConversationKey) -> int:
         """Erase the stored texts (and file lists) of a thread's turns; how many turns."""
-        return await self._db.write(_ERASE_THREAD, _key(key) | {"why": "forgotten"})
+        params = {"team": key.team_id, "channel": key.channel_id, "thread": key.thread_ts}
+        return await self._db.write(_ERASE_THREAD, params | {"why": "forgotten"})
 
     async def erase_texts_before(self, before: float) -> int:
         """Erase the stored texts of turns taken before `before`; how many turns."""
