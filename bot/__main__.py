@@ -136,7 +136,7 @@ async def forget_thread(settings: Settings, channel: str, thread_ts: str, yes: b
 
 
 async def print_audit(database_url: str, since: str) -> int:
-    from bot.governance.audit import format_entry, parse_period
+    from bot.governance.audit import AuditLog, format_entry, parse_period
     from bot.store import Store, StoreError
 
     try:
@@ -150,8 +150,6 @@ async def print_audit(database_url: str, since: str) -> int:
         print(f"audit: FAILED {exc}", file=sys.stderr)
         return 1
     try:
-        from bot.governance.audit import AuditLog
-
         entries = await AuditLog(store).since(seconds)
     finally:
         await store.close()

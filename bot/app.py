@@ -26,7 +26,7 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
-from bot.governance.access import Access, Rules, RulesFor, rules_by_id
+from bot.governance.access import Access, Rules, RulesFor, no_rules, rules_by_id
 from bot.governance.audit import AuditLog
 from bot.governance.forget import Forgetting, erase_old_texts
 from bot.health import Health
@@ -442,7 +442,7 @@ async def declared_rules(
         return None
     declared = {d.name: Rules.of(d) for d in definitions if Rules.of(d) != Rules(d.name)}
     if not declared:
-        return rules_by_id({})
+        return no_rules
     assistants = await backend.catalog.list_assistants()
     return rules_by_id({a.id: declared[a.name] for a in assistants if a.name in declared})
 

@@ -113,7 +113,7 @@ async def test_assistant_list_and_the_switch_picker_show_only_what_the_person_ma
     }
 
 
-def test_allowed_channels_and_rules_that_are_not_slack_ids_stop_start_up_naming_them(
+def test_settings_and_rules_that_make_no_sense_stop_start_up_naming_them(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(ConfigError, match="ALLOWED_CHANNELS must be Slack channel ids"):
@@ -124,6 +124,17 @@ def test_allowed_channels_and_rules_that_are_not_slack_ids_stop_start_up_naming_
                 "OPENAI_API_KEY": "sk-1",
                 "ASSISTANT_ID": "Helper",
                 "ALLOWED_CHANNELS": "C0SUPPORT,#general",
+            },
+            env_file=None,
+        )
+    with pytest.raises(ConfigError, match="TEXT_RETENTION_DAYS must be a whole number"):
+        load_settings(
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_APP_TOKEN": "xapp-1",
+                "OPENAI_API_KEY": "sk-1",
+                "ASSISTANT_ID": "Helper",
+                "TEXT_RETENTION_DAYS": "-3",
             },
             env_file=None,
         )
