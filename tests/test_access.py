@@ -12,6 +12,7 @@ from tests.conftest import ALICE, BOB, BOTH_DATABASES, GENERAL, Harness, wait_an
 from tests.test_choosing_assistants import command, open_picker, options
 
 SUPPORT = "C0SUPPORT"
+CAROL = "U0CAROL"
 RESEARCHERS = "S0RESEARCH"
 TEAM_FILE = """
 assistants:
@@ -81,8 +82,11 @@ async def test_a_person_not_allowed_to_use_the_assistant_here_is_told_privately_
     await slack.wait_for(lambda: len(slack.ephemerals(GENERAL, ALICE)) == 1)
     assert slack.ephemerals(GENERAL, ALICE)[-1].startswith("*HR Bot* is not available to you")
     await slack.mention(ALICE, GENERAL, "please?", thread_ts=root)
+    slack.add_user(CAROL, "carol")
+    await slack.mention(CAROL, GENERAL, "me too", thread_ts=root)
+    await slack.wait_for(lambda: len(slack.ephemerals(GENERAL, CAROL)) == 1)
     await harness.drain_idle()
-    assert len(slack.ephemerals(GENERAL, ALICE)) == 1
+    assert len(slack.ephemerals(GENERAL, ALICE)) == 1, "each person is told once per thread"
     assert model_calls(harness) == 0
 
     asked = await slack.mention(BOB, GENERAL, "how many days off do I have?")

@@ -3,7 +3,7 @@
 
 Channels limit channels and people limit people: a DM with the bot is not a channel, so only an
 assistant's people rules apply there. A message the bot may not answer is never sent to the
-model; its writer is told why once per thread (`first_refusal`).
+model; its writer is told why once per thread (`first_refusal`), not on every message.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from bot.assistant_choice import AssistantChooser
 from bot.definitions import AssistantDefinition
 from bot.messages import ConversationKey
 
-REMEMBERED_REFUSALS = 10_000  # threads whose refusal was told, kept to tell each only once
+REMEMBERED_REFUSALS = 10_000  # (thread, person) refusals told, kept to tell each only once
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Access:
         self.bot_channels = bot_channels  # empty: any channel
         self.rules_for = rules_for or rules_from_catalog(chooser.assistant)
         self.groups = groups
-        self._told: OrderedDict[ConversationKey, None] = OrderedDict()
+        self._told: OrderedDict[tuple[ConversationKey, str], None] = OrderedDict()
 
     async def refusal(self, key: ConversationKey, user_id: str, is_direct: bool) -> Refusal | None:
         """Why a message in this thread from this person is not answered; None if it is."""
@@ -132,12 +132,14 @@ class Access:
         """The assistants this person may use here, in the order given."""
         return [a for a in assistants if await self.may_use(a, channel_id, user_id, is_direct)]
 
-    def first_refusal(self, key: ConversationKey) -> bool:
-        """True the first time a thread is refused (then it is told why), False after."""
-        if key in self._told:
-            self._told.move_to_end(key)
+    def first_refusal(self, key: ConversationKey, user_id: str) -> bool:
+        """True the first time a person is refused in a thread (then they are told why), False
+        after. Kept in this process: after a restart a thread is told once more."""
+        told = (key, user_id)
+        if told in self._told:
+            self._told.move_to_end(told)
             return False
-        self._told[key] = None
+        self._told[told] = None
         if len(self._told) > REMEMBERED_REFUSALS:
             self._told.popitem(last=False)
         return True

@@ -124,7 +124,7 @@ def register(
                     message.key.channel_id,
                     message.user_id,
                 )
-                if access.first_refusal(message.key):
+                if access.first_refusal(message.key, message.user_id):
                     verdict.refusal = words.refusal(
                         refused.reason,
                         refused.assistant_name,
