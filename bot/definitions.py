@@ -101,7 +101,8 @@ BOT_ONLY = (
 )  # settings only the bot keeps: the Assistants API has no place
 
 
-def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
+def parse_definition(raw: Any, where: str = "assistant", source: str = "") -> AssistantDefinition:
+    """A definition, validated; `source` (a file) is named in errors."""
     if not isinstance(raw, Mapping):
         raise DefinitionError(f"{where}: expected a table of fields, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(FIELDS))
@@ -110,7 +111,7 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise DefinitionError(f"{where}: 'name' is required (a non-empty string)")
-    where = f"assistant {name!r}"
+    where = f"{source}: assistant {name!r}" if source else f"assistant {name!r}"
     model = raw.get("model")
     if not isinstance(model, str) or not model.strip():
         raise DefinitionError(f"{where}: 'model' is required, e.g. model = \"gpt-4.1\"")
@@ -259,7 +260,8 @@ def load_definitions(path: Path) -> list[AssistantDefinition]:
     if not isinstance(entries, list) or not entries:
         raise DefinitionError(f"{path}: expected a non-empty list under 'assistants'")
     definitions = [
-        parse_definition(entry, f"{path}: assistants[{i}]") for i, entry in enumerate(entries)
+        parse_definition(entry, f"{path}: assistants[{i}]", str(path))
+        for i, entry in enumerate(entries)
     ]
     names = [d.name for d in definitions]
     duplicated = sorted({n for n in names if names.count(n) > 1})

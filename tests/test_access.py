@@ -144,5 +144,9 @@ def test_settings_and_rules_that_make_no_sense_stop_start_up_naming_them(
         )
     bad = tmp_path / "team.yaml"
     bad.write_text(TEAM_FILE.replace("[U0BOB]", "[bob@example.com]"))
-    with pytest.raises(DefinitionError, match=r"'HR Bot'.*'allowed_users' must be a list of Slack"):
+    with pytest.raises(DefinitionError) as refused:
         load_definitions(bad)
+    assert str(refused.value) == (
+        f"{bad}: assistant 'HR Bot': 'allowed_users' must be a list of Slack user ids like "
+        "U0123ABCD"
+    )
