@@ -466,7 +466,9 @@ HOME_HOW_TO = (
     "• `/assistant list`, `/assistant use NAME`, `/assistant current`: choose which assistant "
     "answers new conversations in a channel (or in your DM with me).\n"
     f"• *{SHORTCUT_NAME}* (the message shortcut, under ⋮ on a message in a thread): switch the "
-    "assistant of one thread."
+    "assistant of one thread.\n"
+    f"• *{FORGET_SHORTCUT_NAME}* (a message shortcut too): have the assistant forget a thread "
+    "you wrote in."
 )
 HOME_DEFAULTS_TITLE = "Defaults"
 HOME_NO_ASSISTANTS = "No assistants yet."
