@@ -1,7 +1,9 @@
 """Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
 `python -m bot assistants …` manages the assistants; `python -m bot cleanup` deletes the files and
-vector stores older than FILE_RETENTION_DAYS; `python -m bot tools` prints the function tools'
-definitions for an assistant; `python -m bot usage` prints the tokens used and their cost."""
+vector stores older than FILE_RETENTION_DAYS (and texts past TEXT_RETENTION_DAYS); `python -m bot
+tools` prints the function tools' definitions for an assistant; `python -m bot usage` prints the
+tokens used and their cost; `python -m bot forget CHANNEL THREAD_TS` forgets a thread's
+conversation; `python -m bot audit` prints the admin actions."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from bot import definitions_cli
 from bot.config import (
     BackendSettings,
     ConfigError,
+    Settings,
     load_backend_settings,
+    load_database_url,
     load_settings,
     load_tool_settings,
     load_usage_settings,
@@ -33,6 +37,7 @@ async def cleanup(settings: BackendSettings) -> int:
     from bot.config import OPENAI_DEFAULT_BASE_URL
     from bot.engine.base import EngineError
     from bot.file_ingest import clean_up
+    from bot.governance.forget import erase_old_texts
     from bot.startup import StartupError, network_problem
     from bot.store import Store, StoreError
 
@@ -42,6 +47,12 @@ async def cleanup(settings: BackendSettings) -> int:
         print(f"cleanup: FAILED {exc}")
         return 1
     try:
+        if settings.text_retention_days is not None:
+            erased = await erase_old_texts(store, settings.text_retention_days)
+            print(
+                f"cleanup: erased the texts of {erased} message(s) older than "
+                f"{settings.text_retention_days} days"
+            )
         backend, _ = await open_backend(settings, store)
         try:
             stores, files = await clean_up(store, backend.files, settings.file_retention_days)
@@ -57,6 +68,98 @@ async def cleanup(settings: BackendSettings) -> int:
         f"cleanup: deleted {stores} vector store(s) and {files} file(s) older than "
         f"{settings.file_retention_days} days"
     )
+    return 0
+
+
+async def forget_thread(settings: Settings, channel: str, thread_ts: str, yes: bool) -> int:
+    """Forget a thread's conversation, after asking (unless --yes); the thread is told."""
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.backend import open_backend
+    from bot.engine.base import EngineError
+    from bot.governance.audit import CLI, AuditLog
+    from bot.governance.forget import Forgetting
+    from bot.slack import words
+    from bot.startup import StartupError
+    from bot.store import Store, StoreError
+
+    try:
+        store = await Store.open(settings.database_url)
+    except StoreError as exc:
+        print(f"forget: FAILED {exc}", file=sys.stderr)
+        return 1
+    try:
+        keys = await store.threads_named(channel, thread_ts)
+        if not keys:
+            print(
+                f"forget: the bot has no conversation in {channel} at {thread_ts}", file=sys.stderr
+            )
+            return 1
+        if not yes:
+            question = (
+                f"Forget the conversation of thread {thread_ts} in {channel} (the backend's "
+                "conversation, its files and stored texts)? [y/N] "
+            )
+            answer = await asyncio.to_thread(input, question)
+            if answer.strip().lower() not in ("y", "yes"):
+                print("forget: nothing was changed")
+                return 1
+        backend, _ = await open_backend(settings.backend, store)
+        try:
+            forgetting = Forgetting(store, backend.engine, backend.files, AuditLog(store))
+            for key in keys:
+                if await forgetting.busy(key):
+                    print("forget: an answer is still being written there; try again once done")
+                    return 1
+                forgotten = await forgetting.forget(key, CLI)
+                print(
+                    f"forget: done ({forgotten.files} file(s), "
+                    f"{'a' if forgotten.vector_store else 'no'} vector store, "
+                    f"{forgotten.turns} message text(s) erased)"
+                )
+        finally:
+            await backend.close()
+    except (EngineError, StartupError) as exc:
+        print(f"forget: FAILED {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    try:
+        await client.chat_postMessage(
+            channel=channel, thread_ts=thread_ts, text=words.FORGOTTEN_BY_OPERATOR
+        )
+    except SlackApiError as exc:
+        print(f"forget: the thread could not be told ({_reason(exc)})", file=sys.stderr)
+    finally:
+        if client.session is not None:
+            await client.session.close()
+    return 0
+
+
+async def print_audit(database_url: str, since: str) -> int:
+    from bot.governance.audit import AuditLog, format_entry, parse_period
+    from bot.store import Store, StoreError
+
+    try:
+        seconds = parse_period(since)
+    except ValueError as exc:
+        print(f"audit: --since {exc}", file=sys.stderr)
+        return 2
+    try:
+        store = await Store.open(database_url)
+    except StoreError as exc:
+        print(f"audit: FAILED {exc}", file=sys.stderr)
+        return 1
+    try:
+        entries = await AuditLog(store).since(seconds)
+    finally:
+        await store.close()
+    for entry in entries:
+        print(format_entry(entry))
+    if not entries:
+        print(f"audit: nothing recorded in the last {since}")
     return 0
 
 
@@ -117,12 +220,25 @@ def _run(argv: list[str] | None) -> int:
     definitions_cli.add_parser(commands)
     commands.add_parser("tools", help="print the function tools' definitions for an assistant")
     usage_cli.add_parser(commands)
+    forget = commands.add_parser(
+        "forget", help="forget a thread's conversation (backend, files, stored texts)"
+    )
+    forget.add_argument("channel", metavar="CHANNEL", help="the channel's id, e.g. C0123ABCD")
+    forget.add_argument(
+        "thread_ts", metavar="THREAD_TS", help="the thread's ts, e.g. 1712345678.000100"
+    )
+    forget.add_argument("--yes", action="store_true", help="do not ask to confirm")
+    audit = commands.add_parser("audit", help="print the admin actions the bot recorded")
+    audit.add_argument("--since", default="7d", help="how far back: 30m, 12h, 7d (default), 2w")
     args = parser.parse_args(argv)
     try:
         if args.command == "tools":
             return print_tools()
         if args.command == "usage":
             return asyncio.run(usage_cli.run(args, load_usage_settings()))
+        if args.command == "audit":
+            url = load_database_url()
+            return asyncio.run(print_audit(url, args.since))
         if args.command in ("assistants", "cleanup"):
             backend = load_backend_settings()
             setup_logging(backend.log_level, backend.log_format)
@@ -141,6 +257,8 @@ def _run(argv: list[str] | None) -> int:
         from bot.check import check
 
         return asyncio.run(check(settings))
+    if args.command == "forget":
+        return asyncio.run(forget_thread(settings, args.channel, args.thread_ts, args.yes))
     from bot.app import run_until_stopped
     from bot.startup import Interrupted, StartupError
 

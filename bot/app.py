@@ -26,7 +26,10 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
+from bot.governance.access import Access, Rules, RulesFor, no_rules, rules_by_id
+from bot.governance.audit import AuditLog
 from bot.governance.budgets import BudgetCheck
+from bot.governance.forget import Forgetting, erase_old_texts
 from bot.governance.gate import TurnGate
 from bot.governance.prices import Prices
 from bot.governance.usage import UsageReports
@@ -35,11 +38,21 @@ from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
 from bot.slack.file_source import SlackFileSource
 from bot.slack.leftovers import SlackLeftovers
-from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
+from bot.slack.listeners import (
+    actions,
+    ai_app,
+    commands,
+    events,
+    forget,
+    home,
+    knowledge,
+    shortcuts,
+)
 from bot.slack.observe import count_requests
 from bot.slack.retries import retry_handlers
 from bot.slack.surface import SlackSurface
 from bot.slack.thread_tool import thread_reader
+from bot.slack.usergroups import SlackUsergroups
 from bot.startup import (
     START_SECONDS,
     STEP_SECONDS,
@@ -229,12 +242,14 @@ async def start(settings: Settings) -> Bot:
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
+        audit_log = AuditLog(store)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
             backend, choice = await open_backend(settings.backend, store)
             undo.push_async_callback(backend.close)
-            definitions = await load_assistants_file(backend.catalog, settings)
+            definitions = await load_assistants_file(backend.catalog, settings, audit_log)
             default = await check_assistant(backend, settings.backend, choice)
             engine = backend.engine
+            rules_for = await declared_rules(backend, definitions)
         log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
         client = make_slack_client(settings)
         undo.push_async_callback(close_slack_client, client)
@@ -279,8 +294,12 @@ async def start(settings: Settings) -> Bot:
     async def assistant_of(key: ConversationKey) -> str:
         return (await chooser.for_thread(key)).assistant_id
 
-    gate = TurnGate(store, budgets, assistant_of, settings.user_turns_per_minute)
+    gate = TurnGate(
+        store, budgets, assistant_of, settings.user_turns_per_minute, audit_log=audit_log
+    )
     reports = UsageReports(store, prices, settings.assistant_admins)
+    access = Access(chooser, settings.allowed_channels, rules_for, SlackUsergroups(client))
+    forgetting = Forgetting(store, engine, backend.files, audit_log, settings.assistant_admins)
     conversations = Conversations(
         store,
         engine,
@@ -301,11 +320,13 @@ async def start(settings: Settings) -> Bot:
         settings.answer_bots,
         viewing,
         max_files=settings.max_files_per_message,
+        access=access,
     )
-    commands.register(slack, chooser, ingest, reports, budgets)
-    shortcuts.register(slack, chooser, conversations)
+    commands.register(slack, chooser, ingest, access, audit_log, reports, budgets)
+    shortcuts.register(slack, chooser, conversations, access)
+    forget.register(slack, forgetting)
     home.register(slack, chooser, reports)
-    knowledge.register(slack, ingest)
+    knowledge.register(slack, ingest, audit_log)
     actions.register(slack, conversations)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     slack.use(count_requests)
@@ -430,10 +451,28 @@ def file_limits(settings: Settings) -> FileLimits:
     )
 
 
+async def declared_rules(
+    backend: Backend, definitions: list[AssistantDefinition]
+) -> RulesFor | None:
+    """Who may use which assistant, where the catalogue does not keep it (the Assistants API):
+    ASSISTANTS_FILE's rules, by the ids its assistants have on the backend. None: the catalogue
+    keeps them with each assistant."""
+    if backend.catalog.keeps_bot_settings:
+        return None
+    declared = {d.name: Rules.of(d) for d in definitions if Rules.of(d) != Rules(d.name)}
+    if not declared:
+        return no_rules
+    assistants = await backend.catalog.list_assistants()
+    return rules_by_id({a.id: declared[a.name] for a in assistants if a.name in declared})
+
+
 async def _clean_up_daily(store: Store, files: FileBackend, settings: Settings) -> None:
-    """Delete what outlived FILE_RETENTION_DAYS: once at start, then every day."""
+    """Delete what outlived FILE_RETENTION_DAYS (and texts TEXT_RETENTION_DAYS): once at start,
+    then every day."""
     while True:
         try:
+            if settings.text_retention_days is not None:
+                await erase_old_texts(store, settings.text_retention_days)
             await clean_up(store, files, settings.file_retention_days)
         except EngineError as exc:
             log.warning("event=cleanup_failed error=%s", exc.code)

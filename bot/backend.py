@@ -18,6 +18,7 @@ from bot.engine.base import AssistantCatalog, Backend, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.engine.openai_files import OpenAIFiles
 from bot.engine.responses import ResponsesEngine
+from bot.governance.audit import STARTUP, AuditLog, record_sync
 from bot.startup import StartupError
 from bot.store import Store
 
@@ -123,7 +124,7 @@ def _where(settings: BackendSettings | Settings) -> str:
 
 
 async def load_assistants_file(
-    catalog: AssistantCatalog, settings: Settings
+    catalog: AssistantCatalog, settings: Settings, audit_log: AuditLog | None = None
 ) -> list[AssistantDefinition]:
     if settings.assistants_file is None:
         return []
@@ -137,6 +138,8 @@ async def load_assistants_file(
         raise StartupError(
             f"ASSISTANTS_FILE could not be applied at {_where(settings)}: {exc.message}"
         ) from exc
+    if audit_log is not None:
+        await record_sync(audit_log, result, STARTUP)
     log.info(
         "event=assistants_loaded created=%d updated=%d unchanged=%d",
         len(result.created),

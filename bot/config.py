@@ -57,6 +57,7 @@ class BackendSettings:
     openai_timeout: float = 120.0
     file_retention_days: int = 30
     log_format: str = "text"
+    text_retention_days: int | None = None  # None: message texts are kept
 
     @property
     def uses_openai_itself(self) -> bool:
@@ -114,6 +115,8 @@ class Settings:
     prices: Prices | None = None  # None: the built-in prices
     budgets: Budgets | None = None  # None: no budgets
     user_turns_per_minute: int = 0  # 0: no rate limit
+    allowed_channels: frozenset[str] = frozenset()  # empty: any channel
+    text_retention_days: int | None = None
 
     @property
     def socket_mode(self) -> bool:
@@ -135,6 +138,7 @@ class Settings:
             openai_timeout=self.openai_timeout,
             file_retention_days=self.file_retention_days,
             log_format=self.log_format,
+            text_retention_days=self.text_retention_days,
         )
 
     @property
@@ -216,6 +220,8 @@ def load_settings(
         prices=reader.prices(),
         budgets=reader.budgets(),
         user_turns_per_minute=reader.integer("USER_TURNS_PER_MINUTE", 0, 0, 10_000),
+        allowed_channels=reader.channel_ids("ALLOWED_CHANNELS"),
+        text_retention_days=backend.text_retention_days,
     )
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -253,6 +259,17 @@ def load_tool_settings(
     return settings
 
 
+def load_database_url(
+    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+) -> str:
+    """DATABASE_URL (or DATABASE_PATH) alone: `python -m bot audit` needs nothing else."""
+    reader = _Reader(_values(environ, env_file))
+    url = reader.database_url()
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return url
+
+
 def _read_backend(reader: _Reader, values: Mapping[str, str], log_level: str) -> BackendSettings:
     api_key = reader.required("OPENAI_API_KEY", where=API_KEY_WHERE)
     base_url = reader.optional("OPENAI_BASE_URL")
@@ -271,7 +288,14 @@ def _read_backend(reader: _Reader, values: Mapping[str, str], log_level: str) ->
         openai_timeout=reader.number("OPENAI_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         file_retention_days=reader.integer("FILE_RETENTION_DAYS", 30, 1, 365),
         log_format=reader.choice("LOG_FORMAT", "text", LOG_FORMATS),
+        text_retention_days=_text_retention(reader),
     )
+
+
+def _text_retention(reader: _Reader) -> int | None:
+    if reader.values.get("TEXT_RETENTION_DAYS", "").strip().lower() in ("", "keep"):
+        return None
+    return reader.integer("TEXT_RETENTION_DAYS", 0, 1, 36500)
 
 
 def _health_port(reader: _Reader) -> int | None:
@@ -359,6 +383,17 @@ class _Reader:
         if wrong:
             self.problems.append(
                 f"{name} must be Slack user ids like U0123ABCD, comma-separated; got {wrong[0]!r}."
+            )
+        return frozenset(ids)
+
+    def channel_ids(self, name: str) -> frozenset[str]:
+        """Comma-separated Slack channel ids (C… or G…); empty: none."""
+        ids = [part.strip() for part in self.values.get(name, "").split(",") if part.strip()]
+        wrong = [i for i in ids if not re.fullmatch(r"[CG][A-Z0-9]{2,}", i)]
+        if wrong:
+            self.problems.append(
+                f"{name} must be Slack channel ids like C0123ABCD, comma-separated; "
+                f"got {wrong[0]!r}."
             )
         return frozenset(ids)
 

@@ -115,6 +115,10 @@ class Gate(Protocol):
         """None if the message may be answered; else why not (the model is not called)."""
         ...
 
+    async def turned_away(self, message: IncomingMessage, refusal: Refusal) -> None:
+        """`message` was refused (once, whatever the retries) for `refusal`."""
+        ...
+
     async def near_limit(
         self, message: IncomingMessage, assistant_id: str, usage: Usage
     ) -> LimitState | None:
@@ -297,6 +301,11 @@ class Conversations:
         await self.queue.submit(QueuedTurn(turn_id, message))
         return True
 
+    async def _turn_away(self, message: IncomingMessage, refusal: Refusal) -> None:
+        await _quietly(self.surface.refuse(message, refusal))
+        if self.gate is not None:
+            await _quietly(self.gate.turned_away(message, refusal))
+
     def _tell(self, message: IncomingMessage, refusal: Refusal) -> None:
         """Say why a message is turned away, in the background (the chat may be waiting for
         its ack); `idle` waits for it."""
@@ -309,7 +318,7 @@ class Conversations:
         )
         metrics.turn_finished("refused", refusal.code)
         self._busier()
-        task = asyncio.create_task(_quietly(self.surface.refuse(message, refusal)))
+        task = asyncio.create_task(self._turn_away(message, refusal))
         self._telling.add(task)
         task.add_done_callback(self._told)
 

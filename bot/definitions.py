@@ -27,6 +27,12 @@ TOOL_TYPES = ("code_interpreter", "file_search", "function", "web_search")
 MCP_FIELDS = ("name", "url", "headers", "command", "args", "env", "allowed_tools")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# Who may use an assistant: Slack ids of channels (C…, G…), people (U…, W…), user groups (S…).
+ALLOWED_IDS = {
+    "allowed_channels": (re.compile(r"^[CG][A-Z0-9]{2,}$"), "channel ids like C0123ABCD"),
+    "allowed_users": (re.compile(r"^[UW][A-Z0-9]{2,}$"), "user ids like U0123ABCD"),
+    "allowed_usergroups": (re.compile(r"^S[A-Z0-9]{2,}$"), "user group ids like S0123ABCD"),
+}
 
 
 class DefinitionError(ValueError):
@@ -49,6 +55,9 @@ class AssistantDefinition:
     metadata: dict[str, str] = field(default_factory=dict)
     suggested_prompts: tuple[str, ...] = ()
     mcp_servers: tuple[dict[str, Any], ...] = ()
+    allowed_channels: tuple[str, ...] = ()  # empty: any channel
+    allowed_users: tuple[str, ...] = ()  # empty (with no usergroups): anyone
+    allowed_usergroups: tuple[str, ...] = ()
     id: str = ""
 
     @property
@@ -86,10 +95,14 @@ FIELDS = ("id", *SETTINGS)
 BOT_ONLY = (
     "suggested_prompts",
     "mcp_servers",
+    "allowed_channels",
+    "allowed_users",
+    "allowed_usergroups",
 )  # settings only the bot keeps: the Assistants API has no place
 
 
-def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
+def parse_definition(raw: Any, where: str = "assistant", source: str = "") -> AssistantDefinition:
+    """A definition, validated; `source` (a file) is named in errors."""
     if not isinstance(raw, Mapping):
         raise DefinitionError(f"{where}: expected a table of fields, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(FIELDS))
@@ -98,7 +111,7 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise DefinitionError(f"{where}: 'name' is required (a non-empty string)")
-    where = f"assistant {name!r}"
+    where = f"{source}: assistant {name!r}" if source else f"assistant {name!r}"
     model = raw.get("model")
     if not isinstance(model, str) or not model.strip():
         raise DefinitionError(f"{where}: 'model' is required, e.g. model = \"gpt-4.1\"")
@@ -126,6 +139,7 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
     names = [server["name"] for server in mcp_servers]
     if len(set(names)) != len(names):
         raise DefinitionError(f"{where}: 'mcp_servers' names a server twice")
+    allowed = {name: _ids(raw, name, where) for name in ALLOWED_IDS}
     return AssistantDefinition(
         id=str(raw.get("id") or ""),
         name=name.strip(),
@@ -139,7 +153,20 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
         metadata={str(k): str(v) for k, v in metadata.items()},
         suggested_prompts=tuple(prompts),
         mcp_servers=mcp_servers,
+        **allowed,
     )
+
+
+def _ids(raw: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
+    pattern, kind = ALLOWED_IDS[name]
+    values = raw.get(name) or ()
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list | tuple) or not all(
+        isinstance(v, str) and pattern.match(v.strip()) for v in values
+    ):
+        raise DefinitionError(f"{where}: {name!r} must be a list of Slack {kind}")
+    return tuple(dict.fromkeys(v.strip() for v in values))
 
 
 def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
@@ -233,7 +260,8 @@ def load_definitions(path: Path) -> list[AssistantDefinition]:
     if not isinstance(entries, list) or not entries:
         raise DefinitionError(f"{path}: expected a non-empty list under 'assistants'")
     definitions = [
-        parse_definition(entry, f"{path}: assistants[{i}]") for i, entry in enumerate(entries)
+        parse_definition(entry, f"{path}: assistants[{i}]", str(path))
+        for i, entry in enumerate(entries)
     ]
     names = [d.name for d in definitions]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -244,6 +272,8 @@ def load_definitions(path: Path) -> list[AssistantDefinition]:
 
 class StoredAssistants:
     """The bot's own definitions as an assistant catalogue, kept in its store."""
+
+    keeps_bot_settings = True
 
     def __init__(self, store: Store) -> None:
         self.store = store

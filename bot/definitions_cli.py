@@ -25,6 +25,14 @@ from bot.definitions import (
 )
 from bot.engine.base import AssistantCatalog, EngineError
 from bot.engine.catalog import sync_assistants
+from bot.governance.audit import (
+    ASSISTANT_CREATED,
+    ASSISTANT_DELETED,
+    ASSISTANT_UPDATED,
+    CLI,
+    AuditLog,
+    record_sync,
+)
 from bot.text import shorten
 
 
@@ -88,18 +96,17 @@ async def run(args: argparse.Namespace, settings: BackendSettings) -> int:
         await client.close()
         print(f"error: {_engine_problem(exc, settings)}", file=sys.stderr)
         return 1
-    # The Assistants engine keeps nothing locally: don't create a database file for it.
+    # Also with the Assistants engine, whose assistants live on the backend: the audit log
+    # records every change in the database.
     try:
-        store = await Store.open(
-            settings.database_url if choice.engine == "responses" else ":memory:"
-        )
+        store = await Store.open(settings.database_url)
     except StoreError as exc:
         await client.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     backend = backends.make_backend(choice.engine, client, store)
     try:
-        await _act(args, backend.catalog)
+        await _act(args, backend.catalog, AuditLog(store))
     except (CliError, DefinitionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -122,7 +129,7 @@ def _engine_problem(exc: EngineError, settings: BackendSettings) -> str:
     return f"OpenAI at {problem}" if problem else exc.message
 
 
-async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:
+async def _act(args: argparse.Namespace, catalog: AssistantCatalog, audit_log: AuditLog) -> None:
     if args.action == "list":
         _print_list(await catalog.list_assistants())
     elif args.action == "show":
@@ -131,6 +138,7 @@ async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:
         definition = parse_definition(_flags(args))
         await _name_is_free(catalog, definition.name)
         created = await catalog.create_assistant(definition)
+        await audit_log.record(ASSISTANT_CREATED, CLI, assistant=created.name, id=created.id)
         print(f"created {created.name} ({created.id})")
     elif args.action == "update":
         current = await _find(catalog, args.assistant)
@@ -138,16 +146,19 @@ async def _act(args: argparse.Namespace, catalog: AssistantCatalog) -> None:
         if definition.name.casefold() != current.name.casefold():
             await _name_is_free(catalog, definition.name)
         updated = await catalog.update_assistant(current.id, definition)
+        await audit_log.record(ASSISTANT_UPDATED, CLI, assistant=updated.name, id=updated.id)
         print(f"updated {updated.name} ({updated.id})")
     elif args.action == "delete":
         doomed = await _find(catalog, args.assistant)
         if not await catalog.delete_assistant(doomed.id):
             raise CliError(f"{doomed.name} ({doomed.id}) was already gone")
+        await audit_log.record(ASSISTANT_DELETED, CLI, assistant=doomed.name, id=doomed.id)
         print(f"deleted {doomed.name} ({doomed.id})")
     elif args.action == "sync":
         if not args.file.is_file():
             raise CliError(f"{args.file} is not a file")
         result = await sync_assistants(catalog, load_definitions(args.file), prune=args.prune)
+        await record_sync(audit_log, result, CLI)
         for label, names in (
             ("created", result.created),
             ("updated", result.updated),

@@ -158,7 +158,10 @@ class FileIngest:
         self._check_size(file)
         key = conversation.key
         if image:
-            ingested.image_file_ids.append(await self._upload(file, "vision"))
+            image_id = await self._upload(file, "vision")
+            # Recorded like the others, so that forgetting the thread deletes it too.
+            await self._record(key, image_id, "image", file.name, None, "completed", None, user_id)
+            ingested.image_file_ids.append(image_id)
             ingested.added.append(file.name)
             metrics.file_taken()
             return

@@ -56,6 +56,12 @@ async def test_a_person_over_their_daily_budget_is_told_privately_and_the_model_
     assert harness.backend_runs() == runs, "the model was not called"
     assert slack.bot_replies(GENERAL, second) == [], "nothing in the thread, not even Thinking…"
     assert slack.ephemerals(GENERAL, BOB) == []
+    refusals = [
+        (e.actor, e.action, e.detail["message_ts"])
+        for e in await harness.bot.store.audit_entries(0)
+        if e.action == "budget_refused"
+    ]
+    assert refusals == [(ALICE, "budget_refused", second)], "an admin can see who was refused"
     await slack.post(BOB, GENERAL, "chatter without a mention", thread_ts=second)
     await harness.drain_idle()
     assert slack.bot_replies(GENERAL, second) == [], "a refused mention does not join a thread"

@@ -423,7 +423,9 @@ async def test_only_background_responses_can_be_cancelled(
     assert (await client.responses.retrieve(created.response.id)).status == "cancelled"
 
 
-async def test_conversations_can_be_updated_given_items_and_deleted(client: AsyncOpenAI) -> None:
+async def test_conversations_can_be_updated_given_items_and_deleted(
+    emu: OpenAIEmulator, client: AsyncOpenAI
+) -> None:
     conversation = await client.conversations.create()
     updated = await client.conversations.update(conversation.id, metadata={"k": "v"})
     assert updated.metadata == {"k": "v"}
@@ -438,6 +440,9 @@ async def test_conversations_can_be_updated_given_items_and_deleted(client: Asyn
     assert deleted.deleted
     with pytest.raises(openai.NotFoundError):
         await client.conversations.retrieve(conversation.id)
+    assert len(state(emu).conversation_items[conversation.id]) == 1, (
+        "as on OpenAI, deleting a conversation leaves its items"
+    )
 
 
 async def test_a_background_response_goes_on_when_its_stream_is_dropped_and_streams_again(

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
@@ -58,6 +58,8 @@ async def serves_assistants_api(client: AsyncOpenAI) -> bool:
 
 class AssistantsApiCatalog:
     """The backend's own assistants (`/assistants`)."""
+
+    keeps_bot_settings = False
 
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
@@ -130,6 +132,15 @@ class AssistantsEngine:
         except openai.OpenAIError as exc:
             raise engine_error(exc) from exc
         return thread.id
+
+    async def delete_conversation(self, conversation_id: str, run_ids: Sequence[str]) -> None:
+        """Deleting a thread deletes its messages and runs with it."""
+        try:
+            await self.client.beta.threads.delete(conversation_id)
+        except openai.NotFoundError:
+            return
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
 
     def run(
         self,

@@ -165,6 +165,11 @@ class ConversationEngine(Protocol):
         """Raise EngineError unless this engine can run this assistant (key, API and model)."""
         ...
 
+    async def delete_conversation(self, conversation_id: str, run_ids: Sequence[str]) -> None:
+        """Delete a conversation and all it holds on the backend (its messages, and the runs or
+        stored responses `run_ids`); what is already gone counts as deleted."""
+        ...
+
     def run(
         self,
         conversation_id: str,
@@ -199,6 +204,10 @@ class FollowsRuns(Protocol):
 
 class AssistantCatalog(Protocol):
     """The assistants there are: a backend's own, or the bot's own definitions."""
+
+    # Whether it keeps the settings only the bot uses (suggested prompts, MCP servers, who may
+    # use it): the bot's own definitions do, the Assistants API does not.
+    keeps_bot_settings: bool
 
     async def get_assistant(self, assistant_id: str) -> AssistantDefinition | None:
         """The assistant (by id; the bot's own definitions also by name), or None if unknown."""

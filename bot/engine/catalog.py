@@ -39,7 +39,7 @@ async def sync_assistants(
             if not dry_run:
                 await catalog.create_assistant(definition)
             result.created.append(definition.name)
-        elif _same(current, definition):
+        elif _same(current, definition, catalog.keeps_bot_settings):
             result.unchanged.append(definition.name)
         else:
             if not dry_run:
@@ -53,16 +53,18 @@ async def sync_assistants(
     return result
 
 
-def _same(current: AssistantDefinition, wanted: AssistantDefinition) -> bool:
+def _same(current: AssistantDefinition, wanted: AssistantDefinition, bot_settings: bool) -> bool:
     """Whether the backend already holds what the definition says, setting by setting.
 
     Assistants are matched by name. A sampling setting the definition leaves out, and keys the
     backend adds to tools and resources (defaults like a function's `strict`), do not count as
-    differences; settings only the bot keeps are not compared (the Assistants API has none).
+    differences; settings only the bot keeps are compared only where it keeps them (the
+    Assistants API has none).
     """
     for name in SETTINGS:
         held, declared = getattr(current, name), getattr(wanted, name)
-        if name == "name" or name in BOT_ONLY or (name in SAMPLING and declared is None):
+        skipped = name in BOT_ONLY and not bot_settings
+        if name == "name" or skipped or (name in SAMPLING and declared is None):
             continue
         if not (_covers(held, declared) if name in GROWN_BY_BACKEND else held == declared):
             return False

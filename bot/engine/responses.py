@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -74,6 +74,27 @@ class ResponsesEngine:
             raise engine_error(exc) from exc
         return conversation.id
 
+    async def delete_conversation(self, conversation_id: str, run_ids: Sequence[str]) -> None:
+        """Deleting a conversation leaves its items behind, and stored responses keep their
+        input and output: each is deleted on its own, the items while the conversation exists."""
+        try:
+            try:
+                listing = self.client.conversations.items.list(conversation_id, limit=100)
+                items = [item.id async for item in listing if item.id]
+                for item_id in items:
+                    await _gone_or_done(
+                        self.client.conversations.items.delete(
+                            item_id, conversation_id=conversation_id
+                        )
+                    )
+                await self.client.conversations.delete(conversation_id)
+            except openai.NotFoundError:
+                pass  # the conversation is gone: its responses may not be
+            for response_id in dict.fromkeys(run_ids):
+                await _gone_or_done(self.client.responses.delete(response_id))
+        except openai.OpenAIError as exc:
+            raise engine_error(exc) from exc
+
     def run(
         self,
         conversation_id: str,
@@ -137,6 +158,13 @@ class ResponsesEngine:
                     raise
                 await asyncio.sleep(min(0.25 * 2**attempt, 4.0))
         raise AssertionError("unreachable")
+
+
+async def _gone_or_done(deleting: Awaitable[Any]) -> None:
+    try:
+        await deleting
+    except openai.NotFoundError:
+        return
 
 
 def _user_message(text: str, files: TurnFiles) -> dict[str, Any]:

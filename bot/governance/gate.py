@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.engine.base import Usage
+from bot.governance.audit import BUDGET_REFUSED, AuditLog
 from bot.governance.budgets import BudgetCheck
 from bot.messages import ConversationKey, IncomingMessage
 from bot.outcomes import OVER_BUDGET, RATE_LIMITED, LimitState, Refusal
@@ -23,7 +24,9 @@ class TurnGate:
         assistant_of: Callable[[ConversationKey], Awaitable[str]],
         turns_per_minute: int = 0,
         clock: Callable[[], float] = time.time,
+        audit_log: AuditLog | None = None,
     ) -> None:
+        self.audit_log = audit_log
         self.store = store
         self.budgets = budgets
         self.assistant_of = assistant_of  # which assistant would answer in a thread
@@ -49,6 +52,19 @@ class TurnGate:
             if over is not None:
                 return Refusal(OVER_BUDGET, over)
         return None
+
+    async def turned_away(self, message: IncomingMessage, refusal: Refusal) -> None:
+        if self.audit_log is None or refusal.code != OVER_BUDGET:
+            return  # a rate limit is a person's pace, not an admin matter
+        limit = refusal.limit
+        await self.audit_log.record(
+            BUDGET_REFUSED,
+            message.user_id,
+            message.key.team_id,
+            channel=message.key.channel_id,
+            message_ts=message.ts,
+            limit=f"{limit.scope} per {limit.period} ({limit.unit})",
+        )
 
     async def near_limit(
         self, message: IncomingMessage, assistant_id: str, usage: Usage

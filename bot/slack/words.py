@@ -32,6 +32,7 @@ MB = 1024 * 1024
 MAX_NAMES_LISTED = 20  # file names listed in one note before "and N more"
 SHORTCUT_NAME = "Switch thread assistant"  # as named in manifest.yml
 KNOWLEDGE_SHORTCUT_NAME = "Add to channel knowledge"  # as named in manifest.yml
+FORGET_SHORTCUT_NAME = "Forget this conversation"  # as named in manifest.yml
 
 # --- an answer while it is written ----------------------------------------------------------
 
@@ -382,7 +383,8 @@ COMMAND_HELP = (
     f"*{KNOWLEDGE_SHORTCUT_NAME}*)\n"
     "• `/assistant usage`: how much you used the assistants (admins: everyone)\n"
     f"To switch a single thread, use the message shortcut *{SHORTCUT_NAME}* on a message in it. "
-    "Threads already going keep their assistant."
+    "Threads already going keep their assistant. "
+    f"To have a thread forgotten, use *{FORGET_SHORTCUT_NAME}* on a message in it."
 )
 NO_ASSISTANTS_YET = (
     "There are no assistants yet; an operator adds them with `python -m bot assistants`."
@@ -601,7 +603,9 @@ HOME_HOW_TO = (
     "• `/assistant list`, `/assistant use NAME`, `/assistant current`: choose which assistant "
     "answers new conversations in a channel (or in your DM with me).\n"
     f"• *{SHORTCUT_NAME}* (the message shortcut, under ⋮ on a message in a thread): switch the "
-    "assistant of one thread."
+    "assistant of one thread.\n"
+    f"• *{FORGET_SHORTCUT_NAME}* (a message shortcut too): have the assistant forget a thread "
+    "you wrote in."
 )
 HOME_DEFAULTS_TITLE = "Defaults"
 HOME_USAGE_TITLE = "Usage"
@@ -635,3 +639,78 @@ def home_channel_defaults(lines: Sequence[tuple[str, str, str]], more: int) -> l
 def home_who_may_change(admins: Sequence[str]) -> str:
     who = ", ".join(f"<@{admin}>" for admin in admins) if admins else "everyone"
     return f"_Who may change a channel's default: {who}._"
+
+
+# --- who may use what -------------------------------------------------------------------------
+
+NO_ASSISTANT_FOR_YOU = (
+    "None of the assistants is available to you here; ask the bot's admins if you need one."
+)
+
+
+def access_refusal(reason: str, assistant_name: str, channel_id: str, is_direct: bool) -> str:
+    """Why a message is not answered (said once per thread, only to its writer)."""
+    name = f"*{escape(assistant_name)}*" if assistant_name else "The assistant"
+    if reason == "bot_channel":
+        return (
+            f"I don't answer in <#{channel_id}>: the bot's admins have not allowed this channel. "
+            "You can DM me instead, or ask them to add it."
+        )
+    if reason == "assistant_channel":
+        return (
+            f"{name} does not answer in <#{channel_id}>, so I won't answer in this thread. "
+            "`/assistant list` shows the assistants you can use here."
+        )
+    where_to_look = (
+        "`/assistant list` shows the ones you can use."
+        if is_direct
+        else "`/assistant list` shows the ones you can use here."
+    )
+    return (
+        f"{name} is not available to you, so I won't answer this. {where_to_look} "
+        "The bot's admins decide who may use which assistant."
+    )
+
+
+def not_yours_to_use(assistant: AssistantDefinition) -> str:
+    return (
+        f"*{escape(assistant.name)}* is not available to you here; "
+        "`/assistant list` shows the ones you can use."
+    )
+
+
+# --- forgetting a conversation ------------------------------------------------------------------
+
+FORGET_TITLE = "Forget conversation"
+FORGET_SUBMIT = "Forget"
+FORGET_CLOSE = "Cancel"
+FORGET_CONFIRM = (
+    "Forget this thread's conversation? The assistant's memory of it, the files shared in it and "
+    "the stored texts of its messages are deleted for good. The Slack messages stay; a new "
+    "message in the thread starts a new conversation."
+)
+NOTHING_TO_FORGET = "There is nothing to forget here: I have not taken part in this thread."
+FORGET_BUSY = "An answer is still being written in this thread; forget it once it is finished."
+
+
+def only_participants_forget(admins: Sequence[str]) -> str:
+    who = ", ".join(f"<@{admin}>" for admin in admins)
+    also = f" and the bot's admins ({who})" if who else ""
+    return "Only the people who wrote to the assistant in this thread" + also + " can forget it."
+
+
+def forgotten(user_id: str) -> str:
+    return (
+        f"<@{user_id}> had this conversation forgotten: the assistant no longer remembers it, "
+        "and a new message here starts a new conversation."
+    )
+
+
+FORGOTTEN_BY_OPERATOR = (
+    "This conversation was forgotten at an operator's request: the assistant no longer "
+    "remembers it, and a new message here starts a new conversation."
+)
+FORGET_FAILED = (
+    ":warning: I could not forget all of this conversation: the assistant service did not "
+    "answer. Please try again in a minute; what was deleted stays deleted."
+)

@@ -25,6 +25,15 @@ _GET = sa.select(
     conversations.c.assistant_id,
     conversations.c.vector_store_id,
 ).where(_THREAD)
+_AFRESH = (
+    sa.update(conversations)
+    .where(
+        conversations.c.team_id == sa.bindparam("team"),
+        conversations.c.channel_id == sa.bindparam("channel"),
+        conversations.c.thread_ts == sa.bindparam("thread"),
+    )
+    .values(backend_id="", vector_store_id=None, updated_at=sa.bindparam("now"))
+)
 _TAKEN = (
     sa.select(turns.c.id)
     .where(
@@ -126,6 +135,18 @@ class ConversationTables:
                 "assistant_id": assistant_id,
                 "created_at": now,
                 "updated_at": now,
+            },
+        )
+
+    async def start_afresh(self, key: ConversationKey) -> None:
+        """The thread's next turn makes a new backend conversation (with the same assistant)."""
+        await self._db.write(
+            _AFRESH,
+            {
+                "team": key.team_id,
+                "channel": key.channel_id,
+                "thread": key.thread_ts,
+                "now": time.time(),
             },
         )
 

@@ -64,6 +64,23 @@ _SHARED_FOR_USE = _SHARED.where(shared_files.c.use == sa.bindparam("wanted_use")
 _UNSHARE = sa.delete(shared_files).where(
     _IN_SCOPE, shared_files.c.backend_file_id == sa.bindparam("file")
 )
+_elsewhere = sa.alias(shared_files, "elsewhere")
+_ONLY_HERE = (
+    sa.select(shared_files.c.backend_file_id)
+    .distinct()
+    .where(
+        _IN_SCOPE,
+        ~sa.exists().where(
+            _elsewhere.c.backend_file_id == shared_files.c.backend_file_id,
+            sa.or_(
+                _elsewhere.c.team_id != shared_files.c.team_id,
+                _elsewhere.c.channel_id != shared_files.c.channel_id,
+                _elsewhere.c.thread_ts != shared_files.c.thread_ts,
+            ),
+        ),
+    )
+    .order_by(shared_files.c.backend_file_id)
+)
 _EXPIRED_VECTOR_STORES = (
     sa.select(vector_stores.c.id)
     .where(vector_stores.c.created_at < sa.bindparam("before"), vector_stores.c.thread_ts != "")
@@ -183,6 +200,10 @@ class FileTables:
         else:
             rows = await self._db.all(_SHARED_FOR_USE, scope_params(scope) | {"wanted_use": use})
         return [SharedFileRecord(*row) for row in rows]
+
+    async def files_only_in(self, scope: Scope) -> list[str]:
+        """Backend files shared in this thread (or channel's knowledge) and nowhere else."""
+        return [str(row[0]) for row in await self._db.all(_ONLY_HERE, scope_params(scope))]
 
     async def remove_shared_file(self, scope: Scope, backend_file_id: str) -> bool:
         return await self._db.write(_UNSHARE, scope_params(scope) | {"file": backend_file_id}) > 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from bot.messages import ConversationKey, SharedFile
 
@@ -62,3 +63,14 @@ class SharedFileRecord:
     error: str | None
     added_by: str
     added_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One admin action: when, in which workspace, who (a Slack user id, or "cli"), what."""
+
+    at: float
+    team_id: str
+    actor: str
+    action: str
+    detail: dict[str, Any] = field(default_factory=dict)

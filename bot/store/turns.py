@@ -67,6 +67,49 @@ _STATUSES = (
     )
     .order_by(turns.c.id)
 )
+_IN_THREAD = sa.and_(
+    turns.c.team_id == sa.bindparam("team_id"),
+    turns.c.channel_id == sa.bindparam("channel_id"),
+    turns.c.thread_ts == sa.bindparam("thread_ts"),
+)
+_TEAMS_OF_THREAD = (
+    sa.select(turns.c.team_id)
+    .distinct()
+    .where(
+        turns.c.channel_id == sa.bindparam("channel_id"),
+        turns.c.thread_ts == sa.bindparam("thread_ts"),
+    )
+    .order_by(turns.c.team_id)
+)
+_PARTICIPANTS = sa.select(turns.c.user_id).distinct().where(_IN_THREAD)
+_RUN_IDS = (
+    sa.select(turns.c.run_id).where(_IN_THREAD, turns.c.run_id.is_not(None)).order_by(turns.c.id)
+)
+# Forgetting or retention: the words go, the figures (tokens, model, times) stay. A message not
+# answered yet whose text goes is not answered any more.
+_ERASE = {
+    "text": "",
+    "files": "[]",
+    "status": sa.case((_OPEN, "failed"), else_=turns.c.status),
+    "error": sa.case((_OPEN, sa.bindparam("why", type_=sa.Text)), else_=turns.c.error),
+}
+_ERASE_THREAD = (
+    sa.update(turns)
+    .where(
+        turns.c.team_id == sa.bindparam("team"),
+        turns.c.channel_id == sa.bindparam("channel"),
+        turns.c.thread_ts == sa.bindparam("thread"),
+    )
+    .values(_ERASE)
+)
+_ERASE_BEFORE = (
+    sa.update(turns)
+    .where(
+        turns.c.created_at < sa.bindparam("before"),
+        sa.or_(turns.c.text != "", turns.c.files != "[]"),
+    )
+    .values(_ERASE)
+)
 _FEEDBACK = (
     sa.select(feedback.c.turn_id, turns.c.message_ts, feedback.c.user_id, feedback.c.rating)
     .join(turns, turns.c.id == feedback.c.turn_id)
@@ -190,8 +233,30 @@ class TurnTables:
 
     async def turn_statuses(self, key: ConversationKey) -> list[tuple[str, str]]:
         """(message_ts, status) of a conversation's turns, in arrival order."""
-        params = {"team_id": key.team_id, "channel_id": key.channel_id, "thread_ts": key.thread_ts}
-        return [(row[0], row[1]) for row in await self._db.all(_STATUSES, params)]
+        return [(row[0], row[1]) for row in await self._db.all(_STATUSES, _key(key))]
+
+    async def threads_named(self, channel_id: str, thread_ts: str) -> list[ConversationKey]:
+        """The thread (in each workspace that has it) the bot took messages in."""
+        params = {"channel_id": channel_id, "thread_ts": thread_ts}
+        rows = await self._db.all(_TEAMS_OF_THREAD, params)
+        return [ConversationKey(str(row[0]), channel_id, thread_ts) for row in rows]
+
+    async def thread_participants(self, key: ConversationKey) -> set[str]:
+        """The people who wrote the messages the bot took in a thread."""
+        return {str(row[0]) for row in await self._db.all(_PARTICIPANTS, _key(key))}
+
+    async def thread_run_ids(self, key: ConversationKey) -> list[str]:
+        """The backend runs (or responses) of a thread's turns, oldest first."""
+        return [str(row[0]) for row in await self._db.all(_RUN_IDS, _key(key))]
+
+    async def erase_thread_texts(self, key: ConversationKey) -> int:
+        """Erase the stored texts (and file lists) of a thread's turns; how many turns."""
+        params = {"team": key.team_id, "channel": key.channel_id, "thread": key.thread_ts}
+        return await self._db.write(_ERASE_THREAD, params | {"why": "forgotten"})
+
+    async def erase_texts_before(self, before: float) -> int:
+        """Erase the stored texts of turns taken before `before`; how many turns."""
+        return await self._db.write(_ERASE_BEFORE, {"before": before, "why": "text expired"})
 
     async def record_feedback(
         self, team_id: str, channel_id: str, message_ts: str, user_id: str, rating: str
@@ -212,3 +277,7 @@ class TurnTables:
 
     async def list_feedback(self) -> list[Feedback]:
         return [Feedback(row[0], row[1], row[2], row[3]) for row in await self._db.all(_FEEDBACK)]
+
+
+def _key(key: ConversationKey) -> dict[str, str]:
+    return {"team_id": key.team_id, "channel_id": key.channel_id, "thread_ts": key.thread_ts}

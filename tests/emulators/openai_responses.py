@@ -518,7 +518,8 @@ class ResponsesApi:
         conversation_id = request.match_info["conversation_id"]
         self._conversation(conversation_id)
         del self.state.conversations[conversation_id]
-        self.state.conversation_items.pop(conversation_id, None)
+        # As on OpenAI: the items stay (unreachable through the conversation) until each is
+        # deleted on its own, before the conversation is.
         deleted = {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
         return self.emu.json(deleted, "DeletedConversationResource")
 

@@ -81,6 +81,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "files.info": ("files:read",),
     "files.upload": ("files:write",),
     "users.info": ("users:read",),
+    "usergroups.users.list": ("usergroups:read",),
 }
 # Methods on one conversation need the scope for its kind: conversations.replies in a private
 # channel needs groups:history, and so on.
@@ -408,6 +409,7 @@ class SlackEmulator:
         self.calls: list[ApiCall] = []
         self.deliveries: list[Delivery] = []
         self.users: dict[str, dict[str, Any]] = {}
+        self.usergroups: dict[str, list[str]] = {}  # user group id (S…) -> its members' ids
         self.channels: dict[str, _Channel] = {}
         self.files: dict[str, dict[str, Any]] = {}
         self.file_contents: dict[str, bytes] = {}
@@ -2165,6 +2167,13 @@ class SlackEmulator:
             "channel_actions_ts": None,
             "channel_actions_count": 0,
         }
+
+    async def _api_usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._require(args, "usergroup")
+        members = self.usergroups.get(str(args["usergroup"]))
+        if members is None:
+            raise _ApiError("no_such_subteam")
+        return {"users": list(members)}
 
     async def _api_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         self._require(args, "user")

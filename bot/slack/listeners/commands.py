@@ -17,6 +17,8 @@ from slack_bolt.async_app import AsyncApp
 from bot.assistant_choice import AssistantChooser, NotAllowed, match_assistant
 from bot.engine.base import EngineError
 from bot.file_ingest import FileIngest
+from bot.governance import audit
+from bot.governance.access import Access
 from bot.governance.budgets import BudgetCheck
 from bot.governance.usage import UsageReports
 from bot.messages import ChannelScope
@@ -36,6 +38,8 @@ def register(
     app: AsyncApp,
     chooser: AssistantChooser,
     ingest: FileIngest,
+    access: Access,
+    audit_log: audit.AuditLog,
     reports: UsageReports | None = None,
     budgets: BudgetCheck | None = None,
 ) -> None:
@@ -54,7 +58,7 @@ def register(
             await respond(text=answer, response_type="ephemeral")
             return
         try:
-            answer = await _answer(chooser, asked)
+            answer = await _answer(chooser, access, audit_log, asked)
         except EngineError as exc:
             log.warning("event=command_failed code=%s", exc.code)
             answer = words.service_unreachable(exc.code)
@@ -84,17 +88,22 @@ def _read(command: dict[str, Any]) -> _Command | None:
     return _Command(team, channel, user, text, is_direct)
 
 
-async def _answer(chooser: AssistantChooser, command: _Command) -> str:
+async def _answer(
+    chooser: AssistantChooser, access: Access, audit_log: audit.AuditLog, command: _Command
+) -> str:
     verb, _, rest = command.text.partition(" ")
     verb = verb.lower()
     team, channel, user, is_direct = command.team, command.channel, command.user, command.is_direct
     if verb in ("", "help"):
         return words.COMMAND_HELP
     if verb == "list":
-        assistants = await chooser.assistants()
-        here = await chooser.for_new_conversation(team, channel)
-        if not assistants:
+        every = await chooser.assistants()
+        if not every:
             return words.NO_ASSISTANTS_YET
+        assistants = await access.usable(every, channel, user, is_direct)
+        if not assistants:
+            return words.NO_ASSISTANT_FOR_YOU
+        here = await chooser.for_new_conversation(team, channel)
         lines = [words.assistant_line(a, here=a.id == here.assistant_id) for a in assistants]
         more = max(0, len(lines) - MAX_LISTED)
         return words.assistant_list(lines[:MAX_LISTED], len(assistants), more)
@@ -103,13 +112,18 @@ async def _answer(chooser: AssistantChooser, command: _Command) -> str:
         name = words.name_of(choice.assistant_id, await chooser.assistants())
         return words.current_assistant(name, channel, is_direct, choice)
     if verb == "use":
-        return await _use(chooser, rest.strip(), team, channel, user, is_direct)
+        return await _use(chooser, access, audit_log, rest.strip(), command)
     return words.unknown_verb(verb)
 
 
 async def _use(
-    chooser: AssistantChooser, query: str, team: str, channel: str, user: str, is_direct: bool
+    chooser: AssistantChooser,
+    access: Access,
+    audit_log: audit.AuditLog,
+    query: str,
+    command: _Command,
 ) -> str:
+    team, channel, user, is_direct = command.team, command.channel, command.user, command.is_direct
     if not query:
         return words.WHICH_ASSISTANT
     if not chooser.may_set_default(user, is_direct):
@@ -119,12 +133,22 @@ async def _use(
         return words.ambiguous_assistant(query, match.ambiguous)
     if match.found is None:
         return words.unknown_assistant(query, match.close)
+    if not await access.may_use(match.found, channel, user, is_direct):
+        return words.not_yours_to_use(match.found)
     try:
         await chooser.set_default(team, channel, match.found.id, user, is_direct)
     except NotAllowed:
         return words.NOT_ALLOWED
     log.info(
         "event=channel_default_set channel=%s assistant=%s user=%s", channel, match.found.id, user
+    )
+    await audit_log.record(
+        audit.CHANNEL_DEFAULT_SET,
+        user,
+        team,
+        channel=channel,
+        assistant=match.found.name,
+        assistant_id=match.found.id,
     )
     return words.default_set(match.found, channel, is_direct)
 

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
+from bot.governance.access import Access
 from bot.messages import ConversationKey, IncomingMessage
 from bot.slack import inbound, words
 from bot.slack.file_source import shared_files
@@ -65,6 +66,7 @@ class Verdict:
     taken: bool = False
     new_dm: bool = False
     hint: bool = False  # an empty mention: tell its writer how to ask
+    refusal: str = ""  # a message the bot may not answer: told its writer, once per thread
     closing: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
 
 
@@ -75,6 +77,7 @@ def register(
     answer_bots: bool,
     viewing: ai_app.ViewedChannels | None = None,
     max_files: int = 10,
+    access: Access | None = None,
 ) -> None:
     mention = re.compile(rf"<@{re.escape(identity.user_id)}(?:\|[^>]*)?>")
 
@@ -112,6 +115,24 @@ def register(
         direct_or_mention = message.is_direct or mention.search(inbound.text(event.get("text")))
         if not direct_or_mention and not await conversations.is_conversation(message.key):
             return
+        if access is not None:
+            refused = await access.refusal(message.key, message.user_id, message.is_direct)
+            if refused is not None:
+                log.info(
+                    "event=message_refused reason=%s channel=%s user=%s",
+                    refused.reason,
+                    message.key.channel_id,
+                    message.user_id,
+                )
+                if access.first_refusal(message.key, message.user_id):
+                    verdict.refusal = words.access_refusal(
+                        refused.reason,
+                        refused.assistant_name,
+                        message.key.channel_id,
+                        message.is_direct,
+                    )
+                    verdict.received = read
+                return
         if not message.text and not message.files:
             verdict.hint = event.get("type") == "app_mention" or message.is_direct
             return
@@ -153,6 +174,15 @@ def register(
         if verdict.received is None:
             return
         message = verdict.received.message
+        if verdict.refusal:
+            await _tell(
+                client,
+                message.key.channel_id,
+                message.user_id,
+                message.key.thread_ts,
+                verdict.refusal,
+            )
+            return
         log.info(
             "event=message_%s channel=%s ts=%s event_id=%s",
             "taken" if verdict.taken else "duplicate",

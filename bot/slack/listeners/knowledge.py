@@ -13,6 +13,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.file_ingest import FileIngest
+from bot.governance import audit
 from bot.messages import ChannelScope
 from bot.slack import inbound, words
 from bot.slack.file_source import shared_files
@@ -23,7 +24,7 @@ ADD_SHORTCUT = "add_channel_knowledge"
 REMOVE_ACTION = "remove_channel_knowledge"
 
 
-def register(app: AsyncApp, ingest: FileIngest) -> None:
+def register(app: AsyncApp, ingest: FileIngest, audit_log: audit.AuditLog) -> None:
     async def add(
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond | None
     ) -> None:
@@ -51,6 +52,10 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
             lines.insert(0, words.knowledge_added(ingested.added, channel))
         await respond(text="\n".join(lines))
         log.info("event=knowledge_added channel=%s files=%d", channel, len(ingested.added))
+        if ingested.added:
+            await audit_log.record(
+                audit.KNOWLEDGE_ADDED, user, key.team_id, channel=channel, files=ingested.added
+            )
 
     async def remove(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         await ack()
@@ -67,6 +72,14 @@ def register(app: AsyncApp, ingest: FileIngest) -> None:
             return
         key = ChannelScope(_team(body), channel)
         removed = await ingest.remove_from_channel(key, file_id)
+        if removed:
+            await audit_log.record(
+                audit.KNOWLEDGE_REMOVED,
+                inbound.field_id(body, "user") or "",
+                key.team_id,
+                channel=channel,
+                file=file_id,
+            )
         note = words.KNOWLEDGE_REMOVED if removed else words.KNOWLEDGE_ALREADY_GONE
         await respond(replace_original=True, **await knowledge_view(ingest, key, note))
 

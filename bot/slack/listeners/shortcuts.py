@@ -21,6 +21,7 @@ from bot.assistant_choice import AssistantChooser
 from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import EngineError
+from bot.governance.access import Access
 from bot.messages import ConversationKey
 from bot.slack import inbound, words
 from bot.text import shorten
@@ -33,7 +34,9 @@ BLOCK, ACTION = "assistant", "choice"
 MAX_OPTIONS = 100  # a static_select holds at most 100 options
 
 
-def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversations) -> None:
+def register(
+    app: AsyncApp, chooser: AssistantChooser, conversations: Conversations, access: Access
+) -> None:
     async def open_picker(ack: Any, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         message = inbound.mapping(shortcut.get("message"))
@@ -45,15 +48,17 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
             await _tell(shortcut, words.SHORTCUT_NOT_UNDERSTOOD)
             return
         key = ConversationKey(team, channel, thread_ts)
+        user = inbound.field_id(shortcut, "user") or ""
         try:
-            assistants = await chooser.assistants()
+            every = await chooser.assistants()
+            assistants = await access.usable(every, channel, user, channel.startswith("D"))
             current = await chooser.for_thread(key)
         except EngineError as exc:
             log.warning("event=shortcut_failed code=%s", exc.code)
             await _tell(shortcut, words.service_unreachable(exc.code))
             return
         if not assistants:
-            await _tell(shortcut, words.NOTHING_TO_PICK)
+            await _tell(shortcut, words.NO_ASSISTANT_FOR_YOU if every else words.NOTHING_TO_PICK)
             return
         metadata = {
             "team": key.team_id,
@@ -87,7 +92,9 @@ def register(app: AsyncApp, chooser: AssistantChooser, conversations: Conversati
                 errors={BLOCK: words.service_unreachable(exc.code, warning=False)},
             )
             return
-        if assistant is None:
+        if assistant is None or not await access.may_use(
+            assistant, key.channel_id, user, key.channel_id.startswith("D")
+        ):
             await ack(
                 response_action="errors",
                 errors={BLOCK: words.PICKED_ASSISTANT_GONE},
