@@ -29,6 +29,7 @@ from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
 from bot.health import Health
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
+from bot.slack.approvals import Approvals
 from bot.slack.file_source import SlackFileSource
 from bot.slack.leftovers import SlackLeftovers
 from bot.slack.listeners import actions, ai_app, commands, events, home, knowledge, shortcuts
@@ -265,10 +266,11 @@ async def start(settings: Settings) -> Bot:
         file_limits(settings),
         engine.vector_stores_per_conversation,
     )
+    approvals = Approvals(store, settings.assistant_admins, settings.approval_timeout)
     conversations = Conversations(
         store,
         engine,
-        SlackSurface(client),
+        SlackSurface(client, approvals=approvals),
         chooser,
         files=ingest,
         leftovers=SlackLeftovers(client, identity.user_id, identity.bot_id),
@@ -289,7 +291,7 @@ async def start(settings: Settings) -> Bot:
     shortcuts.register(slack, chooser, conversations)
     home.register(slack, chooser)
     knowledge.register(slack, ingest)
-    actions.register(slack, conversations)
+    actions.register(slack, conversations, approvals)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     slack.use(count_requests)
     metrics.watch_turns(

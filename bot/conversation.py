@@ -12,7 +12,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bot import logs, metrics
@@ -23,7 +23,9 @@ from bot.engine.base import (
     ConversationEngine,
     EngineError,
     Failed,
+    HostedToolActivity,
     Incomplete,
+    ReasoningSummary,
     RunStarted,
     TextDelta,
     ToolCall,
@@ -42,9 +44,13 @@ from bot.outcomes import (
     STOPPED,
     TIMEOUT,
     Answer,
+    ApprovalRequest,
+    Approver,
+    Decision,
     Failure,
     FileProblem,
     RunningTool,
+    Task,
 )
 from bot.store import ConversationRecord, PendingTurn, Store
 from bot.turn_queue import LocalTurnQueue, QueuedTurn, TurnQueue, ts_order
@@ -73,6 +79,19 @@ class Reply(Protocol):
 
     async def tools_running(self, tools: Sequence[RunningTool]) -> None:
         """Tools are running (each with the status it declared, like "Looking up the weather…")."""
+        ...
+
+    async def task_update(self, task: Task) -> None:
+        """A tool call began or ended (tasks are reported in the order they begin)."""
+        ...
+
+    async def reasoning(self, summary: str) -> None:
+        """The model's summary of its reasoning so far: shown while it works, never answered."""
+        ...
+
+    async def approve(self, request: ApprovalRequest) -> Decision:
+        """Ask the person who asked (or an admin) whether this call may run, and wait for the
+        decision (or its timeout, which denies). Cancelled: the request is withdrawn."""
         ...
 
     async def reading(self, names: Sequence[str]) -> None:
@@ -129,11 +148,17 @@ class Leftovers(Protocol):
 
 class ToolBox(Protocol):
     async def run(
-        self, calls: Sequence[ToolCall], message: IncomingMessage
-    ) -> list[ToolOutput]: ...
+        self, calls: Sequence[ToolCall], message: IncomingMessage, approve: Approver | None = None
+    ) -> list[ToolOutput]:
+        """Run one step's calls; a call that needs approval asks `approve` first."""
+        ...
 
     def status(self, name: str) -> str:
         """What the tool `name` declared to show while it runs ("" when nothing)."""
+        ...
+
+    def identify(self, name: str) -> tuple[str, str]:
+        """(the tool's own name, its MCP server or "") for a name the model called."""
         ...
 
 
@@ -141,7 +166,12 @@ class NoTools:
     def status(self, name: str) -> str:
         return ""
 
-    async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
+    def identify(self, name: str) -> tuple[str, str]:
+        return name, ""
+
+    async def run(
+        self, calls: Sequence[ToolCall], message: IncomingMessage, approve: Approver | None = None
+    ) -> list[ToolOutput]:
         return [
             ToolOutput(call.id, f"error: the tool {call.name!r} is not available in this bot")
             for call in calls
@@ -157,6 +187,7 @@ class _Outcome:
     taken_at: float = 0.0
     text_shown: bool = False
     assistant: str = ""
+    tasks: dict[str, Task] = field(default_factory=dict)  # by id, in the order they began
 
 
 class Conversations:
@@ -442,15 +473,20 @@ class Conversations:
         self, turn_id: int, message: IncomingMessage, reply: Reply, outcome: _Outcome
     ) -> None:
         try:
-            async with asyncio.timeout(self.turn_timeout):
+            async with asyncio.timeout(self.turn_timeout) as deadline:
                 conversation = await self._conversation_for(message.key)
                 outcome.assistant = conversation.assistant_id or ""
                 text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
+                approve = _paused_while_waiting(reply.approve, deadline)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
-                    outputs = await self.tools.run(calls, message)
+                    outputs = await self.tools.run(calls, message, approve)
                     _count_tool_calls(calls, outputs)
+                    for output in outputs:
+                        failed = output.output.startswith(("error:", "not run:"))
+                        status = "error" if failed else "complete"
+                        await self._task(reply, outcome, outcome.tasks[output.call_id], status)
                     return outputs
 
                 events = self.engine.run(
@@ -496,9 +532,25 @@ class Conversations:
             await reply.tools_running(
                 [RunningTool(name, self.tools.status(name)) for name in names]
             )
+            for call in event.calls:
+                name, server = self.tools.identify(call.name)
+                kind = "mcp" if server else "function"
+                task = Task(call.id, kind, "in_progress", name, server, detail=call.arguments)
+                await self._task(reply, outcome, task, "in_progress")
+        elif isinstance(event, HostedToolActivity):
+            task = outcome.tasks.get(event.id) or Task(event.id, event.kind, event.status)
+            await self._task(reply, outcome, replace(task, sources=event.sources), event.status)
+        elif isinstance(event, ReasoningSummary):
+            await reply.reasoning(event.text)
         elif isinstance(event, Completed):
             await reply.finish(
-                Answer(event.text, event.citations, event.files, event.files_missing)
+                Answer(
+                    event.text,
+                    event.citations,
+                    event.files,
+                    event.files_missing,
+                    tasks=tuple(outcome.tasks.values()),
+                )
             )
             outcome.status, outcome.run_id, outcome.usage = "done", event.run_id, event.usage
             metrics.answered(outcome.taken_at)
@@ -508,6 +560,11 @@ class Conversations:
         elif isinstance(event, Failed):
             await reply.fail(Failure(event.code, event.message))
             outcome.run_id, outcome.error = event.run_id, f"{event.code}: {event.message}"
+
+    async def _task(self, reply: Reply, outcome: _Outcome, task: Task, status: str) -> None:
+        task = replace(task, status=status)
+        outcome.tasks[task.id] = task
+        await _quietly(reply.task_update(task))
 
     async def _ingest_files(
         self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
@@ -553,6 +610,29 @@ class Conversations:
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
+
+
+def _paused_while_waiting(approve: Approver, deadline: asyncio.Timeout) -> Approver:
+    """`approve`, with the turn's timeout not running while a person is asked: the time spent
+    waiting for decisions is added to the deadline (once, however many wait together)."""
+    waiting = 0
+    since = 0.0
+
+    async def approve_paused(request: ApprovalRequest) -> Decision:
+        nonlocal waiting, since
+        loop = asyncio.get_running_loop()
+        if not waiting:
+            since = loop.time()
+        waiting += 1
+        try:
+            return await approve(request)
+        finally:
+            waiting -= 1
+            when = deadline.when()
+            if not waiting and when is not None:
+                deadline.reschedule(when + loop.time() - since)
+
+    return approve_paused
 
 
 def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:

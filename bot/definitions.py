@@ -24,7 +24,17 @@ if TYPE_CHECKING:
     from bot.store import Store
 
 TOOL_TYPES = ("code_interpreter", "file_search", "function", "web_search")
-MCP_FIELDS = ("name", "url", "headers", "command", "args", "env", "allowed_tools")
+MCP_FIELDS = (
+    "name",
+    "url",
+    "headers",
+    "command",
+    "args",
+    "env",
+    "allowed_tools",
+    "require_approval",
+)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -49,6 +59,7 @@ class AssistantDefinition:
     metadata: dict[str, str] = field(default_factory=dict)
     suggested_prompts: tuple[str, ...] = ()
     mcp_servers: tuple[dict[str, Any], ...] = ()
+    reasoning_effort: str | None = None  # reasoning models, Responses engine only
     id: str = ""
 
     @property
@@ -86,6 +97,7 @@ FIELDS = ("id", *SETTINGS)
 BOT_ONLY = (
     "suggested_prompts",
     "mcp_servers",
+    "reasoning_effort",
 )  # settings only the bot keeps: the Assistants API has no place
 
 
@@ -123,6 +135,12 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
     mcp_servers = tuple(
         _parse_mcp_server(server, f"{where}: mcp_servers[{i}]") for i, server in enumerate(servers)
     )
+    effort = raw.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise DefinitionError(
+            f"{where}: 'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}, "
+            f"got {effort!r}"
+        )
     names = [server["name"] for server in mcp_servers]
     if len(set(names)) != len(names):
         raise DefinitionError(f"{where}: 'mcp_servers' names a server twice")
@@ -139,6 +157,7 @@ def parse_definition(raw: Any, where: str = "assistant") -> AssistantDefinition:
         metadata={str(k): str(v) for k, v in metadata.items()},
         suggested_prompts=tuple(prompts),
         mcp_servers=mcp_servers,
+        reasoning_effort=effort,
     )
 
 
@@ -179,11 +198,26 @@ def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
                     raise DefinitionError(
                         f"{where}.{table}.{key}: the environment variable {variable} is not set"
                     )
+    approval = server.get("require_approval", "never")
+    if approval not in ("never", "always") and not (
+        isinstance(approval, list | tuple) and all(isinstance(v, str) for v in approval)
+    ):
+        raise DefinitionError(
+            f"{where}.require_approval: 'never', 'always' or a list of tool names, got {approval!r}"
+        )
     parsed: dict[str, Any] = {k: v for k, v in server.items() if v is not None}
+    if isinstance(approval, list | tuple):
+        parsed["require_approval"] = list(approval)
     for listed in ("args", "allowed_tools"):
         if listed in parsed:
             parsed[listed] = list(parsed[listed])
     return parsed
+
+
+def requires_approval(server: Mapping[str, Any], tool: str) -> bool:
+    """Whether a call of the server's tool waits for a person's Approve (require_approval)."""
+    approval = server.get("require_approval", "never")
+    return approval == "always" or (isinstance(approval, list) and tool in approval)
 
 
 def resolve_references(value: str) -> str:

@@ -285,6 +285,11 @@ def _fields(definition: AssistantDefinition) -> dict[str, Any]:
             f"assistant {definition.name!r}: tools: web_search needs the Responses engine "
             "(the Assistants API has no web search)",
         )
+    if definition.reasoning_effort is not None:
+        raise EngineError(
+            "unsupported_setting",
+            f"assistant {definition.name!r}: reasoning_effort needs the Responses engine",
+        )
     fields = {
         name: value
         for name, value in definition.settings().items()

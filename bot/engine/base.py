@@ -114,7 +114,43 @@ class RunStarted:
     run_id: str
 
 
-EngineEvent = TextDelta | RunStarted | ToolCallsRequired | Completed | Failed | Incomplete
+@dataclass(frozen=True)
+class Source:
+    """A web page a tool read (a web search's result)."""
+
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class HostedToolActivity:
+    """A tool the backend runs itself (file_search, web_search, code_interpreter) began or ended."""
+
+    id: str
+    kind: str  # file_search, web_search, code_interpreter
+    status: str  # in_progress, complete, error
+    sources: tuple[Source, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReasoningSummary:
+    """The model's summary of its reasoning so far (reasoning models), never part of the answer."""
+
+    text: str
+
+
+EngineEvent = (
+    TextDelta
+    | RunStarted
+    | ToolCallsRequired
+    | HostedToolActivity
+    | ReasoningSummary
+    | Completed
+    | Failed
+    | Incomplete
+)
+# Shown while a run goes on; the others end a stream (tool calls, or the run's outcome).
+PROGRESS_EVENTS = (TextDelta, RunStarted, HostedToolActivity, ReasoningSummary)
 
 ToolRunner = Callable[[Sequence[ToolCall]], Awaitable[list[ToolOutput]]]
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -26,9 +27,12 @@ from bot.engine.base import (
     EngineError,
     EngineEvent,
     Failed,
+    HostedToolActivity,
     Incomplete,
     OfferedTools,
+    ReasoningSummary,
     RunStarted,
+    Source,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -172,6 +176,11 @@ def _request(
         request["top_p"] = definition.top_p
     if definition.metadata:
         request["metadata"] = definition.metadata
+    if definition.reasoning_effort is not None:
+        # The summary is what the thread's status line shows while the model reasons.
+        request["reasoning"] = {"effort": definition.reasoning_effort, "summary": "auto"}
+    if any(t["type"] == "web_search" for t in tools):
+        request["include"] = ["web_search_call.action.sources"]  # the task shows its sources
     return request
 
 
@@ -223,6 +232,7 @@ class _Run:
         self.response_id: str | None = None
         self.running = False  # the latest response has not ended yet
         self.cleaner = StreamCleaner()  # sandbox links never reach the screen
+        self.summary = ""  # the reasoning summary's part being written
 
     @property
     def active_run(self) -> str | None:
@@ -259,6 +269,14 @@ class _Run:
             self.response_id = event.response.id
             self.running = True
             return RunStarted(self.response_id)
+        if kind in ("response.output_item.added", "response.output_item.done"):
+            return _hosted_tool(event.item, done=kind.endswith(".done"))
+        if kind == "response.reasoning_summary_part.added":
+            self.summary = ""
+            return None
+        if kind == "response.reasoning_summary_text.delta" and event.delta:
+            self.summary += event.delta
+            return ReasoningSummary(self.summary)
         if kind == "response.output_text.delta" and event.delta:
             shown = self.cleaner.feed(event.delta)
             return TextDelta(shown) if shown else None
@@ -279,6 +297,29 @@ class _Run:
 
     async def cancel(self, run_id: str) -> None:
         await self.engine._cancel(run_id)
+
+
+HOSTED_TOOLS = {
+    "web_search_call": "web_search",
+    "file_search_call": "file_search",
+    "code_interpreter_call": "code_interpreter",
+}
+
+
+def _hosted_tool(item: Any, done: bool) -> HostedToolActivity | None:
+    """A tool OpenAI runs itself, as it starts (output item added) or ends (done)."""
+    kind = HOSTED_TOOLS.get(item.type)
+    if kind is None:
+        return None
+    if not done:
+        return HostedToolActivity(item.id, kind, "in_progress")
+    sources: tuple[Source, ...] = ()
+    action = getattr(item, "action", None)
+    if kind == "web_search" and action is not None:
+        found = getattr(action, "sources", None) or ()
+        sources = tuple(Source(urlsplit(s.url).netloc or s.url, s.url) for s in found)
+    status = "error" if item.status in ("failed", "incomplete") else "complete"
+    return HostedToolActivity(item.id, kind, status, sources)
 
 
 @dataclass

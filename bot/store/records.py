@@ -62,3 +62,14 @@ class SharedFileRecord:
     error: str | None
     added_by: str
     added_at: float
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A tool call's approval: who may decide (the asker, or an admin) and what was decided."""
+
+    id: str
+    team_id: str
+    asker: str
+    status: str  # pending, approved, denied, expired, withdrawn
+    decided_by: str = ""

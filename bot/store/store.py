@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bot.store.approvals import ApprovalTables
 from bot.store.conversations import ConversationTables
 from bot.store.database import Database, StoreError, parse_url, sqlite_url
 from bot.store.definitions import DefinitionTables
@@ -26,7 +27,7 @@ class DatabaseState:
     pending_migrations: int
 
 
-class Store(ConversationTables, TurnTables, DefinitionTables, FileTables):
+class Store(ConversationTables, TurnTables, DefinitionTables, FileTables, ApprovalTables):
     def __init__(self, db: Database) -> None:
         self._db = db
 

@@ -66,6 +66,9 @@ class Reply:
     citations: Sequence[CitationSpec] = ()
     web_sources: Sequence[WebSourceSpec] = ()  # searched with web_search, cited by url_citation
     outputs: Sequence[ImageSpec] = ()
+    # A reasoning model's summary of its thinking, streamed before its output when the request
+    # asks for one (reasoning.summary; Responses API only).
+    reasoning: str = ""
 
 
 @dataclass

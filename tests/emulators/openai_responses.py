@@ -68,6 +68,10 @@ EVENT_SCHEMAS: dict[str, str] = {
     "response.code_interpreter_call_code.done": "ResponseCodeInterpreterCallCodeDoneEvent",
     "response.code_interpreter_call.interpreting": "ResponseCodeInterpreterCallInterpretingEvent",
     "response.code_interpreter_call.completed": "ResponseCodeInterpreterCallCompletedEvent",
+    "response.reasoning_summary_part.added": "ResponseReasoningSummaryPartAddedEvent",
+    "response.reasoning_summary_text.delta": "ResponseReasoningSummaryTextDeltaEvent",
+    "response.reasoning_summary_text.done": "ResponseReasoningSummaryTextDoneEvent",
+    "response.reasoning_summary_part.done": "ResponseReasoningSummaryPartDoneEvent",
     "response.completed": "ResponseCompletedEvent",
     "response.failed": "ResponseFailedEvent",
     "response.incomplete": "ResponseIncompleteEvent",
@@ -739,7 +743,7 @@ class ResponsesApi:
             "output": [],
             "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
             "previous_response_id": body.get("previous_response_id"),
-            "reasoning": {"effort": None, "summary": None},
+            "reasoning": {"effort": None, "summary": None, **(body.get("reasoning") or {})},
             "service_tier": "default",
             "store": body.get("store") is not False,
             "temperature": body.get("temperature", 1.0),
@@ -830,6 +834,10 @@ class ResponsesApi:
                 record.body["status"] = "in_progress"
             yield self._lifecycle(record, "response.in_progress")
             await self.emu.model.wait_before_output(reply)
+            summary = (record.request.get("reasoning") or {}).get("summary")
+            if reply.reasoning and summary and reply.fail is None:
+                async for event in self._reasoning(record, reply.reasoning):
+                    yield event
             if reply.fail is not None:
                 code, message = reply.fail
                 yield self._finish(record, "failed", error={"code": code, "message": message})
@@ -1124,6 +1132,27 @@ class ResponsesApi:
 
     def _has_tool(self, record: ResponseRecord, kind: str) -> bool:
         return any(isinstance(t, dict) and t.get("type") == kind for t in record.tools)
+
+    async def _reasoning(self, record: ResponseRecord, text: str) -> AsyncIterator[JSON]:
+        """A reasoning item whose one summary part streams in deltas (its thinking stays hidden)."""
+        item: JSON = {"id": self.emu.new_id("rs"), "type": "reasoning", "summary": []}
+        index, event = self._add_item(record, item)
+        yield event
+        where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+        part: JSON = {"type": "summary_text", "text": ""}
+        yield self._event(
+            record, "response.reasoning_summary_part.added", **where, part=copy.deepcopy(part)
+        )
+        for chunk in self.emu.model.chunks(text):
+            await self._pause(record)
+            part["text"] += chunk
+            yield self._event(record, "response.reasoning_summary_text.delta", **where, delta=chunk)
+        yield self._event(record, "response.reasoning_summary_text.done", **where, text=text)
+        item["summary"].append(part)
+        yield self._event(
+            record, "response.reasoning_summary_part.done", **where, part=copy.deepcopy(part)
+        )
+        yield self._item_done(record, index)
 
     async def _web_search_call(self, record: ResponseRecord, reply: Reply) -> AsyncIterator[JSON]:
         texts = user_texts(record.context)
