@@ -263,6 +263,7 @@ class SlackReply:
                         self._edit_from_now_on()
                 elif self.draft.complete(text or self.draft.received.strip() or words.EMPTY_ANSWER):
                     log.info("event=answer_rewritten channel=%s", self.thread.channel)
+                    await self._stream_last_tasks()
                     for shown in self.thread.messages:
                         shown.content = None
                     self._edit_from_now_on()
@@ -271,6 +272,14 @@ class SlackReply:
             finally:
                 if self.status is not None:
                     await self.status.clear()
+
+    async def _stream_last_tasks(self) -> None:
+        """The tasks that ended last, streamed before the answer is rewritten by editing."""
+        if isinstance(self.writer, StreamWriter) and self.thread.chunks:
+            try:
+                await self.writer.stream_tasks()
+            except SLACK_FAILURES as exc:
+                log.info("event=tasks_not_shown channel=%s error=%s", self.thread.channel, exc)
 
     async def _sync_final(self) -> None:
         """Show the whole answer; when Slack fails even after its retries, write it anew once."""

@@ -144,7 +144,7 @@ class StreamWriter(Writer):
         thread = self.thread
         client, channel = thread.client, thread.channel
         try:
-            if not await self._stream_tasks():
+            if not await self.stream_tasks():
                 return False
             for index in range(max(len(thread.messages) - 1, 0), len(texts)):
                 text = texts[index]
@@ -185,7 +185,7 @@ class StreamWriter(Writer):
             await thread.show_progress(status)
         return True
 
-    async def _stream_tasks(self) -> bool:
+    async def stream_tasks(self) -> bool:
         """Stream the task updates that came, into the answer's latest message (the first
         message starts with them when no text came yet); False when streaming was refused."""
         thread = self.thread

@@ -97,6 +97,9 @@ class ScriptedModel:
         self._queue: deque[Reply] = deque()
         self.turns: list[TurnContext] = []
         self.gate: asyncio.Event | None = None  # when set by a test, replies wait until it is set
+        # When set by a test, a reply that reasons or searches the web holds there (its summary
+        # written, its search begun) until the event is set.
+        self.held: asyncio.Event | None = None
 
     def enqueue(self, *replies: Reply) -> None:
         """The next runs answer with these replies, in order; after them, `respond` answers."""
@@ -121,6 +124,10 @@ class ScriptedModel:
         delay = self.latency if reply.latency is None else reply.latency
         if delay:
             await asyncio.sleep(delay)
+
+    async def hold(self) -> None:
+        if self.held is not None:
+            await self.held.wait()
 
     def chunks(self, text: str) -> list[str]:
         size = max(1, self.chunk_size)

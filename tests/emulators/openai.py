@@ -185,7 +185,12 @@ class OpenAIEmulator:
         self.model = model or ScriptedModel()
         self.api_key = "sk-test-key"
         self.assistants_retired = False
-        self.models: set[str] = {"gpt-4o", "gpt-4o-mini", "gpt-4.1"}  # what /v1/models/{id} knows
+        self.models: set[str] = {
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-5-mini",
+        }  # what /v1/models/{id} knows
         self.indexing_delay = 0.05
         self.poll_after_ms = 10  # sent as `openai-poll-after-ms`, so SDK pollers poll quickly
         self.requests: list[RecordedRequest] = []

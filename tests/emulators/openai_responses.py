@@ -1147,6 +1147,7 @@ class ResponsesApi:
             await self._pause(record)
             part["text"] += chunk
             yield self._event(record, "response.reasoning_summary_text.delta", **where, delta=chunk)
+        await self.emu.model.hold()
         yield self._event(record, "response.reasoning_summary_text.done", **where, text=text)
         item["summary"].append(part)
         yield self._event(
@@ -1167,6 +1168,7 @@ class ResponsesApi:
         yield event
         where = {"output_index": index, "item_id": item["id"]}
         yield self._event(record, "response.web_search_call.in_progress", **where)
+        await self.emu.model.hold()
         item["status"] = "searching"
         yield self._event(record, "response.web_search_call.searching", **where)
         item["status"] = "completed"
