@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Collection
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -77,6 +78,8 @@ class Approvals:
         approval = await self.store.get_approval(approval_id)
         if approval is None or approval.status != "pending":
             return NOT_WAITING, ""
+        if time.time() - approval.created_at > self.timeout:
+            return NOT_WAITING, ""  # its turn ended without a word (a process that died)
         if user != approval.asker and user not in self.admins:
             return NOT_ALLOWED, approval.asker
         if not await self.store.decide_approval(approval_id, outcome, user):

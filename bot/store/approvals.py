@@ -52,4 +52,6 @@ class ApprovalTables:
 
     async def get_approval(self, approval_id: str) -> Approval | None:
         row = await self._db.first(_GET, {"approval": approval_id})
-        return None if row is None else Approval(row[0], row[1], row[2], row[3], row[4] or "")
+        if row is None:
+            return None
+        return Approval(row[0], row[1], row[2], row[3], row[4] or "", float(row[5]))

@@ -73,3 +73,4 @@ class Approval:
     asker: str
     status: str  # pending, approved, denied, expired, withdrawn
     decided_by: str = ""
+    created_at: float = 0.0
