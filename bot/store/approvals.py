@@ -25,6 +25,7 @@ _GET = sa.select(
     approvals.c.asker,
     approvals.c.status,
     approvals.c.decided_by,
+    approvals.c.created_at,
 ).where(approvals.c.id == sa.bindparam("approval"))
 
 
