@@ -530,7 +530,10 @@ class Conversations:
         elif isinstance(event, ToolCallsRequired):
             names = dict.fromkeys(call.name for call in event.calls)
             await reply.tools_running(
-                [RunningTool(name, self.tools.status(name)) for name in names]
+                [
+                    RunningTool(*self.tools.identify(name), status=self.tools.status(name))
+                    for name in names
+                ]
             )
             for call in event.calls:
                 name, server = self.tools.identify(call.name)

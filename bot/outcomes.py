@@ -41,6 +41,7 @@ class Answer:
 @dataclass(frozen=True)
 class RunningTool:
     name: str
+    server: str = ""  # the MCP server whose tool it is
     status: str = ""  # what the tool declared to show while it runs ("" when it declared nothing)
 
 

@@ -118,6 +118,9 @@ async def test_an_approved_call_runs_and_the_answer_uses_it(
     assert "Only <@U0ALICE>, who asked, or an assistant admin can decide" in said(asking)
     assert set(buttons(asking)) == {APPROVE_ACTION, DENY_ACTION}
     assert seen.closed == [], "nothing runs before someone approves"
+    await slack.wait_for(
+        lambda: any(m.text == "_Waiting for approval…_" for m in slack.bot_replies(GENERAL, ts))
+    )  # the placeholder says why the answer waits
 
     await press(slack, ALICE, asking, APPROVE_ACTION)
     answer = await final_answer(slack, ts)

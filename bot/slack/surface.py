@@ -161,7 +161,17 @@ class SlackReply:
         approvals = self.surface.approvals
         if approvals is None:
             return Decision(WITHDRAWN)  # no one can be asked here
-        return await approvals.ask(self.thread.client, self.message, request)
+        before, self.tool_status = self.tool_status, words.WAITING_FOR_APPROVAL
+        self._progress_dirty = True
+        self._wake.set()
+        self._kick()
+        try:
+            return await approvals.ask(self.thread.client, self.message, request)
+        finally:
+            if self.tool_status == words.WAITING_FOR_APPROVAL:
+                self.tool_status = before  # the tool runs now, or is not run
+                self._progress_dirty = True
+                self._kick()
 
     async def reading(self, names: Sequence[str]) -> None:
         self.tool_status = words.reading(names)

@@ -48,7 +48,13 @@ def reading(names: Sequence[str]) -> str:
 
 def tool_status(tool: RunningTool) -> str:
     """What a running tool is doing: its declared status, else its name."""
-    return tool.status or f"Running `{tool.name}`…"
+    if tool.status:
+        return tool.status
+    return (
+        f"Running `{tool.name}` on {escape(tool.server)}…"
+        if tool.server
+        else f"Running `{tool.name}`…"
+    )
 
 
 def tools_line(tools: Sequence[RunningTool]) -> str:
@@ -306,6 +312,7 @@ APPROVE_LABEL = "Approve"
 DENY_LABEL = "Deny"
 APPROVAL_ARGUMENTS_CHARS = 600  # the arguments shown on the card, at most
 APPROVAL_NOT_WAITING = "That tool call is no longer waiting for a decision."
+WAITING_FOR_APPROVAL = "_Waiting for approval…_"
 
 
 def approval_question(request: ApprovalRequest) -> str:
