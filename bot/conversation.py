@@ -481,13 +481,15 @@ class Conversations:
                 approve = _paused_while_waiting(reply.approve, deadline)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
-                    outputs = await self.tools.run(calls, message, approve)
-                    _count_tool_calls(calls, outputs)
+                    ours = [call for call in calls if not call.hosted_server]
+                    outputs = await self.tools.run(ours, message, approve)
+                    _count_tool_calls(ours, outputs)
+                    decided = [await _decide(call, approve) for call in calls if call.hosted_server]
                     for output in outputs:
                         failed = output.output.startswith(("error:", "not run:"))
                         status = "error" if failed else "complete"
                         await self._task(reply, outcome, outcome.tasks[output.call_id], status)
-                    return outputs
+                    return [*outputs, *decided]
 
                 events = self.engine.run(
                     conversation.backend_id,
@@ -528,20 +530,25 @@ class Conversations:
                 metrics.first_token(outcome.taken_at)
             await reply.text_delta(event.text)
         elif isinstance(event, ToolCallsRequired):
-            names = dict.fromkeys(call.name for call in event.calls)
+            ours = [call for call in event.calls if not call.hosted_server]
+            if not ours:
+                return  # only approvals of a hosted server's calls (asked when they are run)
+            names = dict.fromkeys(call.name for call in ours)
             await reply.tools_running(
                 [
                     RunningTool(*self.tools.identify(name), status=self.tools.status(name))
                     for name in names
                 ]
             )
-            for call in event.calls:
+            for call in ours:
                 name, server = self.tools.identify(call.name)
                 kind = "mcp" if server else "function"
                 task = Task(call.id, kind, "in_progress", name, server, detail=call.arguments)
                 await self._task(reply, outcome, task, "in_progress")
         elif isinstance(event, HostedToolActivity):
-            task = outcome.tasks.get(event.id) or Task(event.id, event.kind, event.status)
+            task = outcome.tasks.get(event.id) or Task(
+                event.id, event.kind, event.status, event.name, event.server
+            )
             await self._task(reply, outcome, replace(task, sources=event.sources), event.status)
         elif isinstance(event, ReasoningSummary):
             await reply.reasoning(event.text)
@@ -613,6 +620,15 @@ class Conversations:
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
+
+
+async def _decide(call: ToolCall, approve: Approver) -> ToolOutput:
+    """A hosted MCP server's call that waits for approval: the decision, for the backend."""
+    decision = await approve(
+        ApprovalRequest(call.id, call.name, call.hosted_server, call.arguments)
+    )
+    log.info("event=tool_approval tool=%s outcome=%s", call.name, decision.outcome)
+    return ToolOutput(call.id, decision.outcome, approved=decision.approved)
 
 
 def _paused_while_waiting(approve: Approver, deadline: asyncio.Timeout) -> Approver:

@@ -33,6 +33,7 @@ MCP_FIELDS = (
     "env",
     "allowed_tools",
     "require_approval",
+    "via",
 )
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -183,6 +184,11 @@ def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
         raise DefinitionError(f"{where}.url: must be an http(s) URL, got {url!r}")
     if command is not None and (not isinstance(command, str) or not command.strip()):
         raise DefinitionError(f"{where}.command: must be a command line's program")
+    via = server.get("via", "bot")
+    if via not in ("bot", "openai"):
+        raise DefinitionError(f"{where}.via: 'bot' (the default) or 'openai', got {via!r}")
+    if via == "openai" and (url is None or server.get("env")):
+        raise DefinitionError(f"{where}.via: openai reaches a server by its url (no command, env)")
     args = server.get("args") or []
     allowed = server.get("allowed_tools")
     for field_name, value in (("args", args), ("allowed_tools", allowed or [])):
@@ -212,6 +218,11 @@ def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
         if listed in parsed:
             parsed[listed] = list(parsed[listed])
     return parsed
+
+
+def hosted_by_openai(server: Mapping[str, Any]) -> bool:
+    """A server OpenAI connects to itself (`via: openai`, Responses engine), not the bot."""
+    return server.get("via") == "openai"
 
 
 def requires_approval(server: Mapping[str, Any], tool: str) -> bool:

@@ -12,6 +12,7 @@ from bot.outcomes import APPROVED
 from bot.slack.approvals import Approvals
 from bot.slack.blocks import APPROVE_ACTION, DENY_ACTION, STOP_ACTION
 from tests.conftest import ALICE, BOB, GENERAL, Harness, has_stop_button
+from tests.emulators.model import McpCallSpec, Reply
 from tests.emulators.slack import Message, SlackEmulator
 from tests.mcp_server_for_tests import Seen, serve_http
 from tests.test_mcp import TOKEN, calls, define_helper
@@ -248,3 +249,41 @@ async def test_a_decision_made_on_another_replica_reaches_the_waiting_answer(
     assert answer.text.startswith("The tools returned: OPS-12 is closed")
     assert seen.closed == ["OPS-12"]
     assert ":white_check_mark: Approved by <@U0ALICE>" in said(decided(slack, ts))
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_a_server_openai_calls_itself_asks_for_approval_in_the_thread_too(
+    harness: Harness, tickets: tuple[str, Seen], tmp_path: Path
+) -> None:
+    url, seen = tickets
+    server = (
+        f'{{name: tickets, url: "{url}", headers: {{Authorization: "Bearer ${{TICKETS_TOKEN}}"}}, '
+        "via: openai, require_approval: [close_ticket]}"
+    )
+    definitions = define_helper(tmp_path / "assistants.yaml", server)
+    bot = await harness.start(ASSISTANTS_FILE=definitions)
+    assert bot.mcp_servers is not None and "tickets" not in bot.mcp_servers.servers
+    slack = harness.slack
+    harness.openai.model.enqueue(
+        Reply(mcp_calls=[McpCallSpec("tickets", "close_ticket", '{"ticket_id": "OPS-12"}')])
+    )
+    ts, asking = await ask_to_close(slack)
+    hosted = harness.openai.responses_api.last_response().tools[0]
+    assert hosted == {
+        "type": "mcp",
+        "server_label": "tickets",
+        "server_url": url,
+        "headers": {"Authorization": f"Bearer {TOKEN}"},
+        "require_approval": {"always": {"tool_names": ["close_ticket"]}},
+    }
+    assert seen.closed == []
+
+    await press(slack, ALICE, asking, APPROVE_ACTION)
+    answer = await final_answer(slack, ts)
+    assert answer.text.startswith("The tools returned: OPS-12 is closed\n")
+    assert seen.closed == ["OPS-12"]  # called by OpenAI (the emulator), not by the bot
+    assert ":white_check_mark: Approved by <@U0ALICE>" in said(decided(slack, ts))
+    assert [(t["title"], t["status"]) for t in slack.task_updates(GENERAL, ts)] == [
+        ("close_ticket (tickets)", "in_progress"),
+        ("close_ticket (tickets)", "complete"),
+    ]

@@ -212,6 +212,14 @@ async def test_a_local_server_started_as_a_command_answers_over_stdio(
         ({"name": "t", "url": "http://x", "token": "abc"}, "mcp_servers[0]: unknown field 'token'"),
         ({"name": "t", "url": "ftp://x"}, "mcp_servers[0].url: must be an http(s) URL"),
         (
+            {"name": "t", "url": "https://x", "require_approval": "sometimes"},
+            "mcp_servers[0].require_approval: 'never', 'always' or a list of tool names",
+        ),
+        (
+            {"name": "t", "command": "serve", "via": "openai"},
+            "mcp_servers[0].via: openai reaches a server by its url",
+        ),
+        (
             {"name": "t", "url": "https://x", "headers": {"Authorization": "Bearer ${NOT_SET_X}"}},
             "mcp_servers[0].headers.Authorization: the environment variable NOT_SET_X is not set",
         ),

@@ -285,6 +285,12 @@ def _fields(definition: AssistantDefinition) -> dict[str, Any]:
             f"assistant {definition.name!r}: tools: web_search needs the Responses engine "
             "(the Assistants API has no web search)",
         )
+    if any(server.get("via") == "openai" for server in definition.mcp_servers):
+        raise EngineError(
+            "unsupported_setting",
+            f"assistant {definition.name!r}: mcp_servers with via: openai need the Responses "
+            "engine",
+        )
     if definition.reasoning_effort is not None:
         raise EngineError(
             "unsupported_setting",

@@ -28,12 +28,15 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # JSON, as the model wrote it
+    # A call of an MCP server OpenAI runs itself (`via: openai`): only its approval is asked for.
+    hosted_server: str = ""
 
 
 @dataclass(frozen=True)
 class ToolOutput:
     call_id: str
     output: str
+    approved: bool | None = None  # the decision on a hosted call (see ToolCall.hosted_server)
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,11 @@ class HostedToolActivity:
     """A tool the backend runs itself (file_search, web_search, code_interpreter) began or ended."""
 
     id: str
-    kind: str  # file_search, web_search, code_interpreter
+    kind: str  # file_search, web_search, code_interpreter, mcp (a server OpenAI calls)
     status: str  # in_progress, complete, error
     sources: tuple[Source, ...] = ()
+    name: str = ""  # the MCP tool's name
+    server: str = ""  # the MCP server's name
 
 
 @dataclass(frozen=True)

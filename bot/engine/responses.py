@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import openai
 from openai import AsyncOpenAI
 
-from bot.definitions import AssistantDefinition
+from bot.definitions import AssistantDefinition, hosted_by_openai, resolve_references
 from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
@@ -165,6 +165,7 @@ def _request(
         for t in (_tool(tool, definition, files) for tool in [*definition.tools, *(offered or ())])
         if t is not None
     ]
+    tools += [_hosted_mcp(server) for server in definition.mcp_servers if hosted_by_openai(server)]
     if files.vector_store_ids and not any(t["type"] == "file_search" for t in tools):
         # Files shared in Slack are searched even by an assistant defined without file_search.
         tools.append({"type": "file_search", "vector_store_ids": list(files.vector_store_ids)})
@@ -182,6 +183,23 @@ def _request(
     if any(t["type"] == "web_search" for t in tools):
         request["include"] = ["web_search_call.action.sources"]  # the task shows its sources
     return request
+
+
+def _hosted_mcp(server: dict[str, Any]) -> dict[str, Any]:
+    """An MCP server OpenAI connects to itself: the hosted `mcp` tool, its approvals ours."""
+    tool: dict[str, Any] = {
+        "type": "mcp",
+        "server_label": server["name"],
+        "server_url": server["url"],
+        "headers": {k: resolve_references(v) for k, v in server.get("headers", {}).items()},
+    }
+    if "allowed_tools" in server:
+        tool["allowed_tools"] = list(server["allowed_tools"])
+    approval = server.get("require_approval", "never")
+    if isinstance(approval, list):
+        approval = {"always": {"tool_names": approval}}
+    tool["require_approval"] = approval
+    return tool
 
 
 def _tool(
@@ -255,6 +273,12 @@ class _Run:
         return await self._create(
             [
                 {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
+                if o.approved is None
+                else {
+                    "type": "mcp_approval_response",
+                    "approval_request_id": o.call_id,
+                    "approve": o.approved,
+                }
                 for o in outputs
             ]
         )
@@ -303,6 +327,7 @@ HOSTED_TOOLS = {
     "web_search_call": "web_search",
     "file_search_call": "file_search",
     "code_interpreter_call": "code_interpreter",
+    "mcp_call": "mcp",
 }
 
 
@@ -311,15 +336,17 @@ def _hosted_tool(item: Any, done: bool) -> HostedToolActivity | None:
     kind = HOSTED_TOOLS.get(item.type)
     if kind is None:
         return None
+    name, server = (item.name, item.server_label) if kind == "mcp" else ("", "")
     if not done:
-        return HostedToolActivity(item.id, kind, "in_progress")
+        return HostedToolActivity(item.id, kind, "in_progress", name=name, server=server)
     sources: tuple[Source, ...] = ()
     action = getattr(item, "action", None)
     if kind == "web_search" and action is not None:
         found = getattr(action, "sources", None) or ()
         sources = tuple(Source(urlsplit(s.url).netloc or s.url, s.url) for s in found)
-    status = "error" if item.status in ("failed", "incomplete") else "complete"
-    return HostedToolActivity(item.id, kind, status, sources)
+    failed = item.status in ("failed", "incomplete") or getattr(item, "error", None)
+    status = "error" if failed else "complete"
+    return HostedToolActivity(item.id, kind, status, sources, name, server)
 
 
 @dataclass
@@ -370,8 +397,10 @@ def _outcome(response: Any, answer: _Answer) -> EngineEvent:
         return Incomplete((details.reason if details else None) or "unknown", text, response.id)
     calls = tuple(
         ToolCall(item.call_id, item.name, item.arguments)
-        for item in response.output
         if item.type == "function_call"
+        else ToolCall(item.id, item.name, item.arguments, hosted_server=item.server_label)
+        for item in response.output
+        if item.type in ("function_call", "mcp_approval_request")
     )
     if calls:
         return ToolCallsRequired(calls)

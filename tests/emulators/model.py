@@ -21,6 +21,17 @@ class ToolCallSpec:
 
 
 @dataclass(frozen=True)
+class McpCallSpec:
+    """A call of a tool on an MCP server the request hands to OpenAI (`type: mcp`, Responses
+    only): the emulator asks for approval when the tool's `require_approval` says so, then calls
+    the real server."""
+
+    server: str  # the tool's server_label
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True)
 class CitationSpec:
     """A file_search citation: `quote` is cited from the uploaded file named `filename`."""
 
@@ -69,6 +80,7 @@ class Reply:
     # A reasoning model's summary of its thinking, streamed before its output when the request
     # asks for one (reasoning.summary; Responses API only).
     reasoning: str = ""
+    mcp_calls: Sequence[McpCallSpec] = ()  # made before its text; see McpCallSpec
 
 
 @dataclass
