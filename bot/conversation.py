@@ -632,24 +632,25 @@ async def _decide(call: ToolCall, approve: Approver) -> ToolOutput:
 
 
 def _paused_while_waiting(approve: Approver, deadline: asyncio.Timeout) -> Approver:
-    """`approve`, with the turn's timeout not running while a person is asked: the time spent
-    waiting for decisions is added to the deadline (once, however many wait together)."""
+    """`approve`, with the turn's timeout stopped while a person is asked (however many calls
+    wait together): the time left when the first began waiting is what is left after the last."""
     waiting = 0
-    since = 0.0
+    left: float | None = None
 
     async def approve_paused(request: ApprovalRequest) -> Decision:
-        nonlocal waiting, since
+        nonlocal waiting, left
         loop = asyncio.get_running_loop()
         if not waiting:
-            since = loop.time()
+            when = deadline.when()
+            left = None if when is None else when - loop.time()
+            deadline.reschedule(None)
         waiting += 1
         try:
             return await approve(request)
         finally:
             waiting -= 1
-            when = deadline.when()
-            if not waiting and when is not None:
-                deadline.reschedule(when + loop.time() - since)
+            if not waiting and left is not None:
+                deadline.reschedule(loop.time() + left)
 
     return approve_paused
 

@@ -11,6 +11,7 @@ import pytest
 from bot.outcomes import APPROVED
 from bot.slack.approvals import Approvals
 from bot.slack.blocks import APPROVE_ACTION, DENY_ACTION, STOP_ACTION
+from tests import tools_for_tests
 from tests.conftest import ALICE, BOB, GENERAL, Harness, has_stop_button
 from tests.emulators.model import McpCallSpec, Reply
 from tests.emulators.slack import Message, SlackEmulator
@@ -83,14 +84,14 @@ async def press(slack: SlackEmulator, user: str, message: Message, action: str) 
     await slack.interaction(slack.block_action_payload(user, GENERAL, message.ts, action, value))
 
 
-async def final_answer(slack: SlackEmulator, ts: str) -> Message:
+async def final_answer(slack: SlackEmulator, ts: str, question: str = QUESTION) -> Message:
     """The answer (not the card), once it is finished."""
 
     def finished() -> list[Message]:
         return [
             m
             for m in slack.bot_replies(GENERAL, ts)
-            if not is_card(m)
+            if not m.text.startswith(question)
             and not m.streaming
             and not has_stop_button(m)
             and (not m.text.startswith("_") or m.text.endswith("_Stopped._"))
@@ -287,3 +288,23 @@ async def test_a_server_openai_calls_itself_asks_for_approval_in_the_thread_too(
         ("close_ticket (tickets)", "in_progress"),
         ("close_ticket (tickets)", "complete"),
     ]
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_a_function_tool_of_our_own_can_ask_for_approval_and_the_wait_does_not_time_out_the_answer(
+    harness: Harness,
+) -> None:
+    # The turn may take 1 second; the approval waits 2 (and expires): the answer still comes.
+    await harness.start(
+        TOOLS_MODULE="tests.tools_for_tests", TURN_TIMEOUT_SECONDS="1", APPROVAL_TIMEOUT_SECONDS="2"
+    )
+    slack = harness.slack
+    harness.openai.model.enqueue(calls(("launch_release", '{"version": "2.4"}')))
+    ts = await slack.mention(ALICE, GENERAL, "ship 2.4")
+    question = "The assistant wants to use *launch_release*. Allow it?"
+    await slack.wait_for(
+        lambda: any(m.text.startswith(question) for m in slack.bot_replies(GENERAL, ts))
+    )
+    answer = await final_answer(slack, ts, question)
+    assert answer.text.startswith("The tools returned: not run: no one approved the call in time")
+    assert tools_for_tests.launched == []
