@@ -15,7 +15,7 @@ from bot.definitions import DefinitionError, parse_definition
 from tests.conftest import ALICE, GENERAL, Harness, wait_answers
 from tests.emulators.model import Reply, ToolCallSpec, WebSourceSpec
 from tests.mcp_server_for_tests import Seen, serve_http
-from tests.test_files import final_answers
+from tests.test_files import final_answers, pdf, reads_files
 from tests.test_web_search import SEARCHER
 
 SOURCE = WebSourceSpec(
@@ -105,6 +105,21 @@ async def test_where_streaming_is_refused_the_status_line_says_which_tool_runs(
     [answer] = await final_answers(harness, ts, 1)
     assert answer.text.endswith("\n:hammer_and_wrench: Used web search")
     assert slack.task_updates(GENERAL, ts) == []
+
+
+async def test_a_search_of_a_shared_file_shows_as_a_task_and_in_the_record(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    slack = harness.slack
+    reads_files(harness.openai)
+    ts = await slack.mention(ALICE, GENERAL, "how long do refunds take?", files=[pdf(slack)])
+    [answer] = await final_answers(harness, ts, 1)
+    assert statuses(harness, ts) == [
+        ("Searching the files", "in_progress"),
+        ("Searching the files", "complete"),
+    ]
+    assert answer.text.endswith("\n:hammer_and_wrench: Used file search")
 
 
 REASONER = "assistants:\n  - name: Helper\n    model: gpt-5-mini\n    reasoning_effort: high\n"

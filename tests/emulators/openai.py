@@ -1091,6 +1091,11 @@ class OpenAIEmulator:
         elif reply.tool_calls:
             self._request_tools(run, reply)
         else:
+            if reply.citations:
+                self._hosted_step(run, {"type": "file_search", "file_search": {}})
+            if reply.outputs:
+                code = {"input": "# the scripted code", "outputs": []}
+                self._hosted_step(run, {"type": "code_interpreter", "code_interpreter": code})
             completion_tokens = await self._write_message(run, reply, prompt_tokens)
             usage = {
                 "prompt_tokens": prompt_tokens,
@@ -1155,6 +1160,13 @@ class OpenAIEmulator:
         step[f"{status}_at"] = now()
         step["usage"] = usage
         self._emit(run, f"thread.run.step.{status}", step, "RunStepObject")
+
+    def _hosted_step(self, run: RunState, call: JSON) -> None:
+        """A step in which a tool the backend runs itself (file_search, code_interpreter) ran."""
+        step = self._new_step(
+            run, {"type": "tool_calls", "tool_calls": [{"id": self.new_id("call"), **call}]}
+        )
+        self._finish_step(run, step, "completed")
 
     def _request_tools(self, run: RunState, reply: Reply) -> None:
         calls: list[JSON] = [
