@@ -482,9 +482,12 @@ class Conversations:
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
                     ours = [call for call in calls if not call.hosted_server]
-                    outputs = await self.tools.run(ours, message, approve)
+                    hosted = [call for call in calls if call.hosted_server]
+                    outputs, decided = await asyncio.gather(
+                        self.tools.run(ours, message, approve),
+                        asyncio.gather(*(_decide(call, approve) for call in hosted)),
+                    )
                     _count_tool_calls(ours, outputs)
-                    decided = [await _decide(call, approve) for call in calls if call.hosted_server]
                     for output in outputs:
                         failed = output.output.startswith(("error:", "not run:"))
                         status = "error" if failed else "complete"
