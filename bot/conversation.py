@@ -489,9 +489,11 @@ class Conversations:
                     )
                     _count_tool_calls(ours, outputs)
                     for output in outputs:
-                        failed = output.output.startswith(("error:", "not run:"))
-                        status = "error" if failed else "complete"
-                        await self._task(reply, outcome, outcome.tasks[output.call_id], status)
+                        task = outcome.tasks[output.call_id]
+                        if output.output.startswith("not run:"):
+                            task = replace(task, not_run=True)
+                        failed = task.not_run or output.output.startswith("error:")
+                        await self._task(reply, outcome, task, "error" if failed else "complete")
                     return [*outputs, *decided]
 
                 events = self.engine.run(

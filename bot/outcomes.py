@@ -68,7 +68,8 @@ class Task:
     name: str = ""  # the function's or the MCP tool's name ("" for the backend's own tools)
     server: str = ""  # the MCP server's name
     sources: tuple[Source, ...] = ()
-    detail: str = ""  # what the call asked (its arguments, shortened), or how it failed
+    detail: str = ""  # what the call asked (its arguments)
+    not_run: bool = False  # (status error) no one approved it, so it never ran
 
 
 @dataclass(frozen=True)

@@ -308,3 +308,39 @@ async def test_a_function_tool_of_our_own_can_ask_for_approval_and_the_wait_does
     answer = await final_answer(slack, ts, question)
     assert answer.text.startswith("The tools returned: not run: no one approved the call in time")
     assert tools_for_tests.launched == []
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_a_denied_call_shows_as_a_task_not_run_and_in_the_record(
+    harness: Harness, tickets: tuple[str, Seen], tmp_path: Path
+) -> None:
+    url, _ = tickets
+    await start(harness, url, tmp_path)
+    slack = harness.slack
+    harness.openai.model.enqueue(calls(("tickets__close_ticket", '{"ticket_id": "OPS-12"}')))
+    ts, asking = await ask_to_close(slack)
+    await press(slack, ALICE, asking, DENY_ACTION)
+    answer = await final_answer(slack, ts)
+    *_, ended = slack.task_updates(GENERAL, ts)
+    assert (ended["status"], ended["output"]) == ("error", "Not run: no one approved it")
+    assert answer.text.endswith("\n:hammer_and_wrench: Used close_ticket (tickets) (not run)")
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_a_call_openai_would_make_is_not_made_when_denied(
+    harness: Harness, tickets: tuple[str, Seen], tmp_path: Path
+) -> None:
+    url, seen = tickets
+    server = f'{{name: tickets, url: "{url}", via: openai, require_approval: always}}'
+    await harness.start(ASSISTANTS_FILE=define_helper(tmp_path / "assistants.yaml", server))
+    slack = harness.slack
+    harness.openai.model.enqueue(
+        Reply(mcp_calls=[McpCallSpec("tickets", "close_ticket", '{"ticket_id": "OPS-12"}')])
+    )
+    ts, asking = await ask_to_close(slack)
+    await press(slack, ALICE, asking, DENY_ACTION)
+    answer = await final_answer(slack, ts)
+    assert answer.text == "The tools returned: the call of close_ticket was denied"
+    assert seen.closed == []
+    assert slack.task_updates(GENERAL, ts) == []  # no call was made
+    assert ":no_entry_sign: Denied by <@U0ALICE>" in said(decided(slack, ts))

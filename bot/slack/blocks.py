@@ -135,6 +135,8 @@ def task_chunk(task: Task) -> Block:
     }
     if task.detail and task.kind in ("mcp", "function"):
         chunk["details"] = _cut(task.detail)
+    if words.task_outcome(task):
+        chunk["output"] = words.task_outcome(task)
     if task.sources:
         chunk["sources"] = [
             {"type": "url", "url": source.url, "text": _cut(source.title or source.url)}

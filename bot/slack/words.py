@@ -80,6 +80,13 @@ def task_title(task: Task) -> str:
     return HOSTED_TASKS.get(task.kind) or task.name
 
 
+def task_outcome(task: Task) -> str:
+    """What a task that ended badly shows below its title ("" when it went well)."""
+    if task.status != "error":
+        return ""
+    return "Not run: no one approved it" if task.not_run else "Failed"
+
+
 def task_status(task: Task) -> str:
     """A task as the status line says it, where the answer cannot show tasks."""
     return f"_{escape(task_title(task))}…_"
@@ -91,7 +98,7 @@ def tools_record(tasks: Sequence[Task]) -> str:
     for task in tasks:
         label = escape(HOSTED_RECORD.get(task.kind) or task_title(task))
         if task.status == "error":
-            label += " (failed)"
+            label += " (not run)" if task.not_run else " (failed)"
         counts[label] = counts.get(label, 0) + 1
     used = ", ".join(f"{label} ×{n}" if n > 1 else label for label, n in counts.items())
     return f":hammer_and_wrench: Used {used}"
