@@ -320,6 +320,7 @@ DENY_LABEL = "Deny"
 APPROVAL_ARGUMENTS_CHARS = 600  # the arguments shown on the card, at most
 APPROVAL_NOT_WAITING = "That tool call is no longer waiting for a decision."
 WAITING_FOR_APPROVAL = "_Waiting for approval…_"
+APPROVAL_INTERRUPTED = "Withdrawn: the bot restarted while this call waited"
 
 
 def approval_question(request: ApprovalRequest) -> str:
