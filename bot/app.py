@@ -36,6 +36,7 @@ from bot.governance.usage import UsageReports
 from bot.health import Health
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
+from bot.slack.approvals import Approvals
 from bot.slack.file_source import SlackFileSource
 from bot.slack.leftovers import SlackLeftovers
 from bot.slack.listeners import (
@@ -300,10 +301,11 @@ async def start(settings: Settings) -> Bot:
     reports = UsageReports(store, prices, settings.assistant_admins)
     access = Access(chooser, settings.allowed_channels, rules_for, SlackUsergroups(client))
     forgetting = Forgetting(store, engine, backend.files, audit_log, settings.assistant_admins)
+    approvals = Approvals(store, settings.assistant_admins, settings.approval_timeout)
     conversations = Conversations(
         store,
         engine,
-        SlackSurface(client),
+        SlackSurface(client, approvals=approvals),
         chooser,
         files=ingest,
         leftovers=SlackLeftovers(client, identity.user_id, identity.bot_id),
@@ -327,7 +329,7 @@ async def start(settings: Settings) -> Bot:
     forget.register(slack, forgetting)
     home.register(slack, chooser, reports)
     knowledge.register(slack, ingest, audit_log)
-    actions.register(slack, conversations)
+    actions.register(slack, conversations, approvals)
     ai_app.register(slack, suggested_prompts(default, definitions), settings.slack_view, viewing)
     slack.use(count_requests)
     metrics.watch_turns(

@@ -23,7 +23,12 @@ from bot.app import (
 )
 from bot.backend import check_assistant, describe, open_backend
 from bot.config import OPENAI_DEFAULT_BASE_URL, Settings
-from bot.definitions import AssistantDefinition, DefinitionError, load_definitions
+from bot.definitions import (
+    AssistantDefinition,
+    DefinitionError,
+    hosted_by_openai,
+    load_definitions,
+)
 from bot.engine.base import Backend, EngineError
 from bot.engine.catalog import sync_assistants
 from bot.startup import StartupError, reaching
@@ -182,6 +187,12 @@ async def _check_mcp_servers(
             definitions += load_definitions(settings.assistants_file)
     servers = McpServers(ToolRegistry())
     servers.add(definitions)
+    hosted = {
+        config["name"]: f"mcp server {config['name']!r}: via OpenAI (OpenAI connects to it)"
+        for definition in definitions
+        for config in definition.mcp_servers
+        if hosted_by_openai(config)
+    }
     try:
         unreachable = await servers.connect()
         return [
@@ -189,6 +200,6 @@ async def _check_mcp_servers(
             if name in unreachable
             else f"mcp server {name!r}: ok, {len(server.tools)} tool(s)"
             for name, server in servers.servers.items()
-        ]
+        ] + list(hosted.values())
     finally:
         await servers.close()

@@ -102,6 +102,7 @@ class Settings:
     tool_timeout: float
     tools_module: str | None
     assistant_admins: frozenset[str] = frozenset()
+    approval_timeout: float = 600.0  # a tool call no one approves within this is denied
     max_file_mb: float = 50.0
     max_files_per_message: int = 10
     file_retention_days: int = 30
@@ -207,6 +208,7 @@ def load_settings(
         tool_timeout=tools.tool_timeout,
         tools_module=tools.tools_module,
         assistant_admins=reader.user_ids("ASSISTANT_ADMINS"),
+        approval_timeout=reader.number("APPROVAL_TIMEOUT_SECONDS", 600.0, 0.1, 3600.0),
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
         max_files_per_message=reader.integer("MAX_FILES_PER_MESSAGE", 10, 1, 100),
         file_retention_days=backend.file_retention_days,

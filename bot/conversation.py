@@ -12,7 +12,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bot import logs, metrics
@@ -23,7 +23,9 @@ from bot.engine.base import (
     ConversationEngine,
     EngineError,
     Failed,
+    HostedToolActivity,
     Incomplete,
+    ReasoningSummary,
     RunStarted,
     TextDelta,
     ToolCall,
@@ -42,11 +44,15 @@ from bot.outcomes import (
     STOPPED,
     TIMEOUT,
     Answer,
+    ApprovalRequest,
+    Approver,
+    Decision,
     Failure,
     FileProblem,
     LimitState,
     Refusal,
     RunningTool,
+    Task,
 )
 from bot.store import ConversationRecord, PendingTurn, Store
 from bot.turn_queue import LocalTurnQueue, QueuedTurn, TurnQueue, ts_order
@@ -75,6 +81,19 @@ class Reply(Protocol):
 
     async def tools_running(self, tools: Sequence[RunningTool]) -> None:
         """Tools are running (each with the status it declared, like "Looking up the weather…")."""
+        ...
+
+    async def task_update(self, task: Task) -> None:
+        """A tool call began or ended (tasks are reported in the order they begin)."""
+        ...
+
+    async def reasoning(self, summary: str) -> None:
+        """The model's summary of its reasoning so far: shown while it works, never answered."""
+        ...
+
+    async def approve(self, request: ApprovalRequest) -> Decision:
+        """Ask the person who asked (or an admin) whether this call may run, and wait for the
+        decision (or its timeout, which denies). Cancelled: the request is withdrawn."""
         ...
 
     async def reading(self, names: Sequence[str]) -> None:
@@ -154,11 +173,17 @@ class Leftovers(Protocol):
 
 class ToolBox(Protocol):
     async def run(
-        self, calls: Sequence[ToolCall], message: IncomingMessage
-    ) -> list[ToolOutput]: ...
+        self, calls: Sequence[ToolCall], message: IncomingMessage, approve: Approver | None = None
+    ) -> list[ToolOutput]:
+        """Run one step's calls; a call that needs approval asks `approve` first."""
+        ...
 
     def status(self, name: str) -> str:
         """What the tool `name` declared to show while it runs ("" when nothing)."""
+        ...
+
+    def identify(self, name: str) -> tuple[str, str]:
+        """(the tool's own name, its MCP server or "") for a name the model called."""
         ...
 
 
@@ -166,7 +191,12 @@ class NoTools:
     def status(self, name: str) -> str:
         return ""
 
-    async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
+    def identify(self, name: str) -> tuple[str, str]:
+        return name, ""
+
+    async def run(
+        self, calls: Sequence[ToolCall], message: IncomingMessage, approve: Approver | None = None
+    ) -> list[ToolOutput]:
         return [
             ToolOutput(call.id, f"error: the tool {call.name!r} is not available in this bot")
             for call in calls
@@ -182,6 +212,7 @@ class _Outcome:
     taken_at: float = 0.0
     text_shown: bool = False
     assistant: str = ""
+    tasks: dict[str, Task] = field(default_factory=dict)  # by id, in the order they began
 
 
 class Conversations:
@@ -507,16 +538,28 @@ class Conversations:
         self, turn_id: int, message: IncomingMessage, reply: Reply, outcome: _Outcome
     ) -> None:
         try:
-            async with asyncio.timeout(self.turn_timeout):
+            async with asyncio.timeout(self.turn_timeout) as deadline:
                 conversation = await self._conversation_for(message.key)
                 outcome.assistant = conversation.assistant_id or ""
                 text, turn_files = await self._ingest_files(conversation, message, reply)
                 text = "\n\n".join(part for part in (text, message.context) if part)
+                approve = _paused_while_waiting(reply.approve, deadline)
 
                 async def run_tools(calls: Sequence[ToolCall]) -> list[ToolOutput]:
-                    outputs = await self.tools.run(calls, message)
-                    _count_tool_calls(calls, outputs)
-                    return outputs
+                    ours = [call for call in calls if not call.hosted_server]
+                    hosted = [call for call in calls if call.hosted_server]
+                    outputs, decided = await asyncio.gather(
+                        self.tools.run(ours, message, approve),
+                        asyncio.gather(*(_decide(call, approve) for call in hosted)),
+                    )
+                    _count_tool_calls(ours, outputs)
+                    for output in outputs:
+                        task = outcome.tasks[output.call_id]
+                        if output.output.startswith("not run:"):
+                            task = replace(task, not_run=True)
+                        failed = task.not_run or output.output.startswith("error:")
+                        await self._task(reply, outcome, task, "error" if failed else "complete")
+                    return [*outputs, *decided]
 
                 events = self.engine.run(
                     conversation.backend_id,
@@ -559,16 +602,39 @@ class Conversations:
                 metrics.first_token(outcome.taken_at)
             await reply.text_delta(event.text)
         elif isinstance(event, ToolCallsRequired):
-            names = dict.fromkeys(call.name for call in event.calls)
+            ours = [call for call in event.calls if not call.hosted_server]
+            if not ours:
+                return  # only approvals of a hosted server's calls (asked when they are run)
+            names = dict.fromkeys(call.name for call in ours)
             await reply.tools_running(
-                [RunningTool(name, self.tools.status(name)) for name in names]
+                [
+                    RunningTool(*self.tools.identify(name), status=self.tools.status(name))
+                    for name in names
+                ]
             )
+            for call in ours:
+                name, server = self.tools.identify(call.name)
+                kind = "mcp" if server else "function"
+                task = Task(call.id, kind, "in_progress", name, server, detail=call.arguments)
+                await self._task(reply, outcome, task, "in_progress")
+        elif isinstance(event, HostedToolActivity):
+            task = outcome.tasks.get(event.id) or Task(
+                event.id, event.kind, event.status, event.name, event.server
+            )
+            await self._task(reply, outcome, replace(task, sources=event.sources), event.status)
+        elif isinstance(event, ReasoningSummary):
+            await reply.reasoning(event.text)
         elif isinstance(event, Completed):
             outcome.usage = event.usage
             near = await self._near_limit(message, outcome)
             await reply.finish(
                 Answer(
-                    event.text, event.citations, event.files, event.files_missing, near_limit=near
+                    event.text,
+                    event.citations,
+                    event.files,
+                    event.files_missing,
+                    near_limit=near,
+                    tasks=tuple(outcome.tasks.values()),
                 )
             )
             outcome.status, outcome.run_id = "done", event.run_id
@@ -589,6 +655,11 @@ class Conversations:
         except Exception:  # a warning is not worth an answer
             log.exception("event=budget_warning_failed")
             return None
+
+    async def _task(self, reply: Reply, outcome: _Outcome, task: Task, status: str) -> None:
+        task = replace(task, status=status)
+        outcome.tasks[task.id] = task
+        await _quietly(reply.task_update(task))
 
     async def _ingest_files(
         self, conversation: ConversationRecord, message: IncomingMessage, reply: Reply
@@ -634,6 +705,39 @@ class Conversations:
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)
         return record
+
+
+async def _decide(call: ToolCall, approve: Approver) -> ToolOutput:
+    """A hosted MCP server's call that waits for approval: the decision, for the backend."""
+    decision = await approve(
+        ApprovalRequest(call.id, call.name, call.hosted_server, call.arguments)
+    )
+    log.info("event=tool_approval tool=%s outcome=%s", call.name, decision.outcome)
+    return ToolOutput(call.id, decision.outcome, approved=decision.approved)
+
+
+def _paused_while_waiting(approve: Approver, deadline: asyncio.Timeout) -> Approver:
+    """`approve`, with the turn's timeout stopped while a person is asked (however many calls
+    wait together): the time left when the first began waiting is what is left after the last."""
+    waiting = 0
+    left: float | None = None
+
+    async def approve_paused(request: ApprovalRequest) -> Decision:
+        nonlocal waiting, left
+        loop = asyncio.get_running_loop()
+        if not waiting:
+            when = deadline.when()
+            left = None if when is None else when - loop.time()
+            deadline.reschedule(None)
+        waiting += 1
+        try:
+            return await approve(request)
+        finally:
+            waiting -= 1
+            if not waiting and left is not None:
+                deadline.reschedule(loop.time() + left)
+
+    return approve_paused
 
 
 def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:

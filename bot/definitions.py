@@ -24,7 +24,18 @@ if TYPE_CHECKING:
     from bot.store import Store
 
 TOOL_TYPES = ("code_interpreter", "file_search", "function", "web_search")
-MCP_FIELDS = ("name", "url", "headers", "command", "args", "env", "allowed_tools")
+MCP_FIELDS = (
+    "name",
+    "url",
+    "headers",
+    "command",
+    "args",
+    "env",
+    "allowed_tools",
+    "require_approval",
+    "via",
+)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # Who may use an assistant: Slack ids of channels (C…, G…), people (U…, W…), user groups (S…).
@@ -58,6 +69,7 @@ class AssistantDefinition:
     allowed_channels: tuple[str, ...] = ()  # empty: any channel
     allowed_users: tuple[str, ...] = ()  # empty (with no usergroups): anyone
     allowed_usergroups: tuple[str, ...] = ()
+    reasoning_effort: str | None = None  # reasoning models, Responses engine only
     id: str = ""
 
     @property
@@ -98,6 +110,7 @@ BOT_ONLY = (
     "allowed_channels",
     "allowed_users",
     "allowed_usergroups",
+    "reasoning_effort",
 )  # settings only the bot keeps: the Assistants API has no place
 
 
@@ -136,6 +149,12 @@ def parse_definition(raw: Any, where: str = "assistant", source: str = "") -> As
     mcp_servers = tuple(
         _parse_mcp_server(server, f"{where}: mcp_servers[{i}]") for i, server in enumerate(servers)
     )
+    effort = raw.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise DefinitionError(
+            f"{where}: 'reasoning_effort' must be one of {', '.join(REASONING_EFFORTS)}, "
+            f"got {effort!r}"
+        )
     names = [server["name"] for server in mcp_servers]
     if len(set(names)) != len(names):
         raise DefinitionError(f"{where}: 'mcp_servers' names a server twice")
@@ -154,6 +173,7 @@ def parse_definition(raw: Any, where: str = "assistant", source: str = "") -> As
         suggested_prompts=tuple(prompts),
         mcp_servers=mcp_servers,
         **allowed,
+        reasoning_effort=effort,
     )
 
 
@@ -191,6 +211,11 @@ def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
         raise DefinitionError(f"{where}.url: must be an http(s) URL, got {url!r}")
     if command is not None and (not isinstance(command, str) or not command.strip()):
         raise DefinitionError(f"{where}.command: must be a command line's program")
+    via = server.get("via", "bot")
+    if via not in ("bot", "openai"):
+        raise DefinitionError(f"{where}.via: 'bot' (the default) or 'openai', got {via!r}")
+    if via == "openai" and (url is None or server.get("env")):
+        raise DefinitionError(f"{where}.via: openai reaches a server by its url (no command, env)")
     args = server.get("args") or []
     allowed = server.get("allowed_tools")
     for field_name, value in (("args", args), ("allowed_tools", allowed or [])):
@@ -206,11 +231,31 @@ def _parse_mcp_server(server: Any, where: str) -> dict[str, Any]:
                     raise DefinitionError(
                         f"{where}.{table}.{key}: the environment variable {variable} is not set"
                     )
+    approval = server.get("require_approval", "never")
+    if approval not in ("never", "always") and not (
+        isinstance(approval, list | tuple) and all(isinstance(v, str) for v in approval)
+    ):
+        raise DefinitionError(
+            f"{where}.require_approval: 'never', 'always' or a list of tool names, got {approval!r}"
+        )
     parsed: dict[str, Any] = {k: v for k, v in server.items() if v is not None}
+    if isinstance(approval, list | tuple):
+        parsed["require_approval"] = list(approval)
     for listed in ("args", "allowed_tools"):
         if listed in parsed:
             parsed[listed] = list(parsed[listed])
     return parsed
+
+
+def hosted_by_openai(server: Mapping[str, Any]) -> bool:
+    """A server OpenAI connects to itself (`via: openai`, Responses engine), not the bot."""
+    return server.get("via") == "openai"
+
+
+def requires_approval(server: Mapping[str, Any], tool: str) -> bool:
+    """Whether a call of the server's tool waits for a person's Approve (require_approval)."""
+    approval = server.get("require_approval", "never")
+    return approval == "always" or (isinstance(approval, list) and tool in approval)
 
 
 def resolve_references(value: str) -> str:

@@ -13,7 +13,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-SECRET = re.compile(r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)")
+# Tokens, keys, bearer tokens, and the headers of a hosted MCP server as the OpenAI SDK's debug
+# log shows a request ('headers': {...}).
+SECRET = re.compile(
+    r"\b(xox[abposr]-[\w-]+|xapp-[\w-]+|sk-[\w-]+)|Bearer [^\s'\"]+|'headers': \{[^{}]*\}"
+)
 PAIR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
 
 # The ids of the turn whose task is logging (contextvars follow it into the tasks it starts).

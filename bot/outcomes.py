@@ -4,9 +4,10 @@ chat surface chooses the words (for Slack: bot/slack/words.py).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.engine.base import Citation, GeneratedFile
+from bot.engine.base import Citation, GeneratedFile, Source
 
 # The core's own failure codes; the others are the backend's (rate_limit_exceeded, server_error…).
 STOPPED = "stopped"  # someone pressed Stop
@@ -60,11 +61,13 @@ class Answer:
     files_missing: int = 0  # files the assistant made that could not be fetched
     incomplete: str = ""  # why the answer stops short (a backend reason code); "" when whole
     near_limit: LimitState | None = None  # this answer took its asker near a budget (warn once)
+    tasks: tuple[Task, ...] = ()  # the tools the turn used, in the order they ran
 
 
 @dataclass(frozen=True)
 class RunningTool:
     name: str
+    server: str = ""  # the MCP server whose tool it is
     status: str = ""  # what the tool declared to show while it runs ("" when it declared nothing)
 
 
@@ -78,3 +81,48 @@ class FileProblem:
     detail: str = ""  # what the reason names: an extension, a model, an error code…
     size: int = 0  # bytes (too_large)
     limit: int = 0  # bytes (too_large, over_limit)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One tool call of a turn as people follow it: a function, an MCP server's tool, or a tool
+    the backend runs itself (file_search, web_search, code_interpreter)."""
+
+    id: str
+    kind: str  # function, mcp, file_search, web_search, code_interpreter
+    status: str  # in_progress, complete, error
+    name: str = ""  # the function's or the MCP tool's name ("" for the backend's own tools)
+    server: str = ""  # the MCP server's name
+    sources: tuple[Source, ...] = ()
+    detail: str = ""  # what the call asked (its arguments)
+    not_run: bool = False  # (status error) no one approved it, so it never ran
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A tool call that waits for a person's decision before it runs."""
+
+    call_id: str
+    tool: str  # the MCP tool's own name (or the function's)
+    server: str  # "" for a plain function tool
+    arguments: str  # JSON, as the model wrote it
+
+
+# How an approval ended.
+APPROVED = "approved"
+DENIED = "denied"
+EXPIRED = "expired"  # no decision within APPROVAL_TIMEOUT_SECONDS: counts as denied
+WITHDRAWN = "withdrawn"  # the turn stopped while the approval waited
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str  # APPROVED, DENIED, EXPIRED or WITHDRAWN
+    by: str = ""  # the person who decided (a chat user id)
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == APPROVED
+
+
+Approver = Callable[[ApprovalRequest], Awaitable[Decision]]

@@ -21,6 +21,7 @@ class Seen:
 
     authorization: set[str] = field(default_factory=set)
     hang: asyncio.Event = field(default_factory=asyncio.Event)  # never set: `hang` hangs
+    closed: list[str] = field(default_factory=list)  # tickets `close_ticket` closed
 
 
 def build(seen: Seen | None = None) -> MCPServer:
@@ -47,6 +48,12 @@ def build(seen: Seen | None = None) -> MCPServer:
         server.add_tool(on_call, description="Who is on call.")
         await ctx.session.send_tool_list_changed()
         return "learned on_call"
+
+    @server.tool(description="Closes a ticket (the team wants a person to approve it).")
+    async def close_ticket(ticket_id: str) -> str:
+        if seen is not None:
+            seen.closed.append(ticket_id)
+        return f"{ticket_id} is closed"
 
     @server.tool(description="Deletes the tracker (not allowed to the assistant).")
     async def drop_all() -> str:

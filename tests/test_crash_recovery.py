@@ -27,7 +27,7 @@ from bot.messages import ConversationKey
 from bot.slack.words import THINKING
 from bot.store import Store
 from tests.conftest import ALICE, BOB, GENERAL, Harness, bot_env, has_stop_button, wait_answers
-from tests.emulators.model import Reply
+from tests.emulators.model import Reply, ToolCallSpec
 from tests.emulators.slack import Message, SlackEmulator
 from tests.test_operations import process_env, run_bot
 
@@ -182,6 +182,35 @@ async def test_an_answer_killed_while_streaming_ends_with_the_restarted_note(
     [answer] = slack.bot_replies(GENERAL, ts)
     assert answer.text.startswith("A long")  # what was streamed stays
     assert answer.text.endswith(RESTARTED + ", so the answer was lost. Please send it again.")
+
+
+async def test_a_bot_killed_while_a_tool_call_waits_for_approval_leaves_no_live_buttons(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    bot_process.env["TOOLS_MODULE"] = "tests.tools_for_tests"
+    openai.model.enqueue(Reply(tool_calls=[ToolCallSpec("launch_release", '{"version": "2.4"}')]))
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "ship 2.4")
+    question = "The assistant wants to use *launch_release*. Allow it?"
+
+    def card() -> Message | None:
+        return next(
+            (m for m in slack.bot_replies(GENERAL, ts) if m.text.startswith(question)), None
+        )
+
+    await slack.wait_for(lambda: card() is not None)
+    await bot_process.kill()
+
+    await bot_process.start(slack)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    withdrawn = card()
+    assert withdrawn is not None
+    assert not any(
+        e.get("type") == "button" for b in withdrawn.blocks for e in b.get("elements") or []
+    )
+    assert "Withdrawn: the bot restarted while this call waited" in withdrawn.text
+    assert any(RESTARTED in m.text for m in slack.bot_replies(GENERAL, ts))
 
 
 async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_channel_is_gone(

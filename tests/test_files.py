@@ -88,7 +88,7 @@ async def test_a_pdf_shared_with_a_mention_is_read_and_the_answer_cites_it(bot: 
 
     assert "Refunds are accepted within 30 days" in answer.text
     assert "[1]" in answer.text and "Sources:" in answer.text
-    assert answer.text.rstrip().endswith("[1] report.pdf")
+    assert "**Sources:**\n[1] report.pdf" in answer.text
     assert "【" not in answer.text and "†" not in answer.text
     shown = [c.args.get("text") for c in slack.calls_to("chat.update")]
     assert "_Reading report.pdf…_" in shown, "the thread shows the file being read"
@@ -207,7 +207,7 @@ async def test_a_pdf_shared_in_a_slack_connect_channel_is_read_and_cited(bot: Ha
     [answer] = answers(slack, PARTNER, ts)
 
     assert "Refunds are accepted within 30 days" in answer.text
-    assert answer.text.rstrip().endswith("[1] report.pdf")
+    assert "**Sources:**\n[1] report.pdf" in answer.text
     assert [c.args["file"] for c in slack.calls_to("files.info")] == [report["id"]]
     shown = [c.args.get("text") for c in slack.calls_to("chat.update")]
     assert "_Reading report.pdf…_" in shown, "the thread names the file once Slack has"

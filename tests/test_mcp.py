@@ -73,7 +73,10 @@ async def test_a_question_is_answered_through_the_teams_mcp_server(
     harness.openai.model.enqueue(calls(("tickets__lookup_ticket", '{"ticket_id": "OPS-12"}')))
     ts = await slack.mention(ALICE, GENERAL, "what's the state of OPS-12?")
     answer = await wait_answers(slack, GENERAL, ts, 1)
-    assert answer[0].text == "The tools returned: OPS-12 is open, assigned to Dana, priority high"
+    assert answer[0].text == (
+        "The tools returned: OPS-12 is open, assigned to Dana, priority high\n"
+        ":hammer_and_wrench: Used lookup_ticket (tickets)"  # the record of the tools used
+    )
     offered = offered_tools(harness)
     assert {"tickets__lookup_ticket", "tickets__hang"} <= set(offered)
     assert "tickets__drop_all" not in offered  # not in allowed_tools
@@ -136,7 +139,7 @@ async def test_tools_a_server_adds_are_offered_once_it_says_its_list_changed(
     await slack.post(ALICE, GENERAL, "who is on call?", thread_ts=ts)
     second = await wait_answers(slack, GENERAL, ts, 2)
     assert "tickets__on_call" in offered_tools(harness)
-    assert second[1].text == "The tools returned: Dana is on call"
+    assert second[1].text.startswith("The tools returned: Dana is on call\n")
 
 
 async def test_a_server_that_is_down_does_not_stop_the_bot_and_its_tools_answer_an_error(
@@ -198,7 +201,9 @@ async def test_a_local_server_started_as_a_command_answers_over_stdio(
     harness.openai.model.enqueue(calls(("local__lookup_ticket", '{"ticket_id": "OPS-3"}')))
     ts = await slack.mention(ALICE, GENERAL, "what about OPS-3?")
     answer = await wait_answers(slack, GENERAL, ts, 1)
-    assert answer[0].text == "The tools returned: OPS-3 is open, assigned to Dana, priority high"
+    assert answer[0].text.startswith(
+        "The tools returned: OPS-3 is open, assigned to Dana, priority high\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -206,6 +211,14 @@ async def test_a_local_server_started_as_a_command_answers_over_stdio(
     [
         ({"name": "t", "url": "http://x", "token": "abc"}, "mcp_servers[0]: unknown field 'token'"),
         ({"name": "t", "url": "ftp://x"}, "mcp_servers[0].url: must be an http(s) URL"),
+        (
+            {"name": "t", "url": "https://x", "require_approval": "sometimes"},
+            "mcp_servers[0].require_approval: 'never', 'always' or a list of tool names",
+        ),
+        (
+            {"name": "t", "command": "serve", "via": "openai"},
+            "mcp_servers[0].via: openai reaches a server by its url",
+        ),
         (
             {"name": "t", "url": "https://x", "headers": {"Authorization": "Bearer ${NOT_SET_X}"}},
             "mcp_servers[0].headers.Authorization: the environment variable NOT_SET_X is not set",

@@ -13,6 +13,8 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond, AsyncSay
 from slack_sdk.errors import SlackApiError
+from slack_sdk.models.blocks.block_elements import UrlSourceElement
+from slack_sdk.models.messages.chunk import PlanUpdateChunk, TaskUpdateChunk
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.emulators.common import (
@@ -331,6 +333,45 @@ async def test_streamed_message_reads_as_joined_text(
     with pytest.raises(SlackApiError) as e:
         await client.chat_startStream(channel=channel, thread_ts=ts)
     assert e.value.response["error"] == "not_allowed_token_type"
+
+
+async def test_task_update_chunks_are_checked_as_slack_documents_them(
+    emu: SlackEmulator, client: AsyncWebClient
+) -> None:
+    channel = emu.dm_channel(ALICE)
+    ts = emu.add_message(ALICE, channel, "look it up")
+    searching = TaskUpdateChunk(id="t1", title="Searching the web", status="in_progress")
+    started = await client.chat_startStream(channel=channel, thread_ts=ts, chunks=[searching])
+    found = TaskUpdateChunk(
+        id="t1",
+        title="Searching the web",
+        status="complete",
+        sources=[UrlSourceElement(url="https://example.com/a", text="example.com")],
+    )
+    await client.chat_appendStream(
+        channel=channel, ts=started["ts"], chunks=[found, PlanUpdateChunk(title="Done")]
+    )
+    assert [(t["id"], t["status"]) for t in emu.task_updates(channel, ts)] == [
+        ("t1", "in_progress"),
+        ("t1", "complete"),
+    ]
+    refused = [
+        {"type": "task_update", "id": "t2", "title": "x", "status": "done"},  # no such status
+        {"type": "task_update", "id": "t2", "status": "complete"},  # no title
+        {"type": "task_update", "id": "t2", "title": "x", "status": "error", "output": "o" * 257},
+        {
+            "type": "task_update",
+            "id": "t2",
+            "title": "x",
+            "status": "complete",
+            "sources": [{"type": "url", "url": "https://example.com"}],  # a source needs text
+        },
+        {"type": "images", "images": []},
+    ]
+    for chunk in refused:
+        with pytest.raises(SlackApiError) as e:
+            await client.chat_appendStream(channel=channel, ts=started["ts"], chunks=[chunk])
+        assert e.value.response["error"] == "invalid_chunks", chunk
 
 
 async def test_file_download_requires_the_token(emu: SlackEmulator) -> None:

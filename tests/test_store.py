@@ -121,6 +121,22 @@ async def test_each_persons_latest_rating_of_an_answer_counts(store: Store) -> N
 
 
 @both
+async def test_a_tool_call_is_decided_once_by_whoever_presses_first(store: Store) -> None:
+    await store.add_approval("apr1", "T1", ALICE)
+    pending = await store.get_approval("apr1")
+    assert pending is not None and (pending.asker, pending.status) == (ALICE, "pending")
+    decisions = await asyncio.gather(
+        store.decide_approval("apr1", "approved", ALICE),
+        store.decide_approval("apr1", "denied", BOB),
+    )
+    assert sorted(decisions) == [False, True]
+    decided = await store.get_approval("apr1")
+    assert decided is not None
+    assert (decided.status, decided.decided_by) in {("approved", ALICE), ("denied", BOB)}
+    assert await store.get_approval("nope") is None
+
+
+@both
 async def test_assistant_definitions_are_found_by_id_or_name_and_listed_by_name(
     store: Store,
 ) -> None:

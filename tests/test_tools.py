@@ -47,7 +47,9 @@ async def test_the_assistant_looks_something_up_and_answers_with_it(harness: Har
     harness.openai.model.enqueue(calls(("get_weather", '{"city": "Paris"}')))
     ts = await slack.mention(ALICE, GENERAL, "what's the weather in Paris?")
     answer = await wait_answers(slack, GENERAL, ts, 1)
-    assert answer[0].text == "The tools returned: Sunny in Paris, 21°C"
+    assert answer[0].text == (
+        "The tools returned: Sunny in Paris, 21°C\n:hammer_and_wrench: Used get_weather"
+    )
     assert tool_outputs(harness) == ["Sunny in Paris, 21°C"]
 
 
@@ -103,7 +105,7 @@ async def test_the_thread_shows_which_tool_is_running(harness: Harness) -> None:
     )
     tools_for_tests.weather_gate.set()
     answer = await wait_answers(slack, GENERAL, ts, 1)
-    assert answer[0].text == "The tools returned: Sunny in Oslo, 21°C"
+    assert answer[0].text.startswith("The tools returned: Sunny in Oslo, 21°C\n")
     await harness.drain_idle()
     assert [m.text for m in slack.bot_replies(GENERAL, ts)] == [answer[0].text]
 

@@ -51,7 +51,8 @@ async def test_a_web_searched_answer_shows_footnotes_and_its_sources(
         "Python 3.15 comes out in October[1]. Its JIT is on by default[2].\n\n"
         "**Sources:**\n"
         "[1] [PEP 790 – Python 3.15 Release Schedule](https://peps.python.org/pep-0790/)\n"
-        "[2] [What's new in Python 3.15](https://docs.python.org/3.15/whatsnew/3.15.html)"
+        "[2] [What's new in Python 3.15](https://docs.python.org/3.15/whatsnew/3.15.html)\n"
+        ":hammer_and_wrench: Used web search"
     )
     [searched] = harness.openai.responses_api.last_response().tools
     assert searched == {"type": "web_search"}

@@ -59,3 +59,13 @@ async def never_returns() -> str:
     """Hangs until its timeout."""
     await asyncio.Event().wait()
     return "unreachable"
+
+
+launched: list[str] = []  # what launch_release did (only once someone approved)
+
+
+@tool(requires_approval=True)
+async def launch_release(version: str) -> str:
+    """Ships a release to production (a person approves each call)."""
+    launched.append(version)
+    return f"{version} is live"

@@ -26,6 +26,7 @@ from bot.engine.base import (
     EngineEvent,
     Failed,
     GeneratedFile,
+    HostedToolActivity,
     Incomplete,
     OfferedTools,
     RunStarted,
@@ -296,6 +297,17 @@ def _fields(definition: AssistantDefinition) -> dict[str, Any]:
             f"assistant {definition.name!r}: tools: web_search needs the Responses engine "
             "(the Assistants API has no web search)",
         )
+    if any(server.get("via") == "openai" for server in definition.mcp_servers):
+        raise EngineError(
+            "unsupported_setting",
+            f"assistant {definition.name!r}: mcp_servers with via: openai need the Responses "
+            "engine",
+        )
+    if definition.reasoning_effort is not None:
+        raise EngineError(
+            "unsupported_setting",
+            f"assistant {definition.name!r}: reasoning_effort needs the Responses engine",
+        )
     fields = {
         name: value
         for name, value in definition.settings().items()
@@ -355,6 +367,26 @@ class _Run:
         await self.engine._cancel_run(self.thread_id, run_id)
 
 
+# A run step's events, as the status of the tool it ran.
+STEP_STATUSES = {
+    "thread.run.step.created": "in_progress",
+    "thread.run.step.completed": "complete",
+    "thread.run.step.failed": "error",
+}
+
+
+def _hosted_step(step: Any, status: str) -> HostedToolActivity | None:
+    """A step in which the backend ran file_search or code_interpreter itself (function calls
+    are shown when the run asks for their outputs)."""
+    details = step.step_details
+    if details.type != "tool_calls":
+        return None
+    kind = next(
+        (c.type for c in details.tool_calls if c.type in ("file_search", "code_interpreter")), None
+    )
+    return None if kind is None else HostedToolActivity(step.id, kind, status)
+
+
 class _Answer:
     """Folds one run's stream events into text and a final outcome."""
 
@@ -395,6 +427,8 @@ class _Answer:
             self.cleaner = StreamCleaner()
             self._add_message(data.content)
             return None
+        if kind in STEP_STATUSES:
+            return _hosted_step(data, STEP_STATUSES[kind])
         if kind == "thread.run.requires_action":
             calls = data.required_action.submit_tool_outputs.tool_calls
             return ToolCallsRequired(

@@ -40,12 +40,15 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # JSON, as the model wrote it
+    # A call of an MCP server OpenAI runs itself (`via: openai`): only its approval is asked for.
+    hosted_server: str = ""
 
 
 @dataclass(frozen=True)
 class ToolOutput:
     call_id: str
     output: str
+    approved: bool | None = None  # the decision on a hosted call (see ToolCall.hosted_server)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,45 @@ class RunStarted:
     run_id: str
 
 
-EngineEvent = TextDelta | RunStarted | ToolCallsRequired | Completed | Failed | Incomplete
+@dataclass(frozen=True)
+class Source:
+    """A web page a tool read (a web search's result)."""
+
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class HostedToolActivity:
+    """A tool the backend runs itself (file_search, web_search, code_interpreter) began or ended."""
+
+    id: str
+    kind: str  # file_search, web_search, code_interpreter, mcp (a server OpenAI calls)
+    status: str  # in_progress, complete, error
+    sources: tuple[Source, ...] = ()
+    name: str = ""  # the MCP tool's name
+    server: str = ""  # the MCP server's name
+
+
+@dataclass(frozen=True)
+class ReasoningSummary:
+    """The model's summary of its reasoning so far (reasoning models), never part of the answer."""
+
+    text: str
+
+
+EngineEvent = (
+    TextDelta
+    | RunStarted
+    | ToolCallsRequired
+    | HostedToolActivity
+    | ReasoningSummary
+    | Completed
+    | Failed
+    | Incomplete
+)
+# Shown while a run goes on; the others end a stream (tool calls, or the run's outcome).
+PROGRESS_EVENTS = (TextDelta, RunStarted, HostedToolActivity, ReasoningSummary)
 
 ToolRunner = Callable[[Sequence[ToolCall]], Awaitable[list[ToolOutput]]]
 

@@ -13,11 +13,10 @@ from typing import Any, Protocol
 import openai
 
 from bot.engine.base import (
+    PROGRESS_EVENTS,
     Completed,
     EngineEvent,
     Failed,
-    RunStarted,
-    TextDelta,
     ToolCallsRequired,
     ToolOutput,
     ToolRunner,
@@ -74,7 +73,7 @@ async def drive(run: StreamedRun, run_tools: ToolRunner) -> AsyncIterator[Engine
             async with stream:
                 async for event in stream:
                     outcome = run.to_engine_event(event)
-                    if isinstance(outcome, TextDelta | RunStarted):
+                    if isinstance(outcome, PROGRESS_EVENTS):
                         yield outcome
                     elif outcome is not None:
                         ending = outcome

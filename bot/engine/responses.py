@@ -12,11 +12,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 from openai import AsyncOpenAI
 
-from bot.definitions import AssistantDefinition
+from bot.definitions import AssistantDefinition, hosted_by_openai, resolve_references
 from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
@@ -26,9 +27,12 @@ from bot.engine.base import (
     EngineError,
     EngineEvent,
     Failed,
+    HostedToolActivity,
     Incomplete,
     OfferedTools,
+    ReasoningSummary,
     RunStarted,
+    Source,
     TextDelta,
     ToolCall,
     ToolCallsRequired,
@@ -189,6 +193,7 @@ def _request(
         for t in (_tool(tool, definition, files) for tool in [*definition.tools, *(offered or ())])
         if t is not None
     ]
+    tools += [_hosted_mcp(server) for server in definition.mcp_servers if hosted_by_openai(server)]
     if files.vector_store_ids and not any(t["type"] == "file_search" for t in tools):
         # Files shared in Slack are searched even by an assistant defined without file_search.
         tools.append({"type": "file_search", "vector_store_ids": list(files.vector_store_ids)})
@@ -200,7 +205,29 @@ def _request(
         request["top_p"] = definition.top_p
     if definition.metadata:
         request["metadata"] = definition.metadata
+    if definition.reasoning_effort is not None:
+        # The summary is what the thread's status line shows while the model reasons.
+        request["reasoning"] = {"effort": definition.reasoning_effort, "summary": "auto"}
+    if any(t["type"] == "web_search" for t in tools):
+        request["include"] = ["web_search_call.action.sources"]  # the task shows its sources
     return request
+
+
+def _hosted_mcp(server: dict[str, Any]) -> dict[str, Any]:
+    """An MCP server OpenAI connects to itself: the hosted `mcp` tool, its approvals ours."""
+    tool: dict[str, Any] = {
+        "type": "mcp",
+        "server_label": server["name"],
+        "server_url": server["url"],
+        "headers": {k: resolve_references(v) for k, v in server.get("headers", {}).items()},
+    }
+    if "allowed_tools" in server:
+        tool["allowed_tools"] = list(server["allowed_tools"])
+    approval = server.get("require_approval", "never")
+    if isinstance(approval, list):
+        approval = {"always": {"tool_names": approval}}
+    tool["require_approval"] = approval
+    return tool
 
 
 def _tool(
@@ -251,6 +278,7 @@ class _Run:
         self.response_id: str | None = None
         self.running = False  # the latest response has not ended yet
         self.cleaner = StreamCleaner()  # sandbox links never reach the screen
+        self.summary = ""  # the reasoning summary's part being written
 
     @property
     def active_run(self) -> str | None:
@@ -273,6 +301,12 @@ class _Run:
         return await self._create(
             [
                 {"type": "function_call_output", "call_id": o.call_id, "output": o.output}
+                if o.approved is None
+                else {
+                    "type": "mcp_approval_response",
+                    "approval_request_id": o.call_id,
+                    "approve": o.approved,
+                }
                 for o in outputs
             ]
         )
@@ -287,6 +321,14 @@ class _Run:
             self.response_id = event.response.id
             self.running = True
             return RunStarted(self.response_id)
+        if kind in ("response.output_item.added", "response.output_item.done"):
+            return _hosted_tool(event.item, done=kind.endswith(".done"))
+        if kind == "response.reasoning_summary_part.added":
+            self.summary = ""
+            return None
+        if kind == "response.reasoning_summary_text.delta" and event.delta:
+            self.summary += event.delta
+            return ReasoningSummary(self.summary)
         if kind == "response.output_text.delta" and event.delta:
             shown = self.cleaner.feed(event.delta)
             return TextDelta(shown) if shown else None
@@ -307,6 +349,32 @@ class _Run:
 
     async def cancel(self, run_id: str) -> None:
         await self.engine._cancel(run_id)
+
+
+HOSTED_TOOLS = {
+    "web_search_call": "web_search",
+    "file_search_call": "file_search",
+    "code_interpreter_call": "code_interpreter",
+    "mcp_call": "mcp",
+}
+
+
+def _hosted_tool(item: Any, done: bool) -> HostedToolActivity | None:
+    """A tool OpenAI runs itself, as it starts (output item added) or ends (done)."""
+    kind = HOSTED_TOOLS.get(item.type)
+    if kind is None:
+        return None
+    name, server = (item.name, item.server_label) if kind == "mcp" else ("", "")
+    if not done:
+        return HostedToolActivity(item.id, kind, "in_progress", name=name, server=server)
+    sources: tuple[Source, ...] = ()
+    action = getattr(item, "action", None)
+    if kind == "web_search" and action is not None:
+        found = getattr(action, "sources", None) or ()
+        sources = tuple(Source(urlsplit(s.url).netloc or s.url, s.url) for s in found)
+    failed = item.status in ("failed", "incomplete") or getattr(item, "error", None)
+    status = "error" if failed else "complete"
+    return HostedToolActivity(item.id, kind, status, sources, name, server)
 
 
 @dataclass
@@ -370,8 +438,10 @@ def _outcome(response: Any, answer: _Answer) -> EngineEvent:
         return Incomplete(reason, text, response.id, answer.usage)
     calls = tuple(
         ToolCall(item.call_id, item.name, item.arguments)
-        for item in response.output
         if item.type == "function_call"
+        else ToolCall(item.id, item.name, item.arguments, hosted_server=item.server_label)
+        for item in response.output
+        if item.type in ("function_call", "mcp_approval_request")
     )
     if calls:
         return ToolCallsRequired(calls)

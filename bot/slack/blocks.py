@@ -9,10 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from bot.messages import ConversationKey, IncomingMessage
+from bot.outcomes import ApprovalRequest, Task
+from bot.slack import words
 from bot.slack.words import HELPFUL, NOT_HELPFUL, STOP_LABEL, THINKING
 
 STOP_ACTION = "stop_answer"
 FEEDBACK_ACTION = "answer_feedback"
+APPROVE_ACTION = "approve_tool_call"
+DENY_ACTION = "deny_tool_call"
+TASK_TEXT_CHARS = 256  # Slack's limit on a task's details and output
 
 Block = dict[str, Any]
 Content = tuple[str, list[Block]]  # (text, blocks) of a message
@@ -104,6 +109,7 @@ def answer_content(
     status: str = "",
     live: bool = False,
     feedback: bool = False,
+    record: str = "",
 ) -> Content:
     """A message of the answer: its Markdown, then while `live` the status (when there is one,
     or no text yet) and a Stop button, or with `feedback` the feedback buttons."""
@@ -113,5 +119,73 @@ def answer_content(
             blocks.append(status_block(status or THINKING))
         blocks.append(stop_block(message))
     elif feedback:
+        if record:
+            blocks.append(status_block(record))
         blocks.append(feedback_block(message))
     return text or status or THINKING, blocks
+
+
+def task_chunk(task: Task) -> Block:
+    """A tool call as a `task_update` chunk of a streamed message."""
+    chunk: Block = {
+        "type": "task_update",
+        "id": task.id,
+        "title": words.task_title(task)[:TASK_TEXT_CHARS],
+        "status": task.status,
+    }
+    if task.detail and task.kind in ("mcp", "function"):
+        chunk["details"] = _cut(task.detail)
+    if words.task_outcome(task):
+        chunk["output"] = words.task_outcome(task)
+    if task.sources:
+        chunk["sources"] = [
+            {"type": "url", "url": source.url, "text": _cut(source.title or source.url)}
+            for source in task.sources
+        ]
+    return chunk
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TASK_TEXT_CHARS else text[: TASK_TEXT_CHARS - 1] + "…"
+
+
+def approval_content(
+    request: ApprovalRequest, approval_id: str, asker: str, timeout: float, outcome: str = ""
+) -> Content:
+    """The card asking to approve a tool call: the tool, its server and its arguments, then the
+    Approve and Deny buttons, or (`outcome`) who decided what."""
+    question = words.approval_question(request)
+    blocks: list[Block] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": question}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": words.approval_arguments(request.arguments)},
+        },
+    ]
+    if outcome:
+        blocks.append(status_block(outcome))
+        return question, blocks
+    blocks.append(status_block(words.approval_who(asker, timeout)))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": "approval",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": APPROVE_ACTION,
+                    "text": {"type": "plain_text", "text": words.APPROVE_LABEL},
+                    "style": "primary",
+                    "value": approval_id,
+                },
+                {
+                    "type": "button",
+                    "action_id": DENY_ACTION,
+                    "text": {"type": "plain_text", "text": words.DENY_LABEL},
+                    "style": "danger",
+                    "value": approval_id,
+                },
+            ],
+        }
+    )
+    return question, blocks

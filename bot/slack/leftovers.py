@@ -4,7 +4,8 @@ Such a process leaves *Thinking…* placeholders (with a Stop button naming the 
 answers), maybe an answer half streamed, or half written into the placeholder itself. Nothing
 about them was recorded, so the thread is read back (conversations.replies) and the bot's own
 messages are recognised by their buttons: a Stop button names the message of an unfinished
-answer, feedback buttons close a finished one.
+answer, feedback buttons close a finished one, and Approve marks a tool call's approval card (its
+buttons go: no turn waits for them any more).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.outcomes import Failure
 from bot.slack import words
 from bot.slack.blocks import (
+    APPROVE_ACTION,
     FEEDBACK_ACTION,
     STOP_ACTION,
     parse_feedback_value,
     parse_stop_value,
+    status_block,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,9 @@ class SlackLeftovers:
         for message in waiting:
             for shown in _live(replies, message.ts):
                 await self._delete(key.channel_id, shown["ts"])
+        if cut_off:
+            for card in [reply for reply in replies if _asks_approval(reply)]:
+                await self._withdraw(key.channel_id, card)
         for message in cut_off:
             live = _live(replies, message.ts)
             if live:  # else the answer had ended before the restart: it stays as it is
@@ -152,6 +158,14 @@ class SlackLeftovers:
         if not noted:
             await self.client.chat_postMessage(channel=channel, thread_ts=key.thread_ts, text=note)
 
+    async def _withdraw(self, channel: str, card: dict[str, Any]) -> None:
+        """A tool call's approval card whose answer was cut off: its buttons go (no one waits
+        for the decision any more)."""
+        kept = [b for b in card.get("blocks") or [] if b.get("type") == "section"]
+        blocks = [*kept, status_block(words.APPROVAL_INTERRUPTED)]
+        text = str(card.get("text") or words.APPROVAL_INTERRUPTED)
+        await self.client.chat_update(channel=channel, ts=card["ts"], text=text, blocks=blocks)
+
     async def _show(self, channel: str, ts: str, markdown: str) -> None:
         await self.client.chat_update(
             channel=channel, ts=ts, text=markdown, blocks=[{"type": "markdown", "text": markdown}]
@@ -173,6 +187,10 @@ def _buttons(reply: dict[str, Any]) -> list[dict[str, Any]]:
         for element in block.get("elements") or []
         if isinstance(element, dict) and element.get("action_id")
     ]
+
+
+def _asks_approval(reply: dict[str, Any]) -> bool:
+    return any(b.get("action_id") == APPROVE_ACTION for b in _buttons(reply))
 
 
 def _controls(reply: dict[str, Any]) -> bool:

@@ -178,8 +178,10 @@ async def start_stream(
     markdown_text: str,
     recipient_team_id: str,
     recipient_user_id: str,
+    chunks: list[dict[str, Any]] | None = None,
 ) -> str:
-    """Start streaming a message into a thread once; its ts.
+    """Start streaming a message into a thread once (with `markdown_text`, or only `chunks`);
+    its ts.
 
     When the answer is lost, the thread is searched for the stream it may have started (a message
     of the bot's after `after_ts` showing exactly `markdown_text`) before it is started again.
@@ -189,9 +191,10 @@ async def start_stream(
         response = await client.chat_startStream(
             channel=channel,
             thread_ts=thread_ts,
-            markdown_text=markdown_text,
+            markdown_text=markdown_text or None,
             recipient_team_id=recipient_team_id,
             recipient_user_id=recipient_user_id,
+            chunks=chunks or None,
         )
         return str(response["ts"])
 

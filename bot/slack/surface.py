@@ -19,9 +19,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.base import GeneratedFile
 from bot.messages import IncomingMessage
-from bot.outcomes import Answer, Failure, FileProblem, Refusal, RunningTool
+from bot.outcomes import (
+    WITHDRAWN,
+    Answer,
+    ApprovalRequest,
+    Decision,
+    Failure,
+    FileProblem,
+    Refusal,
+    RunningTool,
+    Task,
+)
 from bot.slack import words
-from bot.slack.blocks import answer_content, progress_content
+from bot.slack.approvals import Approvals
+from bot.slack.blocks import answer_content, progress_content, task_chunk
 from bot.slack.layout import Draft, with_footnotes
 from bot.slack.retries import SLACK_FAILURES, failure_name, post_message
 from bot.slack.status import STATUS_REFRESH, StatusLine
@@ -46,8 +57,10 @@ class SlackSurface:
         stream_interval: float = STREAM_INTERVAL,
         update_interval: float = UPDATE_INTERVAL,
         status_refresh: float = STATUS_REFRESH,
+        approvals: Approvals | None = None,
     ) -> None:
         self.client = client
+        self.approvals = approvals
         self.streaming = True  # until Slack says streaming is not available to this app
         self.stream_interval = stream_interval
         self.update_interval = update_interval
@@ -96,6 +109,7 @@ class SlackReply:
             else EditWriter(self.thread, surface.update_interval)
         )
         self.draft = Draft()
+        self.message = message
         self.tool_status = ""
         self.succeeded = False
         self.status = (
@@ -135,6 +149,48 @@ class SlackReply:
         if self.status is not None:
             await self.status.show([words.tool_status(tool) for tool in tools])
 
+    async def task_update(self, task: Task) -> None:
+        if isinstance(self.writer, StreamWriter):
+            self.thread.chunks.append(task_chunk(task))
+            self._wake.set()
+            self._kick()
+        if task.status != "in_progress" or task.kind in ("function", "mcp"):
+            return  # (function calls are shown by tools_running, with their declared status)
+        self.draft.new_round()
+        self.tool_status = words.task_status(task)
+        self._progress_dirty = True
+        self._wake.set()
+        self._kick()
+        if self.status is not None:
+            await self.status.show([self.tool_status.strip("_")])
+
+    async def reasoning(self, summary: str) -> None:
+        title = words.reasoning_title(summary)
+        if title is None or title == self.tool_status:
+            return
+        self.tool_status = title
+        self._progress_dirty = True
+        self._wake.set()
+        self._kick()
+        if self.status is not None:
+            await self.status.show([title.strip("_")])
+
+    async def approve(self, request: ApprovalRequest) -> Decision:
+        approvals = self.surface.approvals
+        if approvals is None:
+            return Decision(WITHDRAWN)  # no one can be asked here
+        before, self.tool_status = self.tool_status, words.WAITING_FOR_APPROVAL
+        self._progress_dirty = True
+        self._wake.set()
+        self._kick()
+        try:
+            return await approvals.ask(self.thread.client, self.message, request)
+        finally:
+            if self.tool_status == words.WAITING_FOR_APPROVAL:
+                self.tool_status = before  # the tool runs now, or is not run
+                self._progress_dirty = True
+                self._kick()
+
     async def reading(self, names: Sequence[str]) -> None:
         self.tool_status = words.reading(names)
         async with self._lock:
@@ -163,6 +219,8 @@ class SlackReply:
         shown = with_footnotes(text, answer.citations) if text else ""
         if not shown and answer.files:
             shown = words.ONLY_FILES
+        if answer.tasks:
+            self.thread.record = words.tools_record(answer.tasks)
         await self._close(shown, succeeded=True)
         if answer.files:
             await self._upload(answer.files)
@@ -194,7 +252,9 @@ class SlackReply:
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while not self._closed and (self._progress_dirty or self.draft.has_news()):
+            while not self._closed and (
+                self._progress_dirty or self.draft.has_news() or self.thread.chunks
+            ):
                 delay = self._next_sync - loop.time()
                 if delay > 0 and not self._wake.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -231,6 +291,7 @@ class SlackReply:
                         self._edit_from_now_on()
                 elif self.draft.complete(text or self.draft.received.strip() or words.EMPTY_ANSWER):
                     log.info("event=answer_rewritten channel=%s", self.thread.channel)
+                    await self._stream_last_tasks()
                     for shown in self.thread.messages:
                         shown.content = None
                     self._edit_from_now_on()
@@ -239,6 +300,14 @@ class SlackReply:
             finally:
                 if self.status is not None:
                     await self.status.clear()
+
+    async def _stream_last_tasks(self) -> None:
+        """The tasks that ended last, streamed before the answer is rewritten by editing."""
+        if isinstance(self.writer, StreamWriter) and self.thread.chunks:
+            try:
+                await self.writer.stream_tasks()
+            except SLACK_FAILURES as exc:
+                log.info("event=tasks_not_shown channel=%s error=%s", self.thread.channel, exc)
 
     async def _sync_final(self) -> None:
         """Show the whole answer; when Slack fails even after its retries, write it anew once."""
@@ -278,6 +347,7 @@ class SlackReply:
             await self.status.clear()  # the answer itself now shows that something happens
 
     def _edit_from_now_on(self) -> None:
+        self.thread.chunks.clear()  # tasks show in the status line from now on
         if isinstance(self.writer, StreamWriter):
             if self.writer.unavailable:
                 self.surface.streaming = False

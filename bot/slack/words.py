@@ -15,16 +15,22 @@ from bot.definitions import AssistantDefinition
 from bot.governance.prices import PRICES_CHECKED
 from bot.governance.usage import UsageSummary, UsageTotal
 from bot.outcomes import (
+    APPROVED,
+    DENIED,
+    EXPIRED,
     INTERRUPTED,
     RATE_LIMITED,
     RESTARTING,
     STOPPED,
     Answer,
+    ApprovalRequest,
+    Decision,
     Failure,
     FileProblem,
     LimitState,
     Refusal,
     RunningTool,
+    Task,
 )
 from bot.text import shorten
 
@@ -49,11 +55,74 @@ def reading(names: Sequence[str]) -> str:
 
 def tool_status(tool: RunningTool) -> str:
     """What a running tool is doing: its declared status, else its name."""
-    return tool.status or f"Running `{tool.name}`…"
+    if tool.status:
+        return tool.status
+    return (
+        f"Running `{tool.name}` on {escape(tool.server)}…"
+        if tool.server
+        else f"Running `{tool.name}`…"
+    )
 
 
 def tools_line(tools: Sequence[RunningTool]) -> str:
     return " ".join(f"_{tool_status(tool)}_" for tool in tools)
+
+
+HOSTED_TASKS = {
+    "web_search": "Searching the web",
+    "file_search": "Searching the files",
+    "code_interpreter": "Running code",
+}
+HOSTED_RECORD = {
+    "web_search": "web search",
+    "file_search": "file search",
+    "code_interpreter": "code",
+}
+
+
+def task_title(task: Task) -> str:
+    """A tool call as its task is titled in the streamed answer (plain text)."""
+    if task.kind == "mcp":
+        return f"{task.name} ({task.server})"
+    return HOSTED_TASKS.get(task.kind) or task.name
+
+
+def task_outcome(task: Task) -> str:
+    """What a task that ended badly shows below its title ("" when it went well)."""
+    if task.status != "error":
+        return ""
+    return "Not run: no one approved it" if task.not_run else "Failed"
+
+
+def task_status(task: Task) -> str:
+    """A task as the status line says it, where the answer cannot show tasks."""
+    return f"_{escape(task_title(task))}…_"
+
+
+def tools_record(tasks: Sequence[Task]) -> str:
+    """The finished answer's compact record of the tools it used, in the order they ran."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        label = escape(HOSTED_RECORD.get(task.kind) or task_title(task))
+        if task.status == "error":
+            label += " (not run)" if task.not_run else " (failed)"
+        counts[label] = counts.get(label, 0) + 1
+    used = ", ".join(f"{label} ×{n}" if n > 1 else label for label, n in counts.items())
+    return f":hammer_and_wrench: Used {used}"
+
+
+def reasoning_title(summary: str) -> str | None:
+    """What the status line says while the model reasons: its summary's heading, or its first
+    sentence, once whole (None until then, so the line changes seldom)."""
+    text = summary.strip()
+    if text.startswith("**"):
+        end = text.find("**", 2)
+        heading = text[2:end] if end > 2 else ""
+    else:
+        end = min((i for i in (text.find(". "), text.find("\n")) if i > 0), default=-1)
+        heading = text[:end] if end > 0 else ""
+    heading = heading.strip().rstrip(".…")
+    return f"_{escape(shorten(heading, 80))}…_" if heading else None
 
 
 # --- a finished answer ------------------------------------------------------------------------
@@ -309,6 +378,57 @@ FEEDBACK_NOT_FOUND = "Sorry, I could not find the answer this feedback is for."
 
 def only_asker_can_stop(asker: str) -> str:
     return f"Only <@{asker}>, who asked, can stop this answer."
+
+
+# --- approving a tool call --------------------------------------------------------------------
+
+APPROVE_LABEL = "Approve"
+DENY_LABEL = "Deny"
+APPROVAL_ARGUMENTS_CHARS = 600  # the arguments shown on the card, at most
+APPROVAL_NOT_WAITING = "That tool call is no longer waiting for a decision."
+WAITING_FOR_APPROVAL = "_Waiting for approval…_"
+APPROVAL_INTERRUPTED = "Withdrawn: the bot restarted while this call waited"
+
+
+def approval_question(request: ApprovalRequest) -> str:
+    """The card's first line (and its notification text)."""
+    where = f" on *{escape(request.server)}*" if request.server else ""
+    return f"The assistant wants to use *{escape(request.tool)}*{where}. Allow it?"
+
+
+def approval_arguments(arguments: str) -> str:
+    """The call's arguments as a code block, shortened."""
+    text = arguments.strip() or "{}"
+    if len(text) > APPROVAL_ARGUMENTS_CHARS:
+        text = text[: APPROVAL_ARGUMENTS_CHARS - 1] + "…"
+    return "```" + escape(text.replace("`", "ˋ")) + "```"
+
+
+def approval_who(asker: str, timeout: float) -> str:
+    return (
+        f"Only <@{asker}>, who asked, or an assistant admin can decide. "
+        f"No decision within {_duration(timeout)} counts as Deny."
+    )
+
+
+def approval_outcome(decision: Decision, timeout: float) -> str:
+    if decision.outcome == APPROVED:
+        return f":white_check_mark: Approved by <@{decision.by}>"
+    if decision.outcome == DENIED:
+        return f":no_entry_sign: Denied by <@{decision.by}>"
+    if decision.outcome == EXPIRED:
+        return f":hourglass: No decision within {_duration(timeout)}: denied"
+    return "Withdrawn: the answer was stopped"
+
+
+def only_asker_can_decide(asker: str) -> str:
+    return f"Only <@{asker}>, who asked, or an assistant admin can approve or deny this call."
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
 
 
 # --- the AI-app surface -----------------------------------------------------------------------

@@ -13,13 +13,20 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.messages import IncomingMessage
-from bot.slack.blocks import Content, answer_content, feedback_block, progress_content
+from bot.slack.blocks import (
+    Content,
+    answer_content,
+    feedback_block,
+    progress_content,
+    status_block,
+)
 from bot.slack.retries import SLACK_FAILURES, failure_name, post_message, start_stream
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,8 @@ class AnswerThread:
         self.thread_ts = message.key.thread_ts
         self.placeholder: Shown | None = placeholder
         self.messages: list[Shown] = []
+        self.chunks: list[dict[str, Any]] = []  # task updates not streamed yet
+        self.record = ""  # the finished answer's record of the tools it used
 
     async def post(self, content: Content) -> str:
         text, blocks = content
@@ -135,6 +144,8 @@ class StreamWriter(Writer):
         thread = self.thread
         client, channel = thread.client, thread.channel
         try:
+            if not await self.stream_tasks():
+                return False
             for index in range(max(len(thread.messages) - 1, 0), len(texts)):
                 text = texts[index]
                 last = index == len(texts) - 1
@@ -154,6 +165,8 @@ class StreamWriter(Writer):
                 if shown.streaming and (final or not last):
                     if final and last and succeeded:
                         blocks = [feedback_block(thread.message)]
+                        if thread.record:
+                            blocks.insert(0, status_block(thread.record))
                         await client.chat_stopStream(channel=channel, ts=shown.ts, blocks=blocks)
                     else:
                         await client.chat_stopStream(channel=channel, ts=shown.ts)
@@ -172,7 +185,27 @@ class StreamWriter(Writer):
             await thread.show_progress(status)
         return True
 
-    async def _start(self, text: str) -> str | None:
+    async def stream_tasks(self) -> bool:
+        """Stream the task updates that came, into the answer's latest message (the first
+        message starts with them when no text came yet); False when streaming was refused."""
+        thread = self.thread
+        chunks, thread.chunks = thread.chunks, []
+        if not chunks:
+            return True
+        if not thread.messages:
+            ts = await self._start("", chunks)
+            if ts is None:
+                return False
+            thread.messages.append(Shown(ts, streaming=True))
+            return True
+        latest = thread.messages[-1]
+        if latest.streaming:
+            await thread.client.chat_appendStream(
+                channel=thread.channel, ts=latest.ts, chunks=chunks
+            )
+        return True
+
+    async def _start(self, text: str, chunks: list[dict[str, Any]] | None = None) -> str | None:
         thread = self.thread
         try:
             return await start_stream(
@@ -183,6 +216,7 @@ class StreamWriter(Writer):
                 text,
                 recipient_team_id=thread.message.key.team_id,
                 recipient_user_id=thread.message.user_id,
+                chunks=chunks,
             )
         except SLACK_FAILURES as exc:
             error = failure_name(exc)
@@ -206,6 +240,7 @@ class EditWriter(Writer):
                 status=status,
                 live=last and not final,
                 feedback=last and final and succeeded,
+                record=thread.record,
             )
             if index < len(thread.messages):
                 if thread.messages[index].content != content:

@@ -66,6 +66,18 @@ class SharedFileRecord:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """A tool call's approval: who may decide (the asker, or an admin) and what was decided."""
+
+    id: str
+    team_id: str
+    asker: str
+    status: str  # pending, approved, denied, expired, withdrawn
+    decided_by: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """One admin action: when, in which workspace, who (a Slack user id, or "cli"), what."""
 

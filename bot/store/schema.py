@@ -153,3 +153,17 @@ audit_log = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Index("audit_log_at", "at"),
 )
+
+# A tool call waiting for (or given) a person's decision: pending, approved, denied, expired or
+# withdrawn; whichever process shows the buttons, the waiting turn reads the decision here.
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("asker", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("decided_at", sa.Float),
+)

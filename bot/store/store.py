@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bot.store.approvals import ApprovalTables
 from bot.store.audit import AuditTables
 from bot.store.conversations import ConversationTables
 from bot.store.database import Database, StoreError, parse_url, sqlite_url
@@ -28,7 +29,15 @@ class DatabaseState:
     pending_migrations: int
 
 
-class Store(ConversationTables, TurnTables, DefinitionTables, FileTables, UsageTables, AuditTables):
+class Store(
+    ConversationTables,
+    TurnTables,
+    DefinitionTables,
+    FileTables,
+    UsageTables,
+    AuditTables,
+    ApprovalTables,
+):
     def __init__(self, db: Database) -> None:
         self._db = db
 

@@ -26,7 +26,12 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent, ToolListChangedNotification
 
-from bot.definitions import AssistantDefinition, resolve_references
+from bot.definitions import (
+    AssistantDefinition,
+    hosted_by_openai,
+    requires_approval,
+    resolve_references,
+)
 from bot.tools.registry import Tool, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -138,6 +143,9 @@ class McpServer:
                 description=listed_tool.description or "",
                 function=self._caller(listed_tool.name, dict(listed_tool.input_schema)),
                 parameters=dict(listed_tool.input_schema),
+                requires_approval=requires_approval(self.config, listed_tool.name),
+                server=self.name,
+                remote_name=listed_tool.name,
             )
             for listed_tool in listed.tools
             if allowed is None or listed_tool.name in allowed
@@ -205,6 +213,8 @@ class McpServers:
         for definition in definitions:
             names = self._by_assistant.setdefault(definition.name, [])
             for config in definition.mcp_servers:
+                if hosted_by_openai(config):
+                    continue  # OpenAI connects to it (the Responses engine's hosted MCP tool)
                 self.servers.setdefault(config["name"], McpServer(config, self.registry))
                 if config["name"] not in names:
                     names.append(config["name"])

@@ -19,11 +19,18 @@ from typing import Any, overload
 
 from bot.engine.base import ToolCall, ToolOutput
 from bot.messages import ConversationKey, IncomingMessage
+from bot.outcomes import APPROVED, DENIED, EXPIRED, WITHDRAWN, ApprovalRequest, Approver
 
 log = logging.getLogger(__name__)
 
 MAX_OUTPUT_CHARS = 100_000
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+# What the model reads in place of the output of a call no one approved.
+NOT_RUN = {
+    DENIED: "not run: denied by the user",
+    EXPIRED: "not run: no one approved the call in time, so it counts as denied by the user",
+    WITHDRAWN: "not run: the user stopped the answer before deciding",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ class Tool:
     parameters: dict[str, Any] = field(default_factory=lambda: dict(EMPTY_PARAMETERS))
     status: str = ""  # shown in the thread while the tool runs, e.g. "Looking up the weather…"
     wants_context: bool = False
+    requires_approval: bool = False  # each call waits for a person's Approve in the thread
+    server: str = ""  # the MCP server whose tool this is ("" for the bot's own)
+    remote_name: str = ""  # the tool's name on that server
 
     def definition(self) -> dict[str, Any]:
         """The function tool definition an assistant needs for the model to call this tool."""
@@ -70,6 +80,7 @@ def tool(
     description: str | None = None,
     parameters: dict[str, Any] | None = None,
     status: str = "",
+    requires_approval: bool = False,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -81,11 +92,13 @@ def tool(
     description: str | None = None,
     parameters: dict[str, Any] | None = None,
     status: str = "",
+    requires_approval: bool = False,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Declare an async function as a tool: `@tool` or `@tool(description=…, parameters=…)`.
 
     The model's JSON arguments become keyword arguments; a parameter named `context` receives a
     `ToolContext`. The return value (text, or anything JSON can hold) is what the model reads.
+    With `requires_approval`, each call waits for the asker's Approve in the thread.
     """
 
     def wrap(fn: ToolFunction) -> Tool:
@@ -98,6 +111,7 @@ def tool(
             parameters=parameters or dict(EMPTY_PARAMETERS),
             status=status,
             wants_context="context" in inspect.signature(fn).parameters,
+            requires_approval=requires_approval,
         )
 
     return wrap(function) if function is not None else wrap
@@ -167,12 +181,21 @@ class ToolRegistry:
         known = self._tools.get(name)
         return known.status if known else ""
 
-    async def run(self, calls: Sequence[ToolCall], message: IncomingMessage) -> list[ToolOutput]:
+    def identify(self, name: str) -> tuple[str, str]:
+        """(the tool's own name, its MCP server or "") for a name the model called."""
+        known = self._tools.get(name)
+        if known is None or not known.server:
+            return name, ""
+        return known.remote_name or name, known.server
+
+    async def run(
+        self, calls: Sequence[ToolCall], message: IncomingMessage, approve: Approver | None = None
+    ) -> list[ToolOutput]:
         context = ToolContext(message.key, message.user_id, message.ts)
-        outputs = await asyncio.gather(*(self._run_one(call, context) for call in calls))
+        outputs = await asyncio.gather(*(self._run_one(call, context, approve) for call in calls))
         return [ToolOutput(call.id, output) for call, output in zip(calls, outputs, strict=True)]
 
-    async def _run_one(self, call: ToolCall, context: ToolContext) -> str:
+    async def _run_one(self, call: ToolCall, context: ToolContext, approve: Approver | None) -> str:
         known = self._tools.get(call.name)
         if known is None:
             log.warning("event=unknown_tool tool=%s", call.name)
@@ -184,6 +207,14 @@ class ToolRegistry:
             return f"error: the arguments are not valid JSON ({exc})"
         if not isinstance(arguments, dict):
             return "error: the arguments must be a JSON object"
+        if known.requires_approval:
+            if approve is None:
+                return "not run: this tool needs a person's approval, and none can be asked here"
+            tool_name, server = self.identify(call.name)
+            decision = await approve(ApprovalRequest(call.id, tool_name, server, call.arguments))
+            log.info("event=tool_approval tool=%s outcome=%s", call.name, decision.outcome)
+            if decision.outcome != APPROVED:
+                return NOT_RUN.get(decision.outcome, NOT_RUN[DENIED])
         if known.wants_context:
             arguments["context"] = context
         try:

@@ -21,6 +21,17 @@ class ToolCallSpec:
 
 
 @dataclass(frozen=True)
+class McpCallSpec:
+    """A call of a tool on an MCP server the request hands to OpenAI (`type: mcp`, Responses
+    only): the emulator asks for approval when the tool's `require_approval` says so, then calls
+    the real server."""
+
+    server: str  # the tool's server_label
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True)
 class CitationSpec:
     """A file_search citation: `quote` is cited from the uploaded file named `filename`."""
 
@@ -66,6 +77,10 @@ class Reply:
     citations: Sequence[CitationSpec] = ()
     web_sources: Sequence[WebSourceSpec] = ()  # searched with web_search, cited by url_citation
     outputs: Sequence[ImageSpec] = ()
+    # A reasoning model's summary of its thinking, streamed before its output when the request
+    # asks for one (reasoning.summary; Responses API only).
+    reasoning: str = ""
+    mcp_calls: Sequence[McpCallSpec] = ()  # made before its text; see McpCallSpec
 
 
 @dataclass
@@ -94,6 +109,9 @@ class ScriptedModel:
         self._queue: deque[Reply] = deque()
         self.turns: list[TurnContext] = []
         self.gate: asyncio.Event | None = None  # when set by a test, replies wait until it is set
+        # When set by a test, a reply that reasons or searches the web holds there (its summary
+        # written, its search begun) until the event is set.
+        self.held: asyncio.Event | None = None
 
     def enqueue(self, *replies: Reply) -> None:
         """The next runs answer with these replies, in order; after them, `respond` answers."""
@@ -118,6 +136,10 @@ class ScriptedModel:
         delay = self.latency if reply.latency is None else reply.latency
         if delay:
             await asyncio.sleep(delay)
+
+    async def hold(self) -> None:
+        if self.held is not None:
+            await self.held.wait()
 
     def chunks(self, text: str) -> list[str]:
         size = max(1, self.chunk_size)

@@ -188,7 +188,12 @@ class OpenAIEmulator:
         self.model = model or ScriptedModel()
         self.api_key = "sk-test-key"
         self.assistants_retired = False
-        self.models: set[str] = {"gpt-4o", "gpt-4o-mini", "gpt-4.1"}  # what /v1/models/{id} knows
+        self.models: set[str] = {
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-5-mini",
+        }  # what /v1/models/{id} knows
         self.indexing_delay = 0.05
         self.poll_after_ms = 10  # sent as `openai-poll-after-ms`, so SDK pollers poll quickly
         self.requests: list[RecordedRequest] = []
@@ -1091,6 +1096,11 @@ class OpenAIEmulator:
             run.spent_completion_tokens += count_tokens(*(c.arguments for c in reply.tool_calls))
             self._request_tools(run, reply)
         else:
+            if reply.citations:
+                self._hosted_step(run, {"type": "file_search", "file_search": {}})
+            if reply.outputs:
+                code = {"input": "# the scripted code", "outputs": []}
+                self._hosted_step(run, {"type": "code_interpreter", "code_interpreter": code})
             completion_tokens = await self._write_message(run, reply, prompt_tokens)
             prompt_tokens += run.spent_prompt_tokens
             completion_tokens += run.spent_completion_tokens
@@ -1157,6 +1167,13 @@ class OpenAIEmulator:
         step[f"{status}_at"] = now()
         step["usage"] = usage
         self._emit(run, f"thread.run.step.{status}", step, "RunStepObject")
+
+    def _hosted_step(self, run: RunState, call: JSON) -> None:
+        """A step in which a tool the backend runs itself (file_search, code_interpreter) ran."""
+        step = self._new_step(
+            run, {"type": "tool_calls", "tool_calls": [{"id": self.new_id("call"), **call}]}
+        )
+        self._finish_step(run, step, "completed")
 
     def _request_tools(self, run: RunState, reply: Reply) -> None:
         calls: list[JSON] = [

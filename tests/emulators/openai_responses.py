@@ -29,7 +29,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx2
 from aiohttp import web
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.emulators.common import JSON, ApiError, Handler, ScriptError, SseEvent, now, read_json
 from tests.emulators.model import CitationSpec, ImageSpec, Reply, ScriptedModel, TurnContext
@@ -68,6 +71,13 @@ EVENT_SCHEMAS: dict[str, str] = {
     "response.code_interpreter_call_code.done": "ResponseCodeInterpreterCallCodeDoneEvent",
     "response.code_interpreter_call.interpreting": "ResponseCodeInterpreterCallInterpretingEvent",
     "response.code_interpreter_call.completed": "ResponseCodeInterpreterCallCompletedEvent",
+    "response.reasoning_summary_part.added": "ResponseReasoningSummaryPartAddedEvent",
+    "response.reasoning_summary_text.delta": "ResponseReasoningSummaryTextDeltaEvent",
+    "response.reasoning_summary_text.done": "ResponseReasoningSummaryTextDoneEvent",
+    "response.reasoning_summary_part.done": "ResponseReasoningSummaryPartDoneEvent",
+    "response.mcp_call.in_progress": "ResponseMCPCallInProgressEvent",
+    "response.mcp_call.completed": "ResponseMCPCallCompletedEvent",
+    "response.mcp_call.failed": "ResponseMCPCallFailedEvent",
     "response.completed": "ResponseCompletedEvent",
     "response.failed": "ResponseFailedEvent",
     "response.incomplete": "ResponseIncompleteEvent",
@@ -179,6 +189,7 @@ class ResponseRecord:
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once it has its final state
+    mcp_decisions: dict[int, bool] = field(default_factory=dict)  # reply.mcp_calls index -> approve
     _sequence: int = 0
 
     @property
@@ -224,6 +235,8 @@ class ResponsesState:
         self.containers: dict[str, Container] = {}
         self.busy: dict[str, str] = {}  # conversation id -> id of the response working on it
         self.pending_calls: dict[str, PendingCall] = {}  # call_id -> the call awaiting output
+        # mcp_approval_request id -> (the reply that made the call, the call's index in it)
+        self.pending_approvals: dict[str, tuple[Reply, int]] = {}
         self.locked_refusals: int = 0  # how many requests were refused with conversation_locked
 
     def response_list(self) -> list[ResponseRecord]:
@@ -270,6 +283,31 @@ def message_text(item: JSON) -> str:
         for part in content
         if isinstance(part, dict) and part.get("type") in ("input_text", "output_text", "text")
     )
+
+
+def _needs_approval(tool: JSON, name: str) -> bool:
+    """Whether the hosted MCP tool's `require_approval` (default: always) covers `name`."""
+    setting = tool.get("require_approval", "always")
+    if setting is None or isinstance(setting, str):
+        return setting != "never"
+    listed = (setting.get("always") or {}).get("tool_names") or []
+    exempt = (setting.get("never") or {}).get("tool_names") or []
+    return name in listed or (name not in exempt and not listed)
+
+
+async def call_mcp_tool(url: str, headers: dict[str, str], name: str, arguments: str) -> str:
+    """Call a tool on a real MCP server over streamable HTTP, as OpenAI would; its text."""
+    async with (
+        httpx2.AsyncClient(headers=headers) as client,
+        streamable_http_client(url, http_client=client) as (read, write, *_),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        result = await session.call_tool(name, json.loads(arguments or "{}"))
+    text = "\n".join(getattr(part, "text", "") for part in result.content)
+    if result.is_error:
+        raise RuntimeError(text)
+    return text
 
 
 def user_texts(items: Iterable[JSON]) -> list[str]:
@@ -646,7 +684,21 @@ class ResponsesApi:
                 for store_id in tool.get("vector_store_ids") or []
             ],
         )
-        reply = self._pick_reply(turn, outputs)
+        decisions: dict[int, bool] = {}
+        resumed: Reply | None = None
+        for item in input_items:
+            if item["type"] != "mcp_approval_response":
+                continue
+            pending = self.state.pending_approvals.pop(str(item.get("approval_request_id")), None)
+            if pending is None:
+                raise ApiError(
+                    400,
+                    f"No approval request found with id '{item.get('approval_request_id')}'.",
+                    param="input",
+                )
+            resumed, index = pending
+            decisions[index] = bool(item.get("approve"))
+        reply = resumed if resumed is not None else self._pick_reply(turn, outputs)
 
         response_id = self.emu.new_id("resp")
         background = bool(body.get("background"))
@@ -663,6 +715,7 @@ class ResponsesApi:
             stored=body.get("store") is not False,
             reply=reply,
             turn=turn,
+            mcp_decisions=decisions,
         )
         self.state.responses[response_id] = record
         if conversation_id:
@@ -740,7 +793,7 @@ class ResponsesApi:
             "output": [],
             "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
             "previous_response_id": body.get("previous_response_id"),
-            "reasoning": {"effort": None, "summary": None},
+            "reasoning": {"effort": None, "summary": None, **(body.get("reasoning") or {})},
             "service_tier": "default",
             "store": body.get("store") is not False,
             "temperature": body.get("temperature", 1.0),
@@ -831,6 +884,10 @@ class ResponsesApi:
                 record.body["status"] = "in_progress"
             yield self._lifecycle(record, "response.in_progress")
             await self.emu.model.wait_before_output(reply)
+            summary = (record.request.get("reasoning") or {}).get("summary")
+            if reply.reasoning and summary and reply.fail is None:
+                async for event in self._reasoning(record, reply.reasoning):
+                    yield event
             if reply.fail is not None:
                 code, message = reply.fail
                 yield self._finish(record, "failed", error={"code": code, "message": message})
@@ -855,6 +912,9 @@ class ResponsesApi:
                 self._settle(
                     record, "failed", error={"code": "server_error", "message": CUT_MESSAGE}
                 )
+            elif reply.mcp_calls:
+                async for event in self._mcp_calls(record, reply):
+                    yield event
             elif reply.tool_calls:
                 for spec in reply.tool_calls:
                     async for event in self._function_call(
@@ -1131,6 +1191,111 @@ class ResponsesApi:
     def _has_tool(self, record: ResponseRecord, kind: str) -> bool:
         return any(isinstance(t, dict) and t.get("type") == kind for t in record.tools)
 
+    async def _mcp_calls(self, record: ResponseRecord, reply: Reply) -> AsyncIterator[JSON]:
+        """The reply's hosted MCP calls: those that need approval are asked for (the response
+        ends there, and the next request's mcp_approval_response items resume it); the others,
+        and the approved, are called on the real server; then the reply's text."""
+        resuming = bool(record.mcp_decisions)
+        outputs: list[str] = []
+        asked = False
+        for index, spec in enumerate(reply.mcp_calls):
+            tool = next(
+                (
+                    t
+                    for t in record.tools
+                    if t.get("type") == "mcp" and t.get("server_label") == spec.server
+                ),
+                None,
+            )
+            if tool is None:
+                raise ScriptError(f"the request offers no MCP server labelled {spec.server!r}")
+            if resuming and index not in record.mcp_decisions:
+                continue  # run (or asked for) in the response before
+            if index in record.mcp_decisions:
+                if not record.mcp_decisions[index]:
+                    outputs.append(f"the call of {spec.name} was denied")
+                    continue
+            elif _needs_approval(tool, spec.name):
+                item: JSON = {
+                    "id": self.emu.new_id("mcpr"),
+                    "type": "mcp_approval_request",
+                    "server_label": spec.server,
+                    "name": spec.name,
+                    "arguments": spec.arguments,
+                }
+                self.state.pending_approvals[item["id"]] = (reply, index)
+                at, event = self._add_item(record, item)
+                yield event
+                yield self._item_done(record, at)
+                asked = True
+                continue
+            async for event in self._mcp_call(record, tool, spec, outputs):
+                yield event
+        if not asked:
+            text = reply.after_tools or Reply(text="The tools returned: " + "; ".join(outputs))
+            async for event in self._message(record, text):
+                yield event
+        yield self._finish(record, "completed")
+
+    async def _mcp_call(
+        self, record: ResponseRecord, tool: JSON, spec: Any, outputs: list[str]
+    ) -> AsyncIterator[JSON]:
+        item: JSON = {
+            "id": self.emu.new_id("mcp"),
+            "type": "mcp_call",
+            "server_label": spec.server,
+            "name": spec.name,
+            "arguments": spec.arguments,
+            "status": "in_progress",
+            "output": None,
+            "error": None,
+        }
+        index, event = self._add_item(record, item)
+        yield event
+        where = {"output_index": index, "item_id": item["id"]}
+        yield self._event(record, "response.mcp_call.in_progress", **where)
+        try:
+            output = await call_mcp_tool(
+                tool["server_url"], tool.get("headers") or {}, spec.name, spec.arguments
+            )
+        except Exception as exc:  # what OpenAI reports when the server fails
+            item["status"], item["error"] = (
+                "failed",
+                {
+                    "type": "mcp_tool_execution_error",
+                    "content": [{"type": "text", "text": str(exc)}],
+                },
+            )
+            outputs.append(f"error: {exc}")
+            yield self._event(record, "response.mcp_call.failed", **where)
+        else:
+            item["status"], item["output"] = "completed", output
+            outputs.append(output)
+            yield self._event(record, "response.mcp_call.completed", **where)
+        yield self._item_done(record, index)
+
+    async def _reasoning(self, record: ResponseRecord, text: str) -> AsyncIterator[JSON]:
+        """A reasoning item whose one summary part streams in deltas (its thinking stays hidden)."""
+        item: JSON = {"id": self.emu.new_id("rs"), "type": "reasoning", "summary": []}
+        index, event = self._add_item(record, item)
+        yield event
+        where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+        part: JSON = {"type": "summary_text", "text": ""}
+        yield self._event(
+            record, "response.reasoning_summary_part.added", **where, part=copy.deepcopy(part)
+        )
+        for chunk in self.emu.model.chunks(text):
+            await self._pause(record)
+            part["text"] += chunk
+            yield self._event(record, "response.reasoning_summary_text.delta", **where, delta=chunk)
+        await self.emu.model.hold()
+        yield self._event(record, "response.reasoning_summary_text.done", **where, text=text)
+        item["summary"].append(part)
+        yield self._event(
+            record, "response.reasoning_summary_part.done", **where, part=copy.deepcopy(part)
+        )
+        yield self._item_done(record, index)
+
     async def _web_search_call(self, record: ResponseRecord, reply: Reply) -> AsyncIterator[JSON]:
         texts = user_texts(record.context)
         query = texts[-1] if texts else ""
@@ -1144,6 +1309,7 @@ class ResponsesApi:
         yield event
         where = {"output_index": index, "item_id": item["id"]}
         yield self._event(record, "response.web_search_call.in_progress", **where)
+        await self.emu.model.hold()
         item["status"] = "searching"
         yield self._event(record, "response.web_search_call.searching", **where)
         item["status"] = "completed"

@@ -337,6 +337,36 @@ def _rich_text_from_plain(text: str) -> list[dict[str, Any]]:
     ]
 
 
+TASK_STATUSES = ("pending", "in_progress", "complete", "error")
+TASK_FIELDS = {"type", "id", "title", "status", "details", "output", "sources"}
+MAX_TASK_TEXT = 256  # details and output
+
+
+def _check_task_update(chunk: dict[str, Any]) -> None:
+    """A task_update chunk as chat.*Stream documents it: id, title and status required (status
+    one of TASK_STATUSES); details and output at most 256 characters; sources url elements
+    with their text."""
+    if set(chunk) - TASK_FIELDS:
+        raise _ApiError("invalid_chunks")
+    for name in ("id", "title"):
+        if not isinstance(chunk.get(name), str) or not chunk[name]:
+            raise _ApiError("invalid_chunks")
+    if chunk.get("status") not in TASK_STATUSES:
+        raise _ApiError("invalid_chunks")
+    for name in ("details", "output"):
+        if name in chunk and (not isinstance(chunk[name], str) or len(chunk[name]) > MAX_TASK_TEXT):
+            raise _ApiError("invalid_chunks")
+    for source in chunk.get("sources", []):
+        if (
+            not isinstance(source, dict)
+            or source.get("type") != "url"
+            or not str(source.get("url", "")).startswith(("http://", "https://"))
+            or not isinstance(source.get("text"), str)
+            or not source["text"]
+        ):
+            raise _ApiError("invalid_chunks")
+
+
 def _displayed(msg: _Msg) -> str:
     if msg.streaming or msg.streamed or msg.final_blocks is not None:
         text = msg.streamed
@@ -756,6 +786,16 @@ class SlackEmulator:
             u
             for u in self._uploads
             if u.channel == channel and (thread_ts is None or u.thread_ts == thread_ts)
+        ]
+
+    def task_updates(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The task_update chunks streamed into the thread's messages, in the order sent."""
+        return [
+            chunk
+            for msg in self._sorted(channel)
+            if msg.thread_ts == thread_ts
+            for chunk in msg.chunks
+            if chunk.get("type") == "task_update"
         ]
 
     def calls_to(self, method: str) -> list[ApiCall]:
@@ -1964,6 +2004,13 @@ class SlackEmulator:
                 if len(str(chunk.get("text", ""))) > MAX_MARKDOWN_TEXT_CHARS:
                     raise _ApiError("msg_too_long")
                 out += str(chunk.get("text", ""))
+            elif chunk["type"] == "task_update":
+                _check_task_update(chunk)
+            elif chunk["type"] == "plan_update":
+                if set(chunk) != {"type", "title"} or not isinstance(chunk["title"], str):
+                    raise _ApiError("invalid_chunks")
+            elif chunk["type"] != "blocks":
+                raise _ApiError("invalid_chunks")
         return out
 
     def _streaming_message(self, args: dict[str, Any]) -> _Msg:

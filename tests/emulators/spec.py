@@ -69,7 +69,13 @@ def _apply_errata(schemas: dict[str, Any]) -> None:
 
     `InputItem`: a user message whose content is a list of parts (text and an image) fits both
     `EasyInputMessage` and `InputMessage`, so the spec's `oneOf` refuses it; the API takes it.
+
+    `MCPApprovalResponse` requires a `request_id` it does not define (the SDK, generated from the
+    same spec, requires `approval_request_id`, `approve` and `type` only).
     """
+    approval = schemas.get("MCPApprovalResponse")
+    if isinstance(approval, dict) and "request_id" in approval.get("required", []):
+        approval["required"] = [r for r in approval["required"] if r != "request_id"]
     input_item = schemas.get("InputItem")
     if isinstance(input_item, dict) and "oneOf" in input_item:
         input_item["anyOf"] = input_item.pop("oneOf")

@@ -1,4 +1,5 @@
-"""Buttons on answers: Stop (cancels the answer being written) and feedback (good / bad)."""
+"""Buttons on answers: Stop (cancels the answer being written), feedback (good / bad), and
+Approve / Deny on a tool call that waits for a decision."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import Conversations
+from bot.outcomes import APPROVED, DENIED
 from bot.slack import inbound, words
+from bot.slack.approvals import NOT_ALLOWED, NOT_WAITING, Approvals
 from bot.slack.blocks import (
+    APPROVE_ACTION,
+    DENY_ACTION,
     FEEDBACK_ACTION,
     STOP_ACTION,
     parse_feedback_value,
@@ -21,7 +26,9 @@ from bot.slack.blocks import (
 log = logging.getLogger(__name__)
 
 
-def register(app: AsyncApp, conversations: Conversations) -> None:
+def register(
+    app: AsyncApp, conversations: Conversations, approvals: Approvals | None = None
+) -> None:
     async def stop(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -53,8 +60,26 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
             return
         await _tell(client, body, user, words.THANKS[rating])
 
+    async def decide(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        user = inbound.field_id(body, "user")
+        approval_id = inbound.text(action.get("value"), 100)
+        if user is None or not approval_id or approvals is None:
+            await _not_understood(client, body, user, str(action.get("action_id")))
+            return
+        outcome = APPROVED if action.get("action_id") == APPROVE_ACTION else DENIED
+        result, asker = await approvals.decide(approval_id, user, outcome)
+        if result == NOT_ALLOWED:
+            await _tell(client, body, user, words.only_asker_can_decide(asker))
+        elif result == NOT_WAITING:
+            await _tell(client, body, user, words.APPROVAL_NOT_WAITING)
+
     app.action(STOP_ACTION)(stop)
     app.action(FEEDBACK_ACTION)(feedback)
+    app.action(APPROVE_ACTION)(decide)
+    app.action(DENY_ACTION)(decide)
 
 
 async def _not_understood(
