@@ -15,6 +15,7 @@ from bot.store.records import (
     Feedback,
     PendingTurn,
     SharedFileRecord,
+    TurnProgress,
 )
 from bot.store.store import DatabaseState, Store
 
@@ -27,6 +28,7 @@ __all__ = [
     "SharedFileRecord",
     "Store",
     "StoreError",
+    "TurnProgress",
     "describe_url",
     "sqlite_file",
 ]
