@@ -140,7 +140,29 @@ async def turn_statuses(db: Path, ts: str) -> list[str]:
 # --- killed at a chosen moment -----------------------------------------------------------------
 
 
-async def test_a_killed_bot_leaves_no_placeholder_behind_and_answers_what_waited(
+async def run_kept(db: Path) -> None:
+    """Return once the bot has recorded the backend run of the turn it is answering."""
+    async with asyncio.timeout(10):
+        while True:
+            store, _ = await Store.snapshot(db)
+            try:
+                if any(turn.progress.run_id for turn in await store.open_turns()):
+                    return
+            finally:
+                await store.close()
+            await asyncio.sleep(0.02)
+
+
+def latest_run(harness: Harness) -> tuple[str, str]:
+    """The id and status of the backend run (or response) started last."""
+    if harness.engine == "assistants":
+        run = list(harness.openai.runs.values())[-1]
+        return run.id, run.status
+    response = harness.openai.responses_api.response_list()[-1]
+    return response.id, response.status
+
+
+async def test_a_bot_killed_mid_answer_gives_the_whole_answer_once_restarted_and_then_what_waited(
     harness: Harness, bot_process: BotProcess, tmp_path: Path
 ) -> None:
     slack, openai = harness.slack, harness.openai
@@ -149,39 +171,70 @@ async def test_a_killed_bot_leaves_no_placeholder_behind_and_answers_what_waited
     ts = await slack.mention(ALICE, GENERAL, "first")
     await slack.post(BOB, GENERAL, "second", thread_ts=ts)
     await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 2)  # two placeholders
+    await run_kept(tmp_path / "bot.sqlite3")
     await bot_process.kill()  # "first" runs, "second" waits its turn
     openai.model.gate.set()
+    # The run goes on without the bot, and has finished by the time the bot is back.
+    await slack.wait_for(lambda: latest_run(harness)[1] == "completed")
 
     took = await bot_process.start(slack)
     assert took < READY_WITHIN
     await wait_answers(slack, GENERAL, ts, 2)
     await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
     replies = slack.bot_replies(GENERAL, ts)
+    assert len(replies) == 2
+    assert replies[0].text.startswith("You said: first")
     assert replies[1].text.startswith("You said: second")
-    assert [m.text for m in replies if RESTARTED in m.text] == [
-        ":warning: The bot restarted while answering this message, so the answer was lost. "
-        "Please send it again."
-    ]
-    assert len(replies) == 2 and stale(replies) == []
-    assert await turn_statuses(tmp_path / "bot.sqlite3", ts) == ["failed", "done"]
+    assert not [m for m in replies if RESTARTED in m.text]
+    assert await turn_statuses(tmp_path / "bot.sqlite3", ts) == ["done", "done"]
+    assert openai.user_messages("first") == 1  # followed, not asked again
+    assert len(bot_process.logged("event=turn_taken_over")) == 1
 
 
-async def test_an_answer_killed_while_streaming_ends_with_the_restarted_note(
+async def test_an_answer_killed_while_streaming_is_finished_in_the_same_message_once_restarted(
     harness: Harness, bot_process: BotProcess
 ) -> None:
     slack, openai = harness.slack, harness.openai
     openai.model.chunk_delay = 0.05
-    openai.model.enqueue(Reply(text="A long answer, written slowly, word after word. " * 4))
+    text = "A long answer, written slowly, word after word. " * 4
+    openai.model.enqueue(Reply(text=text))
     await bot_process.start(slack)
     ts = await slack.mention(ALICE, GENERAL, "tell me slowly")
     await slack.wait_for(lambda: streaming(slack, ts))
+    [half] = [m for m in slack.bot_replies(GENERAL, ts) if m.streaming]
     await bot_process.kill()
 
     await bot_process.start(slack)
+    await wait_answers(slack, GENERAL, ts, 1)
     await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
     [answer] = slack.bot_replies(GENERAL, ts)
-    assert answer.text.startswith("A long")  # what was streamed stays
-    assert answer.text.endswith(RESTARTED + ", so the answer was lost. Please send it again.")
+    assert answer.ts == half.ts  # the half-written message now holds the whole answer
+    assert answer.text.startswith(text.strip())
+    assert RESTARTED not in answer.text
+    assert openai.user_messages("tell me slowly") == 1
+
+
+async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeating_the_message(
+    harness: Harness, bot_process: BotProcess, tmp_path: Path
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "are you still there?")
+    await run_kept(tmp_path / "bot.sqlite3")
+    await bot_process.kill()
+    await openai.lose_run(latest_run(harness)[0])
+    runs = harness.backend_runs()
+    openai.model.gate.set()
+
+    await bot_process.start(slack)
+    [answer] = await wait_answers(slack, GENERAL, ts, 1)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    assert answer.text.startswith("You said: are you still there?")
+    assert len(slack.bot_replies(GENERAL, ts)) == 1
+    assert harness.backend_runs() == runs + 1  # run again, once
+    assert openai.user_messages("are you still there?") == 1
+    assert await turn_statuses(tmp_path / "bot.sqlite3", ts) == ["done"]
 
 
 async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_channel_is_gone(
