@@ -347,12 +347,9 @@ class Conversations:
         # An answer cut off halfway is taken over where its sign of life is known; else (a
         # record from before take-over, or an engine that cannot follow) it ends with a note.
         following = isinstance(self.engine, FollowsRuns)
-        taken_over = [
-            turn
-            for turn in turns
-            if turn.status != "queued" and following and turn.progress.reply_ref
-        ]
-        cut_off = [turn for turn in turns if turn.status != "queued" and turn not in taken_over]
+        started = [turn for turn in turns if turn.status != "queued"]
+        taken_over = [turn for turn in started if following and turn.progress.reply_ref]
+        cut_off = [turn for turn in started if turn not in taken_over]
         error = "interrupted by restart"
         try:
             if self.leftovers is not None:
@@ -429,8 +426,15 @@ class Conversations:
                     left = await self.leftovers.take_back(turn.message, reply.ref, left.answer_ref)
             except Exception as exc:  # what is known is rewritten; a stream not known stays
                 log.warning(
-                    "event=take_back_failed turn=%s error=%s", turn.turn_id, _error_name(exc)
+                    "event=take_back_failed channel=%s ts=%s error=%s",
+                    turn.message.key.channel_id,
+                    turn.message.ts,
+                    _error_name(exc),
                 )
+        if left.answer_ref != (progress.answer_ref or ""):
+            # Kept before it is rewritten: a stream found (and stopped) now cannot be found
+            # again should this process die too.
+            await self.store.answer_shown(turn.turn_id, left.answer_ref)
         log.info(
             "event=turn_taken_over channel=%s ts=%s run=%s shown_whole=%s",
             turn.message.key.channel_id,
