@@ -563,6 +563,12 @@ class Conversations:
                             # Kept at once: whoever takes the turn over follows this run.
                             outcome.run_id = event.run_id
                             await self.store.update_turn(turn_id, "running", run_id=event.run_id)
+                            log.info(
+                                "event=run_started channel=%s ts=%s run=%s",
+                                message.key.channel_id,
+                                message.ts,
+                                event.run_id,
+                            )
                             continue
                         await self._show(event, reply, outcome)
                 finally:

@@ -128,29 +128,10 @@ def verdict(replies: list[Message], answer: str) -> str:
     return "answered" if answered else "explained" if explained else "lost"
 
 
-async def turn_statuses(db: Path, ts: str) -> list[str]:
-    store, _ = await Store.snapshot(db)
-    try:
-        key = ConversationKey(SlackEmulator().team_id, GENERAL, ts)
-        return [status for _, status in await store.turn_statuses(key)]
-    finally:
-        await store.close()
-
-
-# --- killed at a chosen moment -----------------------------------------------------------------
-
-
-async def run_kept(db: Path) -> None:
-    """Return once the bot has recorded the backend run of the turn it is answering."""
-    async with asyncio.timeout(10):
-        while True:
-            store, _ = await Store.snapshot(db)
-            try:
-                if any(turn.progress.run_id for turn in await store.open_turns()):
-                    return
-            finally:
-                await store.close()
-            await asyncio.sleep(0.02)
+async def recorded(process: BotProcess, slack: SlackEmulator, what: str) -> None:
+    """Return once the bot has logged `what` (it logs a run once the run is recorded, and a
+    turn's end once it is recorded)."""
+    await slack.wait_for(lambda: bool(process.logged(what)))
 
 
 def latest_run(harness: Harness) -> tuple[str, str]:
@@ -171,7 +152,7 @@ async def test_a_bot_killed_mid_answer_gives_the_whole_answer_once_restarted_and
     ts = await slack.mention(ALICE, GENERAL, "first")
     await slack.post(BOB, GENERAL, "second", thread_ts=ts)
     await slack.wait_for(lambda: len(slack.bot_replies(GENERAL, ts)) == 2)  # two placeholders
-    await run_kept(tmp_path / "bot.sqlite3")
+    await recorded(bot_process, slack, f"event=run_started channel={GENERAL} ts={ts}")
     await bot_process.kill()  # "first" runs, "second" waits its turn
     openai.model.gate.set()
     # The run goes on without the bot, and has finished by the time the bot is back.
@@ -186,7 +167,8 @@ async def test_a_bot_killed_mid_answer_gives_the_whole_answer_once_restarted_and
     assert replies[0].text.startswith("You said: first")
     assert replies[1].text.startswith("You said: second")
     assert not [m for m in replies if RESTARTED in m.text]
-    assert await turn_statuses(tmp_path / "bot.sqlite3", ts) == ["done", "done"]
+    await recorded(bot_process, slack, "status=done")
+    assert len(bot_process.logged("status=done")) == 2  # the first, taken over, and the second
     assert openai.user_messages("first") == 1  # followed, not asked again
     assert len(bot_process.logged("event=turn_taken_over")) == 1
 
@@ -252,7 +234,7 @@ async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeat
     openai.model.gate = asyncio.Event()
     await bot_process.start(slack)
     ts = await slack.mention(ALICE, GENERAL, "are you still there?")
-    await run_kept(tmp_path / "bot.sqlite3")
+    await recorded(bot_process, slack, "event=run_started")
     await bot_process.kill()
     await openai.lose_run(latest_run(harness)[0])
     runs = harness.backend_runs()
@@ -265,7 +247,7 @@ async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeat
     assert len(slack.bot_replies(GENERAL, ts)) == 1
     assert harness.backend_runs() == runs + 1  # run again, once
     assert openai.user_messages("are you still there?") == 1
-    assert await turn_statuses(tmp_path / "bot.sqlite3", ts) == ["done"]
+    await recorded(bot_process, slack, f"ts={ts} status=done")
 
 
 async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_channel_is_gone(
@@ -282,7 +264,7 @@ async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_cha
         await slack.wait_for(
             lambda: any(turn.user_texts[-1] == text for turn in openai.model.turns)
         )
-        await run_kept(tmp_path / "bot.sqlite3")
+        await recorded(bot_process, slack, f"event=run_started channel={channel}")
         await bot_process.kill()
         openai.model.gate.set()
         return ts
@@ -310,7 +292,7 @@ async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_cha
     assert answer.text.startswith("You said: in a thread Slack will not show")
     [_, failed] = bot_process.logged("event=take_back_failed")
     assert "error=internal_error" in failed
-    assert await turn_statuses(tmp_path / "bot.sqlite3", failing) == ["done"]
+    await recorded(bot_process, slack, f"ts={failing} status=done")
 
 
 @pytest.mark.parametrize("engine", ["assistants"])
