@@ -26,7 +26,16 @@ import pytest
 from bot.messages import ConversationKey
 from bot.slack.words import THINKING
 from bot.store import Store
-from tests.conftest import ALICE, BOB, GENERAL, Harness, bot_env, has_stop_button, wait_answers
+from tests.conftest import (
+    ALICE,
+    BOB,
+    BOTH_DATABASES,
+    GENERAL,
+    Harness,
+    bot_env,
+    has_stop_button,
+    wait_answers,
+)
 from tests.emulators.model import Reply
 from tests.emulators.slack import Message, SlackEmulator
 from tests.test_operations import process_env, run_bot
@@ -87,7 +96,7 @@ class BotProcess:
 
 @pytest.fixture
 async def bot_process(harness: Harness, tmp_path: Path) -> Any:
-    env = bot_env(harness.slack, harness.openai, tmp_path / "bot.sqlite3", "http") | harness.env
+    env = bot_env(harness.slack, harness.openai, harness.db, "http") | harness.env
     process = BotProcess(env, tmp_path)
     yield process
     if process.process is not None:
@@ -143,8 +152,9 @@ def latest_run(harness: Harness) -> tuple[str, str]:
     return response.id, response.status
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 async def test_a_bot_killed_mid_answer_gives_the_whole_answer_once_restarted_and_then_what_waited(
-    harness: Harness, bot_process: BotProcess, tmp_path: Path
+    harness: Harness, bot_process: BotProcess
 ) -> None:
     slack, openai = harness.slack, harness.openai
     openai.model.gate = asyncio.Event()
