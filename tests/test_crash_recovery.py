@@ -206,6 +206,31 @@ async def test_an_answer_killed_while_streaming_is_finished_in_the_same_message_
     assert openai.user_messages("tell me slowly") == 1
 
 
+async def test_where_slack_refuses_streaming_an_answer_killed_halfway_is_finished_in_its_placeholder(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    slack.refuse_streaming = True
+    openai.model.chunk_delay = 0.05
+    text = "An answer written into its placeholder, a little at a time. " * 6
+    openai.model.enqueue(Reply(text=text))
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "write it in place")
+    await slack.wait_for(
+        lambda: any(
+            has_stop_button(m) and "placeholder" in m.text for m in slack.bot_replies(GENERAL, ts)
+        )
+    )
+    [placeholder] = slack.bot_replies(GENERAL, ts)
+    await bot_process.kill()
+
+    await bot_process.start(slack)
+    await wait_answers(slack, GENERAL, ts, 1)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    [answer] = slack.bot_replies(GENERAL, ts)
+    assert answer.ts == placeholder.ts and answer.text.startswith(text.strip())
+
+
 @pytest.mark.parametrize("engine", ["assistants"])  # its run is polled: a take-over is long
 async def test_a_bot_killed_again_while_it_takes_an_answer_over_still_gives_it_once(
     harness: Harness, bot_process: BotProcess, tmp_path: Path
