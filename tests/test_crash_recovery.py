@@ -24,7 +24,9 @@ import aiohttp
 import pytest
 
 from bot.messages import ConversationKey
-from bot.slack.words import THINKING
+from bot.outcomes import STOPPED, Failure
+from bot.slack.blocks import STOP_ACTION
+from bot.slack.words import THINKING, failure
 from bot.store import Store
 from tests.conftest import (
     ALICE,
@@ -260,6 +262,35 @@ async def test_a_bot_killed_again_while_it_takes_an_answer_over_still_gives_it_o
     await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
     [answer] = slack.bot_replies(GENERAL, ts)
     assert answer.ts == half.ts and answer.text.startswith(text.strip())
+
+
+async def test_stop_pressed_while_a_restarted_bot_takes_an_answer_over_stops_it(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "never mind")
+    await recorded(bot_process, slack, "event=run_started")
+    await bot_process.kill()
+
+    await bot_process.start(slack)
+    await recorded(bot_process, slack, "event=turn_taken_over")
+    [placeholder] = slack.bot_replies(GENERAL, ts)
+    [stop] = [
+        element
+        for block in placeholder.blocks
+        for element in block.get("elements") or []
+        if isinstance(element, dict) and element.get("action_id") == STOP_ACTION
+    ]
+    await slack.interaction(
+        slack.block_action_payload(ALICE, GENERAL, placeholder.ts, STOP_ACTION, stop["value"])
+    )
+    await recorded(bot_process, slack, f"ts={ts} status=stopped")
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    assert [m.text for m in slack.bot_replies(GENERAL, ts)] == [failure(Failure(STOPPED))]
+    await slack.wait_for(lambda: latest_run(harness)[1] == "cancelled")  # on the backend too
+    openai.model.gate.set()
 
 
 async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeating_the_message(
