@@ -419,6 +419,10 @@ class Conversations:
             await self._interrupted(turn.turn_id, reply)
             return
         progress = await self.store.turn_progress(turn.turn_id)
+        if progress.status not in ("queued", "running"):
+            # It had ended (and been recorded) before its process died: nothing is left to do.
+            log.info("event=turn_already_ended turn=%s status=%s", turn.turn_id, progress.status)
+            return
         left = LeftBehind(answer_ref=progress.answer_ref or "")
         if self.leftovers is not None:
             try:

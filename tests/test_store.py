@@ -87,10 +87,13 @@ async def test_a_turn_keeps_its_run_and_where_its_answer_shows_for_whoever_takes
     await store.reply_shown(turn, "100.2")
     await store.update_turn(turn, "running", run_id="run_1")
     await store.answer_shown(turn, "100.3 100.4")
-    kept = TurnProgress(run_id="run_1", reply_ref="100.2", answer_ref="100.3 100.4")
+    kept = TurnProgress("run_1", reply_ref="100.2", answer_ref="100.3 100.4", status="running")
     assert await store.turn_progress(turn) == kept
     [left] = await store.open_turns()
     assert left.progress == kept
+    await store.update_turn(turn, "done")
+    assert (await store.turn_progress(turn)).status == "done"
+    assert (await store.turn_progress(turn + 1)).status == ""
 
 
 @both

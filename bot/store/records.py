@@ -46,6 +46,7 @@ class TurnProgress:
     run_id: str | None = None
     reply_ref: str | None = None
     answer_ref: str | None = None
+    status: str = "queued"
 
 
 @dataclass(frozen=True)

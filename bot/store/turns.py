@@ -53,7 +53,7 @@ _OPEN_TURNS = (
     .where(_OPEN)
     .order_by(turns.c.id)
 )
-_PROGRESS = sa.select(turns.c.run_id, turns.c.reply_ref, turns.c.stream_ref).where(
+_PROGRESS = sa.select(turns.c.run_id, turns.c.reply_ref, turns.c.stream_ref, turns.c.status).where(
     turns.c.id == sa.bindparam("turn")
 )
 _REPLY_SHOWN = (
@@ -181,15 +181,16 @@ class TurnTables:
                 is_direct=bool(row[7]),
                 status=row[8],
                 files=tuple(SharedFile(**f) for f in json.loads(row[9])),
-                progress=TurnProgress(row[10], row[11], row[12]),
+                progress=TurnProgress(row[10], row[11], row[12], row[8]),
             )
             for row in await self._db.all(_OPEN_TURNS)
         ]
 
     async def turn_progress(self, turn_id: int) -> TurnProgress:
-        """The run and the refs a turn's process kept (nothing for a turn that is not known)."""
+        """The run and the refs a turn's process kept, and its status ("" for a turn that is
+        not known)."""
         row = await self._db.first(_PROGRESS, {"turn": turn_id})
-        return TurnProgress(row[0], row[1], row[2]) if row else TurnProgress()
+        return TurnProgress(row[0], row[1], row[2], row[3]) if row else TurnProgress(status="")
 
     async def reply_shown(self, turn_id: int, reply_ref: str) -> None:
         """Where the turn's sign of life is (the chat's ref), for whoever takes the turn over."""
