@@ -400,8 +400,8 @@ class Conversations:
         metrics.sign_of_life(turn.taken_at)
         try:
             await self.store.reply_shown(turn.turn_id, reply.ref)
-        except Exception:  # the turn is answered all the same; only a take-over would miss it
-            log.exception("event=reply_ref_not_kept turn=%s", turn.turn_id)
+        except Exception as exc:  # the turn is answered all the same; a take-over would miss it
+            log.warning("event=reply_ref_not_kept turn=%s error=%s", turn.turn_id, _error_name(exc))
         return reply
 
     async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:

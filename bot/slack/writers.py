@@ -65,8 +65,12 @@ class AnswerThread:
         if self.on_moved is not None:
             try:
                 await self.on_moved(" ".join(m.ts for m in self.messages))
-            except Exception:  # the answer goes on; only a take-over would miss it
-                log.exception("event=answer_ref_not_kept channel=%s", self.channel)
+            except Exception as exc:  # the answer goes on; only a take-over would miss it
+                log.warning(
+                    "event=answer_ref_not_kept channel=%s error=%s",
+                    self.channel,
+                    type(exc).__name__,
+                )
 
     async def post(self, content: Content) -> str:
         text, blocks = content
