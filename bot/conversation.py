@@ -145,11 +145,16 @@ class Leftovers(Protocol):
         ...
 
     async def take_back(
-        self, message: IncomingMessage, reply_ref: str, answer_ref: str
+        self,
+        message: IncomingMessage,
+        reply_ref: str,
+        answer_ref: str,
+        keep: Callable[[str], Awaitable[None]],
     ) -> LeftBehind:
         """Before this process goes on with the answer to `message`, which a process that died
         was writing (its sign of life at `reply_ref`, its text in `answer_ref`): what it left.
-        Streams it left open are ended. Raises when the chat cannot be reached."""
+        Streams it left open are ended, each passed to `keep` (with the others) before, should
+        this process die too. Raises when the chat cannot be reached."""
         ...
 
 
@@ -423,22 +428,7 @@ class Conversations:
             # It had ended (and been recorded) before its process died: nothing is left to do.
             log.info("event=turn_already_ended turn=%s status=%s", turn.turn_id, progress.status)
             return
-        left = LeftBehind(answer_ref=progress.answer_ref or "")
-        if self.leftovers is not None:
-            try:
-                async with asyncio.timeout(RECOVERY_TIMEOUT):
-                    left = await self.leftovers.take_back(turn.message, reply.ref, left.answer_ref)
-            except Exception as exc:  # what is known is rewritten; a stream not known stays
-                log.warning(
-                    "event=take_back_failed channel=%s ts=%s error=%s",
-                    turn.message.key.channel_id,
-                    turn.message.ts,
-                    _error_name(exc),
-                )
-        if left.answer_ref != (progress.answer_ref or ""):
-            # Kept before it is rewritten: a stream found (and stopped) now cannot be found
-            # again should this process die too.
-            await self.store.answer_shown(turn.turn_id, left.answer_ref)
+        left = await self._left_behind(turn, reply.ref, progress.answer_ref or "")
         log.info(
             "event=turn_taken_over channel=%s ts=%s run=%s shown_whole=%s",
             turn.message.key.channel_id,
@@ -453,6 +443,33 @@ class Conversations:
         if left.answer_ref:
             reply = self.surface.reattach(turn.message, reply.ref, left.answer_ref)
         await self.take(turn, reply, stop_requested, progress)
+
+    async def _left_behind(self, turn: QueuedTurn, reply_ref: str, answer_ref: str) -> LeftBehind:
+        """What the dead process left of the turn's answer in the chat; where it was being
+        written is kept in the store before this process rewrites it, should it die too."""
+        left = LeftBehind(answer_ref=answer_ref)
+        kept = answer_ref
+
+        async def keep(answer_ref: str) -> None:
+            nonlocal kept
+            if answer_ref != kept:
+                await self.store.answer_shown(turn.turn_id, answer_ref)
+                kept = answer_ref
+
+        if self.leftovers is not None:
+            try:
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    left = await self.leftovers.take_back(turn.message, reply_ref, answer_ref, keep)
+            except Exception as exc:  # what is known is rewritten; a stream not known stays
+                log.warning(
+                    "event=take_back_failed channel=%s ts=%s error=%s",
+                    turn.message.key.channel_id,
+                    turn.message.ts,
+                    _error_name(exc),
+                )
+                return LeftBehind(answer_ref=kept)
+        await keep(left.answer_ref)
+        return left
 
     async def not_shown(self, turn: QueuedTurn) -> None:
         message = turn.message

@@ -10,7 +10,7 @@ answer, feedback buttons close a finished one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -59,14 +59,18 @@ class SlackLeftovers:
             raise ChatError(type(exc).__name__) from exc
 
     async def take_back(
-        self, message: IncomingMessage, reply_ref: str, answer_ref: str
+        self,
+        message: IncomingMessage,
+        reply_ref: str,
+        answer_ref: str,
+        keep: Callable[[str], Awaitable[None]],
     ) -> LeftBehind:
         """What a process that died while answering `message` left of the answer: shown whole
         (then its placeholder goes, if left), or written into the messages of `answer_ref` and
-        any stream after the placeholder that is still open (stopped now). ChatError if Slack
-        refuses or keeps failing."""
+        any stream after the placeholder that is still open (stopped now, each one `keep`-ed
+        first). ChatError if Slack refuses or keeps failing."""
         try:
-            return await self._take_back(message, reply_ref, answer_ref)
+            return await self._take_back(message, reply_ref, answer_ref, keep)
         except SlackApiError as exc:
             raise ChatError(
                 str(exc.response.get("error") or f"http_{exc.response.status_code}")
@@ -75,7 +79,11 @@ class SlackLeftovers:
             raise ChatError(type(exc).__name__) from exc
 
     async def _take_back(
-        self, message: IncomingMessage, reply_ref: str, answer_ref: str
+        self,
+        message: IncomingMessage,
+        reply_ref: str,
+        answer_ref: str,
+        keep: Callable[[str], Awaitable[None]],
     ) -> LeftBehind:
         key, channel = message.key, message.key.channel_id
         replies = await self._own_replies(key, message.ts)
@@ -88,7 +96,9 @@ class SlackLeftovers:
             if float(reply["ts"]) <= float(reply_ref) or reply["ts"] in written or _controls(reply):
                 continue
             # A stream the dead process started (its ts may not have been kept): Slack says
-            # which messages are still streaming only by refusing to stop the others.
+            # which messages are still streaming only by refusing to stop the others. It is
+            # kept before it is stopped: once stopped, it could not be found again.
+            await keep(" ".join(sorted([*written, reply["ts"]], key=float)))
             try:
                 await self.client.chat_stopStream(channel=channel, ts=reply["ts"])
             except SlackApiError as exc:
