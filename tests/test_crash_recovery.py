@@ -1,5 +1,6 @@
 """Crashes, as an operator meets them: the bot process killed (SIGKILL) at any moment, then
-started again; and a second bot started on the same SQLite file.
+started again, and the answer it was writing taken over (the backend run followed, or run again
+once); and a second bot started on the same SQLite file.
 
 Real processes (`python -m bot`, HTTP mode) against the emulators, which run in the test and
 outlive every bot. Slack's part is played as Slack plays it: an event that was not acked is
