@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -19,10 +19,13 @@ from bot import logs, metrics
 from bot.assistant_choice import AssistantChooser
 from bot.engine.base import (
     NO_FILES,
+    RUN_GONE,
     Completed,
     ConversationEngine,
     EngineError,
+    EngineEvent,
     Failed,
+    FollowsRuns,
     HostedToolActivity,
     Incomplete,
     ReasoningSummary,
@@ -31,6 +34,7 @@ from bot.engine.base import (
     ToolCall,
     ToolCallsRequired,
     ToolOutput,
+    ToolRunner,
     TurnFiles,
     Usage,
 )
@@ -54,7 +58,7 @@ from bot.outcomes import (
     RunningTool,
     Task,
 )
-from bot.store import ConversationRecord, PendingTurn, Store
+from bot.store import ConversationRecord, PendingTurn, Store, TurnProgress
 from bot.turn_queue import LocalTurnQueue, QueuedTurn, TurnQueue, ts_order
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,11 @@ class Reply(Protocol):
     @property
     def ref(self) -> str:
         """Where the sign of life is, for `Surface.reattach` (in this process or another)."""
+        ...
+
+    def track(self, moved: Callable[[str], Awaitable[None]]) -> None:
+        """From now on, await `moved(answer_ref)` each time the answer takes one more message
+        (`answer_ref` names them all, for `Surface.reattach`)."""
         ...
 
     async def started(self) -> None:
@@ -118,8 +127,9 @@ class Surface(Protocol):
         """Show a sign of life for this message at once; the returned Reply carries the answer."""
         ...
 
-    def reattach(self, message: IncomingMessage, ref: str) -> Reply:
-        """The Reply whose sign of life is at `ref` (shown by `begin`, maybe in another process)."""
+    def reattach(self, message: IncomingMessage, ref: str, answer_ref: str = "") -> Reply:
+        """The Reply whose sign of life is at `ref` (shown by `begin`, maybe in another process);
+        with `answer_ref`, the answer rewrites the messages a process that died had written."""
         ...
 
     async def refuse(self, message: IncomingMessage, refusal: Refusal) -> None:
@@ -154,6 +164,14 @@ class ChatError(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class LeftBehind:
+    """What a process that died while writing an answer left of it in the chat."""
+
+    shown_whole: bool = False  # the answer was shown to its end: only its record is missing
+    answer_ref: str = ""  # else the messages it was being written into, to be rewritten
+
+
 class Leftovers(Protocol):
     """What a process that stopped without warning (killed, crashed) left in the chat."""
 
@@ -168,6 +186,19 @@ class Leftovers(Protocol):
         messages go (they get new ones when answered), and each answer still being written for
         a `cut_off` message ends with `failure` where it stands (an answer that had ended is left
         as it is). Raises when the chat cannot be reached or the thread is gone."""
+        ...
+
+    async def take_back(
+        self,
+        message: IncomingMessage,
+        reply_ref: str,
+        answer_ref: str,
+        keep: Callable[[str], Awaitable[None]],
+    ) -> LeftBehind:
+        """Before this process goes on with the answer to `message`, which a process that died
+        was writing (its sign of life at `reply_ref`, its text in `answer_ref`): what it left.
+        Streams it left open are ended, each passed to `keep` (with the others) before, should
+        this process die too. Raises when the chat cannot be reached."""
         ...
 
 
@@ -411,7 +442,12 @@ class Conversations:
         # In written order: a thread's messages may have been taken (and numbered) in another.
         turns.sort(key=lambda turn: ts_order(turn.message_ts))
         waiting = [turn for turn in turns if turn.status == "queued"]
-        cut_off = [turn for turn in turns if turn.status != "queued"]
+        # An answer cut off halfway is taken over where its sign of life is known; else (a
+        # record from before take-over, or an engine that cannot follow) it ends with a note.
+        following = isinstance(self.engine, FollowsRuns)
+        started = [turn for turn in turns if turn.status != "queued"]
+        taken_over = [turn for turn in started if following and turn.progress.reply_ref]
+        cut_off = [turn for turn in started if turn not in taken_over]
         error = "interrupted by restart"
         try:
             if self.leftovers is not None:
@@ -436,8 +472,12 @@ class Conversations:
         for turn in cut_off:
             await self.store.update_turn(turn.turn_id, "failed", error=error)
             log.info("event=turn_interrupted channel=%s ts=%s", key.channel_id, turn.message_ts)
-        for turn in waiting:
-            await self.queue.submit(QueuedTurn(turn.turn_id, _message(turn)))
+        for turn in turns:
+            if turn in waiting:
+                await self.queue.submit(QueuedTurn(turn.turn_id, _message(turn)))
+            elif turn in taken_over:
+                shown_at = turn.progress.reply_ref or ""
+                await self.queue.submit(QueuedTurn(turn.turn_id, _message(turn), shown_at=shown_at))
 
     async def drain(self, grace: float) -> None:
         """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
@@ -456,15 +496,73 @@ class Conversations:
     async def begin(self, turn: QueuedTurn) -> Reply:
         reply = await self.surface.begin(turn.message)
         metrics.sign_of_life(turn.taken_at)
+        try:
+            await self.store.reply_shown(turn.turn_id, reply.ref)
+        except Exception as exc:  # the turn is answered all the same; a take-over would miss it
+            log.warning("event=reply_ref_not_kept turn=%s error=%s", turn.turn_id, _error_name(exc))
         return reply
 
     async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:
         return self.surface.reattach(turn.message, ref)
 
-    async def taken_over(self, turn: QueuedTurn, reply: Reply) -> None:
-        # Following the backend run that was under way is issue 13.5; until then the thread
-        # is told, as after a restart, and its next turns go on.
-        await self._interrupted(turn.turn_id, reply)
+    async def taken_over(
+        self,
+        turn: QueuedTurn,
+        reply: Reply,
+        stop_requested: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Go on with a turn whose process died halfway: follow its backend run to the end (or
+        run it again once when there is none to follow), writing the answer where it was."""
+        if not isinstance(self.engine, FollowsRuns):
+            await self._interrupted(turn.turn_id, reply)
+            return
+        progress = await self.store.turn_progress(turn.turn_id)
+        if progress.status not in ("queued", "running"):
+            # It had ended (and been recorded) before its process died: nothing is left to do.
+            log.info("event=turn_already_ended turn=%s status=%s", turn.turn_id, progress.status)
+            return
+        left = await self._left_behind(turn, reply.ref, progress.answer_ref or "")
+        log.info(
+            "event=turn_taken_over channel=%s ts=%s run=%s shown_whole=%s",
+            turn.message.key.channel_id,
+            turn.message.ts,
+            progress.run_id,
+            left.shown_whole,
+        )
+        if left.shown_whole:
+            await self.store.update_turn(turn.turn_id, "done", run_id=progress.run_id)
+            metrics.turn_finished("done", "")
+            return
+        if left.answer_ref:
+            reply = self.surface.reattach(turn.message, reply.ref, left.answer_ref)
+        await self.take(turn, reply, stop_requested, progress)
+
+    async def _left_behind(self, turn: QueuedTurn, reply_ref: str, answer_ref: str) -> LeftBehind:
+        """What the dead process left of the turn's answer in the chat; where it was being
+        written is kept in the store before this process rewrites it, should it die too."""
+        left = LeftBehind(answer_ref=answer_ref)
+        kept = answer_ref
+
+        async def keep(answer_ref: str) -> None:
+            nonlocal kept
+            if answer_ref != kept:
+                await self.store.answer_shown(turn.turn_id, answer_ref)
+                kept = answer_ref
+
+        if self.leftovers is not None:
+            try:
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    left = await self.leftovers.take_back(turn.message, reply_ref, answer_ref, keep)
+            except Exception as exc:  # what is known is rewritten; a stream not known stays
+                log.warning(
+                    "event=take_back_failed channel=%s ts=%s error=%s",
+                    turn.message.key.channel_id,
+                    turn.message.ts,
+                    _error_name(exc),
+                )
+                return LeftBehind(answer_ref=kept)
+        await keep(left.answer_ref)
+        return left
 
     async def not_shown(self, turn: QueuedTurn) -> None:
         message = turn.message
@@ -483,7 +581,11 @@ class Conversations:
             await _quietly(reply.fail(Failure(RESTARTING)))
 
     async def take(
-        self, turn: QueuedTurn, reply: Reply, stop_requested: Callable[[], bool]
+        self,
+        turn: QueuedTurn,
+        reply: Reply,
+        stop_requested: Callable[[], bool],
+        taking_over: TurnProgress | None = None,
     ) -> None:
         message = turn.message
         key = message.key
@@ -496,10 +598,16 @@ class Conversations:
             }
         )
         outcome = _Outcome(taken_at=turn.taken_at)
+        turn_id = turn.turn_id
+
+        async def answer_moved(answer_ref: str) -> None:
+            await self.store.answer_shown(turn_id, answer_ref)
+
+        reply.track(answer_moved)
         try:
             await self.store.update_turn(turn.turn_id, "running")
             await _quietly(reply.started())
-            await self._run_turn(turn.turn_id, message, reply, outcome)
+            await self._run_turn(turn.turn_id, message, reply, outcome, taking_over)
         except asyncio.CancelledError:
             if not stop_requested():
                 # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
@@ -535,7 +643,12 @@ class Conversations:
         )
 
     async def _run_turn(
-        self, turn_id: int, message: IncomingMessage, reply: Reply, outcome: _Outcome
+        self,
+        turn_id: int,
+        message: IncomingMessage,
+        reply: Reply,
+        outcome: _Outcome,
+        taking_over: TurnProgress | None = None,
     ) -> None:
         try:
             async with asyncio.timeout(self.turn_timeout) as deadline:
@@ -561,19 +674,30 @@ class Conversations:
                         await self._task(reply, outcome, task, "error" if failed else "complete")
                     return [*outputs, *decided]
 
-                events = self.engine.run(
-                    conversation.backend_id,
-                    conversation.assistant_id,
-                    text,
-                    run_tools,
-                    turn_files,
-                )
+                if taking_over is None:
+                    events = self.engine.run(
+                        conversation.backend_id,
+                        conversation.assistant_id,
+                        text,
+                        run_tools,
+                        turn_files,
+                    )
+                else:
+                    events = self._go_on(
+                        conversation, text, run_tools, turn_files, taking_over.run_id or ""
+                    )
                 try:
                     async for event in events:
                         if isinstance(event, RunStarted):
                             # Kept at once: whoever takes the turn over follows this run.
                             outcome.run_id = event.run_id
                             await self.store.update_turn(turn_id, "running", run_id=event.run_id)
+                            log.info(
+                                "event=run_started channel=%s ts=%s run=%s",
+                                message.key.channel_id,
+                                message.ts,
+                                event.run_id,
+                            )
                             continue
                         await self._show(event, message, reply, outcome)
                 finally:
@@ -592,6 +716,37 @@ class Conversations:
             log.exception("event=turn_crashed channel=%s ts=%s", message.key.channel_id, message.ts)
             outcome.error = f"internal: {type(exc).__name__}"
             await _quietly(reply.fail(Failure(INTERNAL_ERROR, type(exc).__name__)))
+
+    async def _go_on(
+        self,
+        conversation: ConversationRecord,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles,
+        run_id: str,
+    ) -> AsyncIterator[EngineEvent]:
+        """A taken-over turn's events: its run followed, or, when it has none the backend
+        still knows, the turn run again (once: a run lost again fails the turn)."""
+        engine = self.engine
+        assert isinstance(engine, FollowsRuns)
+        backend_id, assistant_id = conversation.backend_id, conversation.assistant_id
+        if run_id:
+            try:
+                async with _closing(
+                    engine.follow(backend_id, assistant_id, run_id, run_tools, files)
+                ) as followed:
+                    async for event in followed:
+                        yield event
+                return
+            except EngineError as exc:
+                if exc.code != RUN_GONE:
+                    raise
+                log.info("event=run_gone run=%s", run_id)
+        async with _closing(
+            engine.run_again(backend_id, assistant_id, text, run_tools, files, lost_run=run_id)
+        ) as again:
+            async for event in again:
+                yield event
 
     async def _show(
         self, event: object, message: IncomingMessage, reply: Reply, outcome: _Outcome
@@ -738,6 +893,17 @@ def _paused_while_waiting(approve: Approver, deadline: asyncio.Timeout) -> Appro
                 deadline.reschedule(loop.time() + left)
 
     return approve_paused
+
+
+@contextlib.asynccontextmanager
+async def _closing(events: AsyncIterator[EngineEvent]) -> AsyncIterator[AsyncIterator[EngineEvent]]:
+    """The engine's stream, closed on the way out: a run cut short is cancelled at once."""
+    try:
+        yield events
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _count_tool_calls(calls: Sequence[ToolCall], outputs: Sequence[ToolOutput]) -> None:

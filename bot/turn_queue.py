@@ -31,6 +31,9 @@ class QueuedTurn:
     turn_id: int
     message: IncomingMessage
     taken_at: float = field(default_factory=metrics.now)  # for the latency histograms
+    # Where its sign of life already is, when a process that died was answering it: this
+    # process takes the turn over.
+    shown_at: str = ""
 
 
 class TurnHandler(Protocol):
@@ -58,8 +61,11 @@ class TurnHandler(Protocol):
         `Reply.ref`."""
         ...
 
-    async def taken_over(self, turn: QueuedTurn, reply: Reply) -> None:
-        """The process answering the turn died (or was cut off) halfway; this one takes over."""
+    async def taken_over(
+        self, turn: QueuedTurn, reply: Reply, stop_requested: Callable[[], bool] = ...
+    ) -> None:
+        """The process answering the turn died (or was cut off) halfway; this one takes over
+        (and is cancelled as for `take`)."""
         ...
 
     async def stopped(self, turn: QueuedTurn, reply: Reply | None) -> None:
@@ -163,6 +169,8 @@ class LocalTurnQueue:
         # connections, they could land in the wrong order.
         if previous is not None:
             await asyncio.wait([previous])
+        if turn.shown_at:
+            return await self.handler.reattach(turn, turn.shown_at)
         return await self.handler.begin(turn)
 
     async def stop(self, key: ConversationKey, message_ts: str) -> bool:
@@ -216,8 +224,12 @@ class LocalTurnQueue:
             await self.handler.stopped(entry.turn, reply)
             return
         # The turn runs in a task of its own so that Stop can cancel it without ending the queue.
+        turn = entry.turn
+        stop_requested = lambda: entry.stop_requested and not self._cutting  # noqa: E731
         entry.run = asyncio.create_task(
-            self.handler.take(entry.turn, reply, lambda: entry.stop_requested and not self._cutting)
+            self.handler.taken_over(turn, reply, stop_requested)
+            if turn.shown_at
+            else self.handler.take(turn, reply, stop_requested)
         )
         try:
             await entry.run

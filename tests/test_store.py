@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 
 from bot.definitions import AssistantDefinition
 from bot.messages import ConversationKey, SharedFile
-from bot.store import ConversationRecord, SharedFileRecord, Store, StoreError
+from bot.store import ConversationRecord, SharedFileRecord, Store, StoreError, TurnProgress
 from bot.store.database import parse_url
 from bot.store.migrate import latest_revision
 from bot.store.schema import channel_settings, metadata
@@ -75,6 +75,25 @@ async def test_a_turn_keeps_its_message_until_it_is_answered_then_forgets_it(
     assert await store.turn_statuses(THREAD) == [("100.1", "done"), ("100.2", "queued")]
     assert await store.has_conversation(THREAD)
     assert not await store.has_conversation(ConversationKey("T1", "C1", "999.9"))
+
+
+@both
+async def test_a_turn_keeps_its_run_and_where_its_answer_shows_for_whoever_takes_it_over(
+    store: Store,
+) -> None:
+    turn = await store.add_turn(THREAD, "100.1", ALICE, "hello", False)
+    assert turn is not None
+    assert await store.turn_progress(turn) == TurnProgress()
+    await store.reply_shown(turn, "100.2")
+    await store.update_turn(turn, "running", run_id="run_1")
+    await store.answer_shown(turn, "100.3 100.4")
+    kept = TurnProgress("run_1", reply_ref="100.2", answer_ref="100.3 100.4", status="running")
+    assert await store.turn_progress(turn) == kept
+    [left] = await store.open_turns()
+    assert left.progress == kept
+    await store.update_turn(turn, "done")
+    assert (await store.turn_progress(turn)).status == "done"
+    assert (await store.turn_progress(turn + 1)).status == ""
 
 
 @both

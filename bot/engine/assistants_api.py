@@ -11,6 +11,8 @@ import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -20,6 +22,7 @@ from bot.definitions import BOT_ONLY, AssistantDefinition
 from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
+    RUN_GONE,
     Citation,
     Completed,
     EngineError,
@@ -44,6 +47,7 @@ from bot.engine.errors import engine_error
 
 log = logging.getLogger(__name__)
 ACTIVE_RUN = re.compile(r"\brun_\w+")
+RECENT_MESSAGES = 20  # looked at to tell whether a thread already holds a message
 
 
 async def serves_assistants_api(client: AsyncOpenAI) -> bool:
@@ -153,15 +157,79 @@ class AssistantsEngine:
     ) -> AsyncIterator[EngineEvent]:
         return drive(_Run(self, conversation_id, assistant_id, text, files), run_tools)
 
-    async def _begin(self, thread_id: str, assistant_id: str, text: str, files: TurnFiles) -> Any:
-        """Add the message and start a run on the thread; its event stream."""
+    def follow(
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        run_id: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
+    ) -> AsyncIterator[EngineEvent]:
+        # A run goes on on the server after its stream is lost, but its stream cannot be
+        # joined again: it is polled to its end (or to its tool calls), then read back.
+        run = _FollowedRun(self, conversation_id, assistant_id, "", files)
+        run.answer.run_id = run_id
+        return drive(run, run_tools)
+
+    def run_again(
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
+        lost_run: str = "",
+    ) -> AsyncIterator[EngineEvent]:
+        run = _Run(self, conversation_id, assistant_id, text, files, again=True, lost_run=lost_run)
+        return drive(run, run_tools)
+
+    async def _begin(
+        self, thread_id: str, assistant_id: str, text: str, files: TurnFiles, add_message: bool
+    ) -> Any:
+        """Add the message (unless told not to) and start a run on the thread; its stream."""
         extra = await self._prepare_files(thread_id, assistant_id, files)
+        if not add_message:
+            return await self._start_run(thread_id, assistant_id, None, extra)
         # A thread keeps what its messages attached: attach each data file once.
         attached = self._thread_code_files.setdefault(thread_id, set())
         new_code_files = tuple(f for f in files.code_file_ids if f not in attached)
         message = _user_message(text, files.image_file_ids, new_code_files)
         attached.update(new_code_files)
         return await self._start_run(thread_id, assistant_id, message, extra)
+
+    async def _holds(self, thread_id: str, text: str, lost_run: str | None) -> bool:
+        """Whether the thread ends with the user's message `text` (what the lost run wrote
+        after it aside): a run created with it added it, even if the run is gone since."""
+        async for message in self.client.beta.threads.messages.list(
+            thread_id, order="desc", limit=RECENT_MESSAGES
+        ):
+            if lost_run and message.role == "assistant" and message.run_id == lost_run:
+                continue
+            return message.role == "user" and _text_of(message.content) == text
+        return False
+
+    async def _replay(self, thread_id: str, run_id: str) -> _Replay:
+        """The run, once it has ended or waits for tool outputs, as the events its stream
+        would have carried: its messages, then how it ended."""
+        runs = self.client.beta.threads.runs
+        try:
+            run = await runs.poll(run_id, thread_id=thread_id)
+        except openai.NotFoundError as exc:
+            raise EngineError(RUN_GONE, f"no run {run_id!r} any more") from exc
+        events = []
+        async for message in self.client.beta.threads.messages.list(
+            thread_id, run_id=run_id, order="asc", limit=100
+        ):
+            parts = [
+                SimpleNamespace(type="text", text=SimpleNamespace(value=part.text.value))
+                for part in message.content
+                if part.type == "text"
+            ]
+            delta = SimpleNamespace(delta=SimpleNamespace(content=parts))
+            events.append(_Event("thread.message.delta", delta))
+            events.append(_Event("thread.message.completed", message))
+        events.append(_Event(f"thread.run.{run.status}", run))
+        return _Replay(events)
 
     async def _prepare_files(
         self, thread_id: str, assistant_id: str, files: TurnFiles
@@ -233,16 +301,18 @@ class AssistantsEngine:
         return self._filenames[file_id]
 
     async def _start_run(
-        self, thread_id: str, assistant_id: str, message: dict[str, Any], extra: dict[str, Any]
+        self,
+        thread_id: str,
+        assistant_id: str,
+        message: dict[str, Any] | None,
+        extra: dict[str, Any],
     ) -> Any:
+        if message is not None:
+            extra = {**extra, "additional_messages": [message]}
         for attempt in (1, 2):
             try:
                 return await self.client.beta.threads.runs.create(
-                    thread_id,
-                    assistant_id=assistant_id,
-                    additional_messages=[message],  # type: ignore[list-item]
-                    stream=True,
-                    **extra,
+                    thread_id, assistant_id=assistant_id, stream=True, **extra
                 )
             except openai.BadRequestError as exc:
                 # A run left active by an earlier process (a crash, a lost stream) locks the
@@ -278,6 +348,38 @@ def _user_message(
             {"file_id": f, "tools": [{"type": "code_interpreter"}]} for f in code_file_ids
         ]
     return message
+
+
+def _text_of(content: Any) -> str:
+    return "".join(part.text.value for part in content if part.type == "text")
+
+
+@dataclass(frozen=True)
+class _Event:
+    """A stream event, as the SDK's are shaped (`event`, `data`), made from what was read back."""
+
+    event: str
+    data: Any
+
+
+class _Replay:
+    """Events read back, served the way `drive` reads a stream."""
+
+    def __init__(self, events: list[_Event]) -> None:
+        self.events = events
+
+    async def __aenter__(self) -> _Replay:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __aiter__(self) -> AsyncIterator[_Event]:
+        return self._each()
+
+    async def _each(self) -> AsyncIterator[_Event]:
+        for event in self.events:
+            yield event
 
 
 def _basename(path: str) -> str:
@@ -328,6 +430,8 @@ class _Run:
         assistant_id: str,
         text: str,
         files: TurnFiles,
+        again: bool = False,
+        lost_run: str = "",
     ) -> None:
         self.engine = engine
         self.thread_id = thread_id
@@ -335,13 +439,20 @@ class _Run:
         self.text = text
         self.files = files
         self.answer = _Answer()
+        self.again = again  # the turn's run was lost: its message may be in the thread already
+        self.lost_run = lost_run
 
     @property
     def active_run(self) -> str | None:
         return self.answer.run_id or None  # waiting for tool outputs counts as running
 
     async def start(self) -> Any:
-        return await self.engine._begin(self.thread_id, self.assistant_id, self.text, self.files)
+        add = True
+        if self.again:
+            add = not await self.engine._holds(self.thread_id, self.text, self.lost_run)
+        return await self.engine._begin(
+            self.thread_id, self.assistant_id, self.text, self.files, add
+        )
 
     async def submit(self, outputs: list[ToolOutput]) -> Any:
         return await self.engine.client.beta.threads.runs.submit_tool_outputs(
@@ -385,6 +496,14 @@ def _hosted_step(step: Any, status: str) -> HostedToolActivity | None:
         (c.type for c in details.tool_calls if c.type in ("file_search", "code_interpreter")), None
     )
     return None if kind is None else HostedToolActivity(step.id, kind, status)
+
+
+class _FollowedRun(_Run):
+    """A run another process started: read back once it ends (or asks for tools), then, after
+    tool outputs, streamed as usual."""
+
+    async def start(self) -> Any:
+        return await self.engine._replay(self.thread_id, self.answer.run_id)
 
 
 class _Answer:

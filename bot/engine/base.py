@@ -130,6 +130,10 @@ class RunStarted:
     run_id: str
 
 
+# EngineError code: the backend no longer has the run (or response) a turn was following.
+RUN_GONE = "run_gone"
+
+
 @dataclass(frozen=True)
 class Source:
     """A web page a tool read (a web search's result)."""
@@ -239,7 +243,21 @@ class FollowsRuns(Protocol):
         files: TurnFiles = NO_FILES,
     ) -> AsyncIterator[EngineEvent]:
         """The run's events from its start (the text already written included), tools run
-        whenever it asks, ending as `run` does. EngineError when the backend no longer has it."""
+        whenever it asks, ending as `run` does. EngineError(RUN_GONE) when the backend no longer
+        has it."""
+        ...
+
+    def run_again(
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
+        lost_run: str = "",
+    ) -> AsyncIterator[EngineEvent]:
+        """`run` for a turn whose run was lost (`lost_run`, or "" when its id was never kept):
+        the user's message is added unless the conversation already holds it."""
         ...
 
 

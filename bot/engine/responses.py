@@ -21,6 +21,7 @@ from bot.definitions import AssistantDefinition, hosted_by_openai, resolve_refer
 from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
     NO_FILES,
+    RUN_GONE,
     AssistantCatalog,
     Citation,
     Completed,
@@ -121,6 +122,19 @@ class ResponsesEngine:
         # its events can be streamed again from the first.
         run = _Run(self, conversation_id, assistant_id, "", files, following=run_id)
         return drive(run, run_tools)
+
+    def run_again(
+        self,
+        conversation_id: str,
+        assistant_id: str,
+        text: str,
+        run_tools: ToolRunner,
+        files: TurnFiles = NO_FILES,
+        lost_run: str = "",
+    ) -> AsyncIterator[EngineEvent]:
+        # A conversation takes a response's input only when the response completes: one that
+        # was lost never added the person's message, so it is sent again.
+        return self.run(conversation_id, assistant_id, text, run_tools, files)
 
     async def _with_files(self, completed: Completed, answer: _Answer) -> Completed:
         """The Completed event with the files code_interpreter wrote fetched from its container."""
@@ -293,8 +307,12 @@ class _Run:
             )
         self.request = _request(definition, self.files, self.engine.offered_tools(definition.name))
         if self.following is not None:
+            try:
+                stream = await self.engine.client.responses.retrieve(self.following, stream=True)
+            except openai.NotFoundError as exc:
+                raise EngineError(RUN_GONE, f"no response {self.following!r} any more") from exc
             self.response_id, self.running = self.following, True
-            return await self.engine.client.responses.retrieve(self.following, stream=True)
+            return stream
         return await self._create([_user_message(self.text, self.files)])
 
     async def submit(self, outputs: list[ToolOutput]) -> Any:

@@ -11,14 +11,14 @@ buttons go: no turn waits for them any more).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.conversation import ChatError
+from bot.conversation import ChatError, LeftBehind
 from bot.messages import ConversationKey, IncomingMessage
 from bot.outcomes import Failure
 from bot.slack import words
@@ -60,6 +60,56 @@ class SlackLeftovers:
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ChatError(type(exc).__name__) from exc
+
+    async def take_back(
+        self,
+        message: IncomingMessage,
+        reply_ref: str,
+        answer_ref: str,
+        keep: Callable[[str], Awaitable[None]],
+    ) -> LeftBehind:
+        """What a process that died while answering `message` left of the answer: shown whole
+        (then its placeholder goes, if left), or written into the messages of `answer_ref` and
+        any stream after the placeholder that is still open (stopped now, each one `keep`-ed
+        first). ChatError if Slack refuses or keeps failing."""
+        try:
+            return await self._take_back(message, reply_ref, answer_ref, keep)
+        except SlackApiError as exc:
+            raise ChatError(
+                str(exc.response.get("error") or f"http_{exc.response.status_code}")
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ChatError(type(exc).__name__) from exc
+
+    async def _take_back(
+        self,
+        message: IncomingMessage,
+        reply_ref: str,
+        answer_ref: str,
+        keep: Callable[[str], Awaitable[None]],
+    ) -> LeftBehind:
+        key, channel = message.key, message.key.channel_id
+        replies = await self._own_replies(key, message.ts)
+        if any(_rates(reply) == message.ts for reply in replies):
+            for shown in _live(replies, message.ts):
+                await self._delete(channel, shown["ts"])
+            return LeftBehind(shown_whole=True)
+        written = answer_ref.split()
+        for reply in replies:
+            if float(reply["ts"]) <= float(reply_ref) or reply["ts"] in written or _controls(reply):
+                continue
+            # A stream the dead process started (its ts may not have been kept): Slack says
+            # which messages are still streaming only by refusing to stop the others. It is
+            # kept before it is stopped: once stopped, it could not be found again.
+            await keep(" ".join(sorted([*written, reply["ts"]], key=float)))
+            try:
+                await self.client.chat_stopStream(channel=channel, ts=reply["ts"])
+            except SlackApiError as exc:
+                if exc.response.get("error") != "message_not_in_streaming_state":
+                    raise
+                continue
+            written.append(reply["ts"])
+        return LeftBehind(answer_ref=" ".join(sorted(written, key=float)))
 
     async def _tidy(
         self,

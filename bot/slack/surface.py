@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -74,9 +74,14 @@ class SlackSurface:
         )
         return SlackReply(self, message, Shown(ts, content=content))
 
-    def reattach(self, message: IncomingMessage, ref: str) -> SlackReply:
-        """The answer to `message` whose placeholder (posted by `begin`) has the ts `ref`."""
-        return SlackReply(self, message, Shown(ref, content=progress_content("", message)))
+    def reattach(self, message: IncomingMessage, ref: str, answer_ref: str = "") -> SlackReply:
+        """The answer to `message` whose placeholder (posted by `begin`) has the ts `ref`;
+        `answer_ref` names the messages (ts, space-separated) a process that died was writing
+        the answer into: the answer from now on rewrites them."""
+        reply = SlackReply(self, message, Shown(ref, content=progress_content("", message)))
+        if answer_ref.split():
+            reply.rewrite(answer_ref.split())
+        return reply
 
     async def refuse(self, message: IncomingMessage, refusal: Refusal) -> None:
         """An ephemeral note to the message's writer: in its thread when it was a reply, else
@@ -125,6 +130,18 @@ class SlackReply:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+
+    def track(self, moved: Callable[[str], Awaitable[None]]) -> None:
+        self.thread.on_moved = moved
+
+    def rewrite(self, written: Sequence[str]) -> None:
+        """The answer was being written into these messages: the whole answer replaces what they
+        show, by edits (a stream still open is stopped first), and extra ones go."""
+        thread = self.thread
+        if thread.placeholder is not None and thread.placeholder.ts in written:
+            thread.placeholder = None  # the edit writer had made it the answer's first message
+        thread.messages = [Shown(ts, streaming=True) for ts in written]
+        self.writer = EditWriter(thread, self.surface.update_interval)
 
     # --- what the core reports -------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,21 @@ class AnswerThread:
         self.messages: list[Shown] = []
         self.chunks: list[dict[str, Any]] = []  # task updates not streamed yet
         self.record = ""  # the finished answer's record of the tools it used
+        # Told where the answer is written (its messages' ts) each time it takes a new message.
+        self.on_moved: Callable[[str], Awaitable[None]] | None = None
+
+    async def add(self, shown: Shown) -> None:
+        """One more message of the answer."""
+        self.messages.append(shown)
+        if self.on_moved is not None:
+            try:
+                await self.on_moved(" ".join(m.ts for m in self.messages))
+            except Exception as exc:  # the answer goes on; only a take-over would miss it
+                log.warning(
+                    "event=answer_ref_not_kept channel=%s error=%s",
+                    self.channel,
+                    type(exc).__name__,
+                )
 
     async def post(self, content: Content) -> str:
         text, blocks = content
@@ -155,7 +170,7 @@ class StreamWriter(Writer):
                     ts = await self._start(text)
                     if ts is None:
                         return False
-                    thread.messages.append(Shown(ts, sent=text, streaming=True))
+                    await thread.add(Shown(ts, sent=text, streaming=True))
                 shown = thread.messages[index]
                 if len(text) > len(shown.sent):
                     await client.chat_appendStream(
@@ -247,12 +262,11 @@ class EditWriter(Writer):
                     await thread.show(thread.messages[index], content)
             elif index == 0 and thread.placeholder is not None:
                 shown, thread.placeholder = thread.placeholder, None
-                thread.messages.append(shown)
+                await thread.add(shown)
                 if shown.content != content:
                     await thread.show(shown, content)
             else:
-                ts = await thread.post(content)
-                thread.messages.append(Shown(ts, content=content))
+                await thread.add(Shown(await thread.post(content), content=content))
         for shown in thread.messages[len(texts) :]:
             await thread.delete(shown.ts)
         del thread.messages[len(texts) :]

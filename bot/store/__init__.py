@@ -18,6 +18,7 @@ from bot.store.records import (
     Feedback,
     PendingTurn,
     SharedFileRecord,
+    TurnProgress,
 )
 from bot.store.store import DatabaseState, Store
 from bot.store.usage import UsageRow
@@ -33,6 +34,7 @@ __all__ = [
     "SharedFileRecord",
     "Store",
     "StoreError",
+    "TurnProgress",
     "UsageRow",
     "describe_url",
     "sqlite_file",

@@ -40,6 +40,17 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class TurnProgress:
+    """How far a turn got, for whoever takes it over: its backend run, where its sign of life
+    is, and the messages its answer was being written into (the chat's own refs)."""
+
+    run_id: str | None = None
+    reply_ref: str | None = None
+    answer_ref: str | None = None
+    status: str = "queued"
+
+
+@dataclass(frozen=True)
 class PendingTurn:
     turn_id: int
     key: ConversationKey
@@ -49,6 +60,7 @@ class PendingTurn:
     is_direct: bool
     status: str
     files: tuple[SharedFile, ...] = ()
+    progress: TurnProgress = TurnProgress()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from bot.messages import ConversationKey, SharedFile
 from bot.store.database import Database, insert, insert_new
-from bot.store.records import Feedback, PendingTurn
+from bot.store.records import Feedback, PendingTurn, TurnProgress
 from bot.store.schema import feedback, turns
 
 OPEN_STATUSES = ("queued", "running")
@@ -54,9 +54,25 @@ _OPEN_TURNS = (
         turns.c.is_direct,
         turns.c.status,
         turns.c.files,
+        turns.c.run_id,
+        turns.c.reply_ref,
+        turns.c.stream_ref,
     )
     .where(_OPEN)
     .order_by(turns.c.id)
+)
+_PROGRESS = sa.select(turns.c.run_id, turns.c.reply_ref, turns.c.stream_ref, turns.c.status).where(
+    turns.c.id == sa.bindparam("turn")
+)
+_REPLY_SHOWN = (
+    sa.update(turns)
+    .where(turns.c.id == sa.bindparam("turn"))
+    .values(reply_ref=sa.bindparam("ref", type_=sa.Text))
+)
+_ANSWER_SHOWN = (
+    sa.update(turns)
+    .where(turns.c.id == sa.bindparam("turn"))
+    .values(stream_ref=sa.bindparam("ref", type_=sa.Text))
 )
 _STATUSES = (
     sa.select(turns.c.message_ts, turns.c.status)
@@ -227,9 +243,24 @@ class TurnTables:
                 is_direct=bool(row[7]),
                 status=row[8],
                 files=tuple(SharedFile(**f) for f in json.loads(row[9])),
+                progress=TurnProgress(row[10], row[11], row[12], row[8]),
             )
             for row in await self._db.all(_OPEN_TURNS)
         ]
+
+    async def turn_progress(self, turn_id: int) -> TurnProgress:
+        """The run and the refs a turn's process kept, and its status ("" for a turn that is
+        not known)."""
+        row = await self._db.first(_PROGRESS, {"turn": turn_id})
+        return TurnProgress(row[0], row[1], row[2], row[3]) if row else TurnProgress(status="")
+
+    async def reply_shown(self, turn_id: int, reply_ref: str) -> None:
+        """Where the turn's sign of life is (the chat's ref), for whoever takes the turn over."""
+        await self._db.write(_REPLY_SHOWN, {"turn": turn_id, "ref": reply_ref})
+
+    async def answer_shown(self, turn_id: int, answer_ref: str) -> None:
+        """The messages the answer is being written into (the chat's ref)."""
+        await self._db.write(_ANSWER_SHOWN, {"turn": turn_id, "ref": answer_ref})
 
     async def turn_statuses(self, key: ConversationKey) -> list[tuple[str, str]]:
         """(message_ts, status) of a conversation's turns, in arrival order."""

@@ -322,6 +322,36 @@ class OpenAIEmulator:
         scored.sort(key=lambda item: (-item[0], item[1]))
         return [(stored, passage) for _, _, stored, passage in scored[:max_results]]
 
+    async def lose_run(self, run_id: str) -> None:
+        """The backend forgets a run (Assistants) or a response (a lost node, a purge): it
+        stops where it stands, and asking for it answers 404 from now on. What it had added to
+        its thread stays there, as it would."""
+        run = self.runs.pop(run_id, None)
+        task = run.task if run is not None else None
+        if run is None:
+            state = self.responses_api
+            record = state.responses.pop(run_id)
+            task = record.task
+            if record.conversation_id and state.busy.get(record.conversation_id) == run_id:
+                del state.busy[record.conversation_id]
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def user_messages(self, text: str) -> int:
+        """How many times the person's message `text` is in the backend's conversations
+        (Assistants threads and Responses conversations alike)."""
+        in_threads = sum(
+            message["role"] == "user" and message_text(message) == text
+            for messages in self.messages.values()
+            for message in messages
+        )
+        in_conversations = sum(
+            openai_responses.user_texts(items).count(text)
+            for items in self.responses_api.conversation_items.values()
+        )
+        return in_threads + in_conversations
+
     # ----------------------------------------------------------------- responses and checks
 
     def check_request(self, body: Any, schema: str) -> None:
