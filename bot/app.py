@@ -319,6 +319,8 @@ async def start(settings: Settings, *, listen: bool = True) -> Bot:
     )
     health = Health()
     health.add_check("database", lambda: _database_answers(store))
+    if queue is not None:
+        health.add_check("job_queue", queue.reachable)
     bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health, queue)
     bot.mcp_servers = mcp_servers
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))

@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
-from procrastinate.exceptions import ConnectorException, NoResult, UniqueViolation
+from procrastinate.exceptions import (
+    AlreadyEnqueued,
+    ConnectorException,
+    NoResult,
+    UniqueViolation,
+)
 from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
@@ -71,6 +76,12 @@ SELECT pg_notify(
 """
 
 
+_HELD = (
+    "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'"
+)
+# The job is deferred before the ack: a database that does not answer at once is tried again
+# after it (Slack waits 3 s for the ack).
+DEFER_BEFORE_ACK_SECONDS = 1.0
 _OPEN_JOBS = """
 SELECT id FROM procrastinate_jobs
 WHERE queue_name = %(queue)s AND status IN ('todo', 'doing') LIMIT 1
@@ -212,6 +223,11 @@ class JobTurnQueue:
         assert self._handler is not None, "start() the queue before submitting turns"
         return self._handler
 
+    async def reachable(self) -> bool:
+        """The job queue's database answers (for /readyz)."""
+        await self.app.connector.execute_query_one_async("SELECT 1 AS up")
+        return True
+
     async def holds(self, key: ConversationKey) -> bool:
         # A turn deferred as a job was recorded in the store before: the store answers for it.
         return key in self._posting.values()
@@ -225,39 +241,69 @@ class JobTurnQueue:
         process died before showing it runs when the hold ends, and shows it then."""
         if self._draining:
             return  # recorded: another replica's sweep takes it back
-        message = turn.message
+        key = turn.message.key
+        deadline = asyncio.get_running_loop().time() + self.timings.sign_of_life_within
+        job_id = None
         try:
-            job_id = await self._task.configure(
+            async with asyncio.timeout(DEFER_BEFORE_ACK_SECONDS):
+                job_id = await self._defer(turn)
+        except Exception as exc:  # tried again after the ack
+            log.warning("event=turn_defer_failed turn=%s error=%s", turn.turn_id, _error(exc))
+        self._idle.clear()
+        # One thread's placeholders are posted one after another: sent at once over pooled
+        # connections, they could land in the wrong order.
+        previous = next((t for t, k in reversed(self._posting.items()) if k == key), None)
+        task = asyncio.create_task(self._show(turn, job_id, previous, deadline))
+        self._posting[task] = key
+        task.add_done_callback(self._posted)
+
+    async def _defer(self, turn: QueuedTurn) -> int:
+        """The turn's job, held; deferred again (after a failure that may have been only the
+        answer's), it is the same job."""
+        message = turn.message
+        held = f"turn:{turn.turn_id}"
+        try:
+            return await self._task.configure(
                 lock=conversation_lock(message.key),
+                queueing_lock=held,
                 queue=self.queue_name,
                 priority=-min(turn.turn_id, 2**31 - 1),  # the older turn first
                 schedule_in={"milliseconds": int(self.timings.hold * 1000)},
             ).defer_async(turn_id=turn.turn_id, message=_message_data(message), reply=None)
-        except Exception as exc:
-            log.warning(
-                "event=turn_not_queued turn=%s channel=%s ts=%s error=%s",
-                turn.turn_id,
-                message.key.channel_id,
-                message.ts,
-                _error(exc),
-            )
-            return  # recorded: a sweep takes it back
-        self._idle.clear()
-        # One thread's placeholders are posted one after another: sent at once over pooled
-        # connections, they could land in the wrong order.
-        previous = next((t for t, k in reversed(self._posting.items()) if k == message.key), None)
-        task = asyncio.create_task(self._show(turn, job_id, previous))
-        self._posting[task] = message.key
-        task.add_done_callback(self._posted)
+        except AlreadyEnqueued:
+            rows = await self.app.connector.execute_query_all_async(_HELD, queueing_lock=held)
+            if not rows:
+                raise
+            return int(rows[0]["id"])
 
     async def _show(
-        self, turn: QueuedTurn, job_id: int, previous: asyncio.Task[None] | None
+        self,
+        turn: QueuedTurn,
+        job_id: int | None,
+        previous: asyncio.Task[None] | None,
+        deadline: float,
     ) -> None:
-        """Show the turn's placeholder, and let its job run."""
+        """Show the turn's placeholder, and let its job run (deferring it first if that failed
+        before the ack: until `deadline`, then the sweep takes the turn back)."""
+        loop = asyncio.get_running_loop()
+        while job_id is None:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    job_id = await self._defer(turn)
+            except Exception as exc:
+                if loop.time() + self.timings.restart_after >= deadline:
+                    log.warning(
+                        "event=turn_not_queued turn=%s ts=%s error=%s",
+                        turn.turn_id,
+                        turn.message.ts,
+                        _error(exc),
+                    )
+                    return  # recorded: a sweep takes it back
+                await asyncio.sleep(self.timings.restart_after)
         if previous is not None:
             await asyncio.wait([previous])
         try:
-            async with asyncio.timeout(self.timings.sign_of_life_within):
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
                 reply = await self.handler.begin(turn)
         except Exception:
             with contextlib.suppress(Exception):
