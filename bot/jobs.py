@@ -13,10 +13,13 @@ silent for `stalled_after` seconds (a replica killed) are handed to the others. 
 down hands the turns it could not finish within the grace back at once (the job is retried), so
 that another replica takes them over.
 
-A turn is recorded (before the event is acked) and its job deferred just after (once its
-placeholder is shown): a process that dies in between leaves a turn with no job. Every
-`sweep_every` seconds one replica (a PostgreSQL advisory lock) looks for turns still open after
-`unqueued_after` seconds that no job carries, and takes them back as a restart would.
+A turn is recorded and its job deferred before the event is acked, the job held until the
+placeholder is shown. A job lives while its turn is open. A process that dies between recording
+and deferring leaves a turn with no job (and so does a job that ended in error before it could
+close its turn, the database gone): every `sweep_every` seconds one replica (a PostgreSQL
+advisory lock) looks for turns still open `unqueued_after` seconds after they were recorded
+that no job carries, and takes them back as a restart would: a waiting one is answered, a
+cut-off one ends with a note.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import psycopg
 from procrastinate.exceptions import (
     AlreadyEnqueued,
     ConnectorException,
-    NoResult,
     UniqueViolation,
 )
 from procrastinate.job_context import AbortReason, JobContext
@@ -307,7 +309,7 @@ class JobTurnQueue:
                 reply = await self.handler.begin(turn)
         except Exception:
             with contextlib.suppress(Exception):
-                await self.app.job_manager.cancel_job_by_id_async(job_id)
+                await self.app.job_manager.cancel_job_by_id_async(job_id, delete_job=True)
             await self.handler.not_shown(turn)
             return
         try:
@@ -335,19 +337,17 @@ class JobTurnQueue:
         )
         if job is None or job.id is None or job.abort_requested:
             return False
-        if not await self.app.job_manager.cancel_job_by_id_async(job.id, abort=True):
-            return False
+        manager = self.app.job_manager
         log.info("event=turn_stop_requested channel=%s ts=%s", key.channel_id, message_ts)
-        try:
-            status = await self.app.job_manager.get_job_status_async(job.id)
-        except NoResult:  # it was running, and has already ended (and been deleted)
-            status = None
-        if status == Status.CANCELLED:
+        if job.status == Status.TODO.value and await manager.cancel_job_by_id_async(
+            job.id, delete_job=True
+        ):
             # It never started: no worker will hear of it, so it is said here.
             turn = _turn_of(job.task_kwargs)
             await self.handler.stopped(turn, await self._reply(turn, job.task_kwargs))
-        # Otherwise the worker running it cancels it, and says Stopped.
-        return True
+            return True
+        # It runs (or has just started): the worker running it cancels it, and says Stopped.
+        return await manager.cancel_job_by_id_async(job.id, abort=True)
 
     def turn_counts(self) -> tuple[int, int]:
         # The waiting turns are jobs in the shared database, counted by no one replica.
@@ -400,7 +400,7 @@ class JobTurnQueue:
             )
 
     async def _without_jobs(self, turn_ids: list[int]) -> set[int]:
-        """Those of these turns that no job carries (whatever its state)."""
+        """Those of these turns that no job carries."""
         connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         async with connection:
             cursor = await connection.execute(
@@ -444,7 +444,9 @@ class JobTurnQueue:
             name=self.name,
             concurrency=self.max_in_flight,
             install_signal_handlers=False,
-            delete_jobs="successful",
+            # A job lives while its turn is open: the message it carries goes with it, as the
+            # store forgets a finished turn's text.
+            delete_jobs="always",
             update_heartbeat_interval=self.timings.heartbeat,
             stalled_worker_timeout=self.timings.stalled_after,
             fetch_job_polling_interval=self.timings.poll,

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -49,12 +50,14 @@ class Replicas:
     env: dict[str, str]
     bots: dict[str, app.Bot] = field(default_factory=dict)
 
-    async def start(self, name: str, **env: str) -> app.Bot:
+    async def start(self, name: str, *, listen: bool = True, **env: str) -> app.Bot:
+        """A replica: `python -m bot` (listen), or `python -m bot worker`."""
         settings = load_settings(
             bot_env(self.slack, self.openai, self.database_url, "http", **(self.env | env)),
             env_file=None,
+            listening=listen,
         )
-        bot = await app.start(settings)
+        bot = await app.start(settings, listen=listen)
         assert bot.queue is not None, "PostgreSQL: turns are jobs"
         # The default timings, shortened (what the start-up sweep and the worker read next).
         bot.queue.timings = dataclasses.replace(QUICK, sweep_every=bot.queue.timings.sweep_every)
@@ -171,6 +174,32 @@ async def test_stop_pressed_on_one_replica_stops_the_answer_another_replica_writ
     await slack.post(ALICE, GENERAL, "and now?", thread_ts=ts)
     await replicas.idle()
     assert answers(slack, GENERAL, ts)[-1].text.startswith("You said: and now?")
+
+
+async def test_a_worker_answers_what_the_listening_replicas_take(replicas: Replicas) -> None:
+    await replicas.start("listener", MAX_TURNS_IN_FLIGHT="1")
+    worker = await replicas.start("worker", listen=False)
+    assert worker.port is None, "a worker takes no events"
+    slack, openai = replicas.slack, replicas.openai
+    openai.model.gate = asyncio.Event()
+    replicas.deliver_to("listener")
+    first = await slack.mention(ALICE, GENERAL, "one")
+    second = await slack.mention(ALICE, GENERAL, "two")
+    # The listener runs one turn at most: the other runs on the worker.
+    await slack.wait_for(lambda: len(openai.model.turns) == 2)
+    assert (replicas.runs("listener"), replicas.runs("worker")) == (1, 1)
+    openai.model.gate.set()
+    await replicas.idle()
+    assert answers(slack, GENERAL, first)[0].text.startswith("You said: one")
+    assert answers(slack, GENERAL, second)[0].text.startswith("You said: two")
+
+
+async def test_a_worker_needs_postgresql(replicas: Replicas, tmp_path: Path) -> None:
+    """`python -m bot worker` on SQLite stops at once, saying why."""
+    env = bot_env(replicas.slack, replicas.openai, tmp_path / "bot.sqlite3", "http")
+    settings = load_settings(env | replicas.env, env_file=None, listening=False)
+    with pytest.raises(app.StartupError, match="needs PostgreSQL"):
+        await app.start(settings, listen=False)
 
 
 async def test_a_message_recorded_by_a_replica_that_died_before_queueing_it_is_answered(
