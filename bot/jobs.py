@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import procrastinate
 import psycopg
@@ -104,6 +104,14 @@ class JobTimings:
     hold: float = 45.0  # a job waits this long for its placeholder (its process died?)
 
 
+_WAKE = "SELECT pg_notify(%(channel)s, %(payload)s)"
+# Only when a turn of the same thread waits (else every answer would send every worker looking).
+_WAKE_IF_WAITING = (
+    _WAKE
+    + " WHERE EXISTS (SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'todo')"
+)
+
+
 class _TurnJobs(JobManager):
     """procrastinate's job manager, telling the workers when a thread's next turn may start.
 
@@ -112,11 +120,11 @@ class _TurnJobs(JobManager):
 
     async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
         await super().finish_job(job, status, delete_job)
-        await self._wake_workers(job)
+        await self._wake_workers(job, _WAKE_IF_WAITING)
 
     async def retry_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
         await super().retry_job(job, *args, **kwargs)
-        await self._wake_workers(job)
+        await self._wake_workers(job, _WAKE)
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
         try:
@@ -126,12 +134,12 @@ class _TurnJobs(JobManager):
             # This one looks again when the other ends.
             return None
 
-    async def _wake_workers(self, job: Job) -> None:
-        payload = json.dumps({"type": "job_inserted", "job_id": job.id})
+    async def _wake_workers(self, job: Job, query: LiteralString) -> None:
         await self.connector.execute_query_async(
-            "SELECT pg_notify(%(channel)s, %(payload)s)",
+            query,
             channel=f"procrastinate_queue_v1#{job.queue}",
-            payload=payload,
+            payload=json.dumps({"type": "job_inserted", "job_id": job.id}),
+            lock=job.lock,
         )
 
 
@@ -391,10 +399,8 @@ class JobTurnQueue:
         between recording and queueing them); one replica at a time. How many it took."""
         connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         async with connection:
-            cursor = await connection.execute("SELECT pg_try_advisory_lock(%s)", (_SWEEP_LOCK,))
-            row = await cursor.fetchone()
-            if row is None or not row[0]:
-                return 0  # another replica is sweeping
+            # After another replica's sweep, if one runs: that one has queued what it found.
+            await connection.execute("SELECT pg_advisory_lock(%s)", (_SWEEP_LOCK,))
             return await self.handler.take_back_unqueued(
                 self.timings.unqueued_after, self._without_jobs
             )

@@ -178,14 +178,14 @@ async def test_stop_pressed_on_one_replica_stops_the_answer_another_replica_writ
 
 async def test_a_worker_answers_what_the_listening_replicas_take(replicas: Replicas) -> None:
     await replicas.start("listener", MAX_TURNS_IN_FLIGHT="1")
-    worker = await replicas.start("worker", listen=False)
+    worker = await replicas.start("worker", listen=False, MAX_TURNS_IN_FLIGHT="1")
     assert worker.port is None, "a worker takes no events"
     slack, openai = replicas.slack, replicas.openai
     openai.model.gate = asyncio.Event()
     replicas.deliver_to("listener")
     first = await slack.mention(ALICE, GENERAL, "one")
     second = await slack.mention(ALICE, GENERAL, "two")
-    # The listener runs one turn at most: the other runs on the worker.
+    # Each runs one turn at most: the listener one, the worker the other.
     await slack.wait_for(lambda: len(openai.model.turns) == 2)
     assert (replicas.runs("listener"), replicas.runs("worker")) == (1, 1)
     openai.model.gate.set()
