@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
 
@@ -44,6 +44,7 @@ from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
 from procrastinate.worker import Worker
+from psycopg_pool import PoolTimeout
 
 from bot.messages import ConversationKey, IncomingMessage, SharedFile
 from bot.turn_queue import QueuedTurn, TurnHandler
@@ -113,17 +114,29 @@ _WAKE_IF_WAITING = (
 
 
 class _TurnJobs(JobManager):
-    """procrastinate's job manager, telling the workers when a thread's next turn may start.
+    """procrastinate's job manager, with two changes.
 
     Workers hear of new jobs, not of a lock set free: without a word, a thread's next message
-    would wait for the next poll once the one before it is answered (or handed back)."""
+    would wait for the next poll once the one before it is answered (or handed back); so the
+    workers are told.
+
+    A worker stops at the first failed query (a heartbeat, a fetch, its listening connection)
+    and, stopping, stops its heartbeat while its turns run on: after `stalled_after` the other
+    replicas would take those turns over while they still run here. So while the database is
+    away, the worker keeps running, says nothing new, and tries again; a finished job's end is
+    written once it can be.
+    """
+
+    patience = 10.0  # seconds a finished job's end is tried again
+    # Since when this replica's heartbeats reach the database (None: they do not, now).
+    beating_since: float | None = None
 
     async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
-        await super().finish_job(job, status, delete_job)
+        await self._patiently(lambda: super(_TurnJobs, self).finish_job(job, status, delete_job))
         await self._wake_workers(job, _WAKE_IF_WAITING)
 
     async def retry_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        await super().retry_job(job, *args, **kwargs)
+        await self._patiently(lambda: super(_TurnJobs, self).retry_job(job, *args, **kwargs))
         await self._wake_workers(job, _WAKE)
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
@@ -133,14 +146,51 @@ class _TurnJobs(JobManager):
             # Two workers took two turns of one thread at the same moment: one of them may run.
             # This one looks again when the other ends.
             return None
+        except ConnectorException as exc:
+            log.warning("event=job_fetch_failed error=%s", _error(exc))
+            return None  # the next poll tries again
+
+    async def update_heartbeat(self, worker_id: int) -> None:
+        try:
+            await super().update_heartbeat(worker_id)
+        except ConnectorException as exc:
+            self.beating_since = None
+            log.warning("event=heartbeat_failed error=%s", _error(exc))
+            return
+        if self.beating_since is None:
+            self.beating_since = asyncio.get_running_loop().time()
+
+    async def listen_for_jobs(
+        self, *, on_notification: Any, queues: Iterable[str] | None = None
+    ) -> None:
+        while True:
+            try:
+                await super().listen_for_jobs(on_notification=on_notification, queues=queues)
+            except ConnectorException as exc:
+                log.warning("event=job_listener_failed error=%s", _error(exc))
+            await asyncio.sleep(1.0)  # meanwhile the workers poll
+
+    async def _patiently(self, write: Callable[[], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.patience
+        while True:
+            try:
+                return await write()
+            except ConnectorException as exc:
+                if not _unreachable(exc) or loop.time() >= give_up:
+                    raise
+                await asyncio.sleep(1.0)
 
     async def _wake_workers(self, job: Job, query: LiteralString) -> None:
-        await self.connector.execute_query_async(
-            query,
-            channel=f"procrastinate_queue_v1#{job.queue}",
-            payload=json.dumps({"type": "job_inserted", "job_id": job.id}),
-            lock=job.lock,
-        )
+        try:
+            await self.connector.execute_query_async(
+                query,
+                channel=f"procrastinate_queue_v1#{job.queue}",
+                payload=json.dumps({"type": "job_inserted", "job_id": job.id}),
+                lock=job.lock,
+            )
+        except ConnectorException as exc:  # the workers' next poll finds the job
+            log.warning("event=job_wake_failed error=%s", _error(exc))
 
 
 class _HandBackAtShutdown(procrastinate.BaseRetryStrategy):
@@ -197,7 +247,8 @@ class JobTurnQueue:
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
         )
-        self.app.job_manager = _TurnJobs(self.app.connector)
+        self.app.job_manager = manager = _TurnJobs(self.app.connector)
+        manager.patience = timings.stalled_after / 2
         self.queue_name = TURN_QUEUE
         self._task = self.app.task(
             name=TURN_TASK, queue=TURN_QUEUE, pass_context=True, retry=_HandBackAtShutdown()
@@ -505,8 +556,16 @@ class JobTurnQueue:
     async def _take_over_stalled(self) -> None:
         """Hand the turns of dead workers to the living (each replica looks; one wins a job)."""
         manager = self.app.job_manager
+        assert isinstance(manager, _TurnJobs)
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.timings.heartbeat)
+            # Back from a time without the database, every replica's heartbeat looks old:
+            # wait until a live one would have sent its next.
+            if manager.beating_since is None:
+                continue
+            if loop.time() - manager.beating_since < self.timings.stalled_after:
+                continue
             try:
                 stalled = await manager.get_stalled_jobs(
                     queue=self.queue_name,
@@ -533,6 +592,11 @@ async def _queue_name(conninfo: str) -> str:
     if schema == "public":
         return TURN_QUEUE
     return f"{TURN_QUEUE}@{schema}".encode()[:_QUEUE_NAME_BYTES].decode(errors="ignore")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The database did not answer (rather than refused what was asked)."""
+    return isinstance(exc.__cause__, psycopg.OperationalError | PoolTimeout)
 
 
 def _error(exc: BaseException) -> str:

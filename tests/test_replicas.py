@@ -343,3 +343,56 @@ async def test_a_message_that_cannot_be_recorded_is_acked_and_its_writer_told_an
         for name in list(replicas.bots):
             await replicas.stop(name)
         await proxy.cut()
+
+
+async def test_an_answer_written_while_the_database_is_away_is_answered_once(
+    replicas: Replicas, database_url: str, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sa.make_url(database_url)
+    proxy = DatabaseProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    replicas.database_url = url.set(port=proxy.listen_port).render_as_string(hide_password=False)
+    try:
+        await replicas.start("a")
+        await replicas.start("b")
+        slack, openai = replicas.slack, replicas.openai
+        openai.model.gate = asyncio.Event()
+        replicas.deliver_to("a")
+        ts = await slack.mention(ALICE, GENERAL, "take your time")
+        await slack.wait_for(lambda: len(openai.model.turns) == 1)
+
+        await proxy.cut()  # for every replica: the database restarts, or fails over
+        await until_heartbeats_are_stale(postgres_url, url.query["options"], QUICK.stalled_after)
+        with caplog.at_level(logging.INFO, logger="bot.jobs"):
+            await proxy.restore()
+            for bot in replicas.bots.values():
+                await until_ready(bot)
+            openai.model.gate.set()
+            await replicas.idle()
+        assert texts(answers(slack, GENERAL, ts)) == [
+            "You said: take your time (message 1 of this conversation)"
+        ]
+        assert len(slack.bot_replies(GENERAL, ts)) == 1
+        assert "event=turn_taken_over" not in caplog.text, "the living replica kept its turn"
+    finally:
+        for name in list(replicas.bots):
+            await replicas.stop(name)
+        await proxy.cut()
+
+
+async def until_heartbeats_are_stale(server: str, options: str, seconds: float) -> None:
+    """Wait until the database holds no worker heartbeat newer than `seconds` (as every
+    replica's looks after an outage that long)."""
+    schema = options.split("=", 1)[1]
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+        async with asyncio.timeout(30):
+            while True:
+                cursor = await admin.execute(
+                    f"SELECT count(*) FROM {schema}.procrastinate_workers"
+                    " WHERE last_heartbeat > now() - make_interval(secs => %s)",
+                    (seconds,),
+                )
+                row = await cursor.fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                await asyncio.sleep(0.2)
