@@ -128,8 +128,6 @@ class _TurnJobs(JobManager):
     """
 
     patience = 10.0  # seconds a finished job's end is tried again
-    # Since when this replica's heartbeats reach the database (None: they do not, now).
-    beating_since: float | None = None
 
     async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
         await self._patiently(lambda: super(_TurnJobs, self).finish_job(job, status, delete_job))
@@ -154,11 +152,7 @@ class _TurnJobs(JobManager):
         try:
             await super().update_heartbeat(worker_id)
         except ConnectorException as exc:
-            self.beating_since = None
             log.warning("event=heartbeat_failed error=%s", _error(exc))
-            return
-        if self.beating_since is None:
-            self.beating_since = asyncio.get_running_loop().time()
 
     async def listen_for_jobs(
         self, *, on_notification: Any, queues: Iterable[str] | None = None
@@ -554,30 +548,42 @@ class JobTurnQueue:
             self._maybe_idle()
 
     async def _take_over_stalled(self) -> None:
-        """Hand the turns of dead workers to the living (each replica looks; one wins a job)."""
+        """Hand the turns of dead workers to the living (each replica looks; one wins a job).
+
+        Back from a time without the database (a restart, a fail-over, a lost network), every
+        replica's heartbeat looks old: this one takes nothing over until it has reached the
+        database for `stalled_after` seconds on end, time enough for a live replica's
+        heartbeat to be fresh again."""
         manager = self.app.job_manager
-        assert isinstance(manager, _TurnJobs)
         loop = asyncio.get_running_loop()
+        reached_since: float | None = None  # reaching the database on end since then
+        last_reached = 0.0
         while True:
             await asyncio.sleep(self.timings.heartbeat)
-            # Back from a time without the database, every replica's heartbeat looks old:
-            # wait until a live one would have sent its next.
-            if manager.beating_since is None:
-                continue
-            if loop.time() - manager.beating_since < self.timings.stalled_after:
-                continue
+            asked = loop.time()
             try:
                 stalled = await manager.get_stalled_jobs(
                     queue=self.queue_name,
                     task_name=TURN_TASK,
                     seconds_since_heartbeat=self.timings.stalled_after,
                 )
-                for job in stalled:
-                    with contextlib.suppress(ConnectorException):  # another replica was first
-                        await manager.retry_job(job)
-                        log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
-            except Exception:
-                log.exception("event=stalled_turns_check_failed")
+            except Exception as exc:
+                reached_since = None
+                log.warning("event=stalled_turns_check_failed error=%s", _error(exc))
+                continue
+            now = loop.time()
+            slow = now - asked > self.timings.heartbeat  # it waited for the database
+            if reached_since is None or slow or now - last_reached > 3 * self.timings.heartbeat:
+                reached_since = now
+            last_reached = now
+            if now - reached_since < self.timings.stalled_after:
+                continue
+            for job in stalled:
+                try:
+                    await manager.retry_job(job)
+                except ConnectorException:
+                    continue  # another replica was first
+                log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
 
 
 async def _queue_name(conninfo: str) -> str:

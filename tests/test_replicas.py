@@ -215,7 +215,7 @@ async def test_a_message_recorded_by_a_replica_that_died_before_queueing_it_is_a
     assert bot.queue is not None
     bot.queue.timings = dataclasses.replace(bot.queue.timings, unqueued_after=0.0)
 
-    assert await bot.queue.sweep() == 1
+    await bot.queue.sweep()  # (or the one it runs on its own, at start)
     await replicas.idle()
     assert texts(answers(slack, GENERAL, event["ts"])) == [
         f"You said: <@{slack.bot_user_id}> still there? (message 1 of this conversation)"
