@@ -105,6 +105,7 @@ class JobTimings:
     hold: float = 45.0  # a job waits this long for its placeholder (its process died?)
 
 
+_HEARTBEAT = "SELECT procrastinate_update_heartbeat_v1(%(worker_id)s)"
 _WAKE = "SELECT pg_notify(%(channel)s, %(payload)s)"
 # Only when a turn of the same thread waits (else every answer would send every worker looking).
 _WAKE_IF_WAITING = (
@@ -129,6 +130,14 @@ class _TurnJobs(JobManager):
 
     patience = 10.0  # seconds a finished job's end is tried again
 
+    def __init__(self, connector: procrastinate.PsycopgConnector, conninfo: str) -> None:
+        super().__init__(connector)
+        self.conninfo = conninfo
+        # Heartbeats go on a connection of their own, made again at once when it breaks: from
+        # the pool they would wait for its reconnection, which backs off for seconds after an
+        # outage, and meanwhile the other replicas would take this one for dead.
+        self._beat: psycopg.AsyncConnection[Any] | None = None
+
     async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
         await self._patiently(lambda: super(_TurnJobs, self).finish_job(job, status, delete_job))
         await self._wake_workers(job, _WAKE_IF_WAITING)
@@ -150,9 +159,17 @@ class _TurnJobs(JobManager):
 
     async def update_heartbeat(self, worker_id: int) -> None:
         try:
-            await super().update_heartbeat(worker_id)
-        except ConnectorException as exc:
+            if self._beat is None or self._beat.broken or self._beat.closed:
+                self._beat = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            await self._beat.execute(_HEARTBEAT, {"worker_id": worker_id})
+        except psycopg.Error as exc:
             log.warning("event=heartbeat_failed error=%s", _error(exc))
+            await self.close()
+
+    async def close(self) -> None:
+        if self._beat is not None:
+            await self._beat.close()
+            self._beat = None
 
     async def listen_for_jobs(
         self, *, on_notification: Any, queues: Iterable[str] | None = None
@@ -238,10 +255,9 @@ class JobTurnQueue:
         self.name = name
         self.max_in_flight = max_in_flight
         self.take_jobs = take_jobs  # False: this process only posts jobs (no worker)
-        self.app = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
-        )
-        self.app.job_manager = manager = _TurnJobs(self.app.connector)
+        connector = procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
+        self.app = procrastinate.App(connector=connector)
+        self.app.job_manager = manager = _TurnJobs(connector, conninfo)
         manager.patience = timings.stalled_after / 2
         self.queue_name = TURN_QUEUE
         self._task = self.app.task(
@@ -437,6 +453,8 @@ class JobTurnQueue:
         for task in list(self._posting):
             task.cancel()
         await asyncio.gather(*self._posting, return_exceptions=True)
+        assert isinstance(self.app.job_manager, _TurnJobs)
+        await self.app.job_manager.close()
         await self.app.close_async()
 
     async def sweep(self) -> int:

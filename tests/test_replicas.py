@@ -57,10 +57,8 @@ class Replicas:
             env_file=None,
             listening=listen,
         )
-        bot = await app.start(settings, listen=listen)
+        bot = await app.start(settings, listen=listen, job_timings=QUICK)
         assert bot.queue is not None, "PostgreSQL: turns are jobs"
-        # The default timings, shortened (what the start-up sweep and the worker read next).
-        bot.queue.timings = dataclasses.replace(QUICK, sweep_every=bot.queue.timings.sweep_every)
         self.bots[name] = bot
         return bot
 
