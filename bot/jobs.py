@@ -26,26 +26,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
 from procrastinate.exceptions import (
     AlreadyEnqueued,
     ConnectorException,
-    UniqueViolation,
 )
 from procrastinate.job_context import AbortReason, JobContext
-from procrastinate.jobs import Job, Status
-from procrastinate.manager import JobManager
-from procrastinate.schema import SchemaManager
+from procrastinate.jobs import Status
 from procrastinate.worker import Worker
-from psycopg_pool import PoolTimeout
 
+from bot.job_engine import (
+    HELD,
+    OPEN_JOBS,
+    RELEASE,
+    SWEEP_LOCK,
+    TURN_QUEUE,
+    TURNS_WITH_JOBS,
+    HandBackAtShutdown,
+    TurnJobs,
+    apply_job_schema,
+    error_text,
+    queue_name,
+)
 from bot.messages import ConversationKey, IncomingMessage, SharedFile
 from bot.turn_queue import QueuedTurn, TurnHandler
 
@@ -55,40 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TURN_TASK = "answer_turn"
-TURN_QUEUE = "turns"
-# Any constants: they serialise the replicas that apply the schema, or sweep, at once.
-_SCHEMA_LOCK = 7_313_013
-_SWEEP_LOCK = 7_313_014
-# procrastinate notifies on the channel "procrastinate_queue_v1#QUEUE"; PostgreSQL names are at
-# most 63 bytes.
-_QUEUE_NAME_BYTES = 63 - len("procrastinate_queue_v1#")
-
-
-# Let a held job run, saying where its placeholder is, and wake the workers.
-_RELEASE = """
-WITH released AS (
-    UPDATE procrastinate_jobs
-    SET args = args || jsonb_build_object('reply', %(reply)s::text), scheduled_at = NULL
-    WHERE id = %(job_id)s AND status = 'todo'
-    RETURNING id, queue_name
-)
-SELECT pg_notify(
-    'procrastinate_queue_v1#' || queue_name,
-    json_build_object('type', 'job_inserted', 'job_id', id)::text
-) FROM released
-"""
-
-
-_HELD = (
-    "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'"
-)
 # The job is deferred before the ack: a database that does not answer at once is tried again
 # after it (Slack waits 3 s for the ack).
 DEFER_BEFORE_ACK_SECONDS = 1.0
-_OPEN_JOBS = """
-SELECT id FROM procrastinate_jobs
-WHERE queue_name = %(queue)s AND status IN ('todo', 'doing') LIMIT 1
-"""
 
 
 @dataclass(frozen=True)
@@ -103,132 +79,6 @@ class JobTimings:
     sweep_every: float | None = 15.0  # None: this replica never looks for such turns
     sign_of_life_within: float = 40.0  # a placeholder not shown by then: the turn is failed
     hold: float = 45.0  # a job waits this long for its placeholder (its process died?)
-
-
-_HEARTBEAT = "SELECT procrastinate_update_heartbeat_v1(%(worker_id)s)"
-_WAKE = "SELECT pg_notify(%(channel)s, %(payload)s)"
-# Only when a turn of the same thread waits (else every answer would send every worker looking).
-_WAKE_IF_WAITING = (
-    _WAKE
-    + " WHERE EXISTS (SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'todo')"
-)
-
-
-class _TurnJobs(JobManager):
-    """procrastinate's job manager, with two changes.
-
-    Workers hear of new jobs, not of a lock set free: without a word, a thread's next message
-    would wait for the next poll once the one before it is answered (or handed back); so the
-    workers are told.
-
-    A worker stops at the first failed query (a heartbeat, a fetch, its listening connection)
-    and, stopping, stops its heartbeat while its turns run on: after `stalled_after` the other
-    replicas would take those turns over while they still run here. So while the database is
-    away, the worker keeps running, says nothing new, and tries again; a finished job's end is
-    written once it can be.
-    """
-
-    patience = 10.0  # seconds a finished job's end is tried again
-
-    def __init__(self, connector: procrastinate.PsycopgConnector, conninfo: str) -> None:
-        super().__init__(connector)
-        self.conninfo = conninfo
-        # Heartbeats go on a connection of their own, made again at once when it breaks: from
-        # the pool they would wait for its reconnection, which backs off for seconds after an
-        # outage, and meanwhile the other replicas would take this one for dead.
-        self._beat: psycopg.AsyncConnection[Any] | None = None
-
-    async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
-        await self._patiently(lambda: super(_TurnJobs, self).finish_job(job, status, delete_job))
-        await self._wake_workers(job, _WAKE_IF_WAITING)
-
-    async def retry_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        await self._patiently(lambda: super(_TurnJobs, self).retry_job(job, *args, **kwargs))
-        await self._wake_workers(job, _WAKE)
-
-    async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
-        try:
-            return await super().fetch_job(queues, worker_id)
-        except UniqueViolation:
-            # Two workers took two turns of one thread at the same moment: one of them may run.
-            # This one looks again when the other ends.
-            return None
-        except ConnectorException as exc:
-            log.warning("event=job_fetch_failed error=%s", _error(exc))
-            return None  # the next poll tries again
-
-    async def update_heartbeat(self, worker_id: int) -> None:
-        try:
-            if self._beat is None or self._beat.broken or self._beat.closed:
-                self._beat = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-            await self._beat.execute(_HEARTBEAT, {"worker_id": worker_id})
-        except psycopg.Error as exc:
-            log.warning("event=heartbeat_failed error=%s", _error(exc))
-            await self.close()
-
-    async def close(self) -> None:
-        if self._beat is not None:
-            await self._beat.close()
-            self._beat = None
-
-    async def listen_for_jobs(
-        self, *, on_notification: Any, queues: Iterable[str] | None = None
-    ) -> None:
-        while True:
-            try:
-                await super().listen_for_jobs(on_notification=on_notification, queues=queues)
-            except ConnectorException as exc:
-                log.warning("event=job_listener_failed error=%s", _error(exc))
-            await asyncio.sleep(1.0)  # meanwhile the workers poll
-
-    async def _patiently(self, write: Callable[[], Awaitable[None]]) -> None:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.patience
-        while True:
-            try:
-                return await write()
-            except ConnectorException as exc:
-                if not _unreachable(exc) or loop.time() >= give_up:
-                    raise
-                await asyncio.sleep(1.0)
-
-    async def _wake_workers(self, job: Job, query: LiteralString) -> None:
-        try:
-            await self.connector.execute_query_async(
-                query,
-                channel=f"procrastinate_queue_v1#{job.queue}",
-                payload=json.dumps({"type": "job_inserted", "job_id": job.id}),
-                lock=job.lock,
-            )
-        except ConnectorException as exc:  # the workers' next poll finds the job
-            log.warning("event=job_wake_failed error=%s", _error(exc))
-
-
-class _HandBackAtShutdown(procrastinate.BaseRetryStrategy):
-    """A turn cut off by its replica's shutdown goes back to the queue at once (another replica
-    takes it over); a turn that failed is not run again."""
-
-    def get_retry_decision(
-        self, *, exception: BaseException, job: Job
-    ) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, asyncio.CancelledError):
-            return procrastinate.RetryDecision()
-        return None
-
-
-async def apply_job_schema(conninfo: str) -> bool:
-    """Create procrastinate's tables unless they exist (replicas starting together apply it
-    once); True when it was created now."""
-    connection = await psycopg.AsyncConnection.connect(conninfo)
-    async with connection, connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        cursor = await connection.execute("SELECT to_regclass('procrastinate_jobs')")
-        row = await cursor.fetchone()
-        if row is not None and row[0] is not None:
-            return False
-        await connection.execute(SchemaManager.get_schema())
-    log.info("event=job_schema_created")
-    return True
 
 
 def conversation_lock(key: ConversationKey) -> str:
@@ -257,11 +107,11 @@ class JobTurnQueue:
         self.take_jobs = take_jobs  # False: this process only posts jobs (no worker)
         connector = procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
         self.app = procrastinate.App(connector=connector)
-        self.app.job_manager = manager = _TurnJobs(connector, conninfo)
+        self.app.job_manager = manager = TurnJobs(connector, conninfo)
         manager.patience = timings.stalled_after / 2
         self.queue_name = TURN_QUEUE
         self._task = self.app.task(
-            name=TURN_TASK, queue=TURN_QUEUE, pass_context=True, retry=_HandBackAtShutdown()
+            name=TURN_TASK, queue=TURN_QUEUE, pass_context=True, retry=HandBackAtShutdown()
         )(self._run_job)
         self._worker: Worker | None = None
         self._draining = False
@@ -276,7 +126,7 @@ class JobTurnQueue:
     async def open(self) -> None:
         """Connect, and create the job tables if this database has none yet."""
         await apply_job_schema(self.conninfo)
-        self.queue_name = await _queue_name(self.conninfo)
+        self.queue_name = await queue_name(self.conninfo)
         await self.app.open_async()
 
     def start(self, handler: TurnHandler) -> None:
@@ -319,7 +169,7 @@ class JobTurnQueue:
             async with asyncio.timeout(DEFER_BEFORE_ACK_SECONDS):
                 job_id = await self._defer(turn)
         except Exception as exc:  # tried again after the ack
-            log.warning("event=turn_defer_failed turn=%s error=%s", turn.turn_id, _error(exc))
+            log.warning("event=turn_defer_failed turn=%s error=%s", turn.turn_id, error_text(exc))
         self._idle.clear()
         # One thread's placeholders are posted one after another: sent at once over pooled
         # connections, they could land in the wrong order.
@@ -342,7 +192,7 @@ class JobTurnQueue:
                 schedule_in={"milliseconds": int(self.timings.hold * 1000)},
             ).defer_async(turn_id=turn.turn_id, message=_message_data(message), reply=None)
         except AlreadyEnqueued:
-            rows = await self.app.connector.execute_query_all_async(_HELD, queueing_lock=held)
+            rows = await self.app.connector.execute_query_all_async(HELD, queueing_lock=held)
             if not rows:
                 raise
             return int(rows[0]["id"])
@@ -367,7 +217,7 @@ class JobTurnQueue:
                         "event=turn_not_queued turn=%s ts=%s error=%s",
                         turn.turn_id,
                         turn.message.ts,
-                        _error(exc),
+                        error_text(exc),
                     )
                     return  # recorded: a sweep takes it back
                 await asyncio.sleep(self.timings.restart_after)
@@ -383,11 +233,11 @@ class JobTurnQueue:
             return
         try:
             released = await self.app.connector.execute_query_all_async(
-                _RELEASE, job_id=job_id, reply=reply.ref
+                RELEASE, job_id=job_id, reply=reply.ref
             )
         except Exception as exc:
             released = []
-            log.warning("event=turn_release_failed job=%s error=%s", job_id, _error(exc))
+            log.warning("event=turn_release_failed job=%s error=%s", job_id, error_text(exc))
         if not released:
             log.warning("event=turn_shown_late job=%s ts=%s", job_id, turn.message.ts)
 
@@ -428,7 +278,7 @@ class JobTurnQueue:
         while True:
             await self._idle.wait()
             rows = await self.app.connector.execute_query_all_async(
-                _OPEN_JOBS, queue=self.queue_name
+                OPEN_JOBS, queue=self.queue_name
             )
             if self._idle.is_set() and not rows:
                 return
@@ -453,7 +303,7 @@ class JobTurnQueue:
         for task in list(self._posting):
             task.cancel()
         await asyncio.gather(*self._posting, return_exceptions=True)
-        assert isinstance(self.app.job_manager, _TurnJobs)
+        assert isinstance(self.app.job_manager, TurnJobs)
         await self.app.job_manager.close()
         await self.app.close_async()
 
@@ -463,7 +313,7 @@ class JobTurnQueue:
         connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         async with connection:
             # After another replica's sweep, if one runs: that one has queued what it found.
-            await connection.execute("SELECT pg_advisory_lock(%s)", (_SWEEP_LOCK,))
+            await connection.execute("SELECT pg_advisory_lock(%s)", (SWEEP_LOCK,))
             return await self.handler.take_back_unqueued(
                 self.timings.unqueued_after, self._without_jobs
             )
@@ -472,11 +322,7 @@ class JobTurnQueue:
         """Those of these turns that no job carries."""
         connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         async with connection:
-            cursor = await connection.execute(
-                "SELECT (args->>'turn_id')::bigint FROM procrastinate_jobs"
-                " WHERE task_name = %s AND (args->>'turn_id')::bigint = ANY(%s)",
-                (TURN_TASK, turn_ids),
-            )
+            cursor = await connection.execute(TURNS_WITH_JOBS, (TURN_TASK, turn_ids))
             carried = {int(row[0]) for row in await cursor.fetchall()}
         return set(turn_ids) - carried
 
@@ -529,7 +375,7 @@ class JobTurnQueue:
             try:
                 await self._worker.run()  # type: ignore[no-untyped-call]
             except Exception as exc:
-                log.warning("event=turn_worker_failed error=%s", _error(exc))
+                log.warning("event=turn_worker_failed error=%s", error_text(exc))
             if self._draining:
                 return
             log.warning("event=turn_worker_restarting after_seconds=%s", self.timings.restart_after)
@@ -587,7 +433,7 @@ class JobTurnQueue:
                 )
             except Exception as exc:
                 reached_since = None
-                log.warning("event=stalled_turns_check_failed error=%s", _error(exc))
+                log.warning("event=stalled_turns_check_failed error=%s", error_text(exc))
                 continue
             now = loop.time()
             slow = now - asked > self.timings.heartbeat  # it waited for the database
@@ -602,30 +448,6 @@ class JobTurnQueue:
                 except ConnectorException:
                     continue  # another replica was first
                 log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
-
-
-async def _queue_name(conninfo: str) -> str:
-    """The turns' queue in this database: one per schema, so that replicas of bots on other
-    schemas of the same database (whose notifications all share one namespace) never hear of
-    these jobs (an abort request names a job id, which each schema counts from 1)."""
-    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-    async with connection:
-        cursor = await connection.execute("SELECT current_schema()")
-        row = await cursor.fetchone()
-    schema = str(row[0]) if row is not None and row[0] is not None else "public"
-    if schema == "public":
-        return TURN_QUEUE
-    return f"{TURN_QUEUE}@{schema}".encode()[:_QUEUE_NAME_BYTES].decode(errors="ignore")
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """The database did not answer (rather than refused what was asked)."""
-    return isinstance(exc.__cause__, psycopg.OperationalError | PoolTimeout)
-
-
-def _error(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
 
 
 def _message_data(message: IncomingMessage) -> dict[str, Any]:
