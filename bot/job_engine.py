@@ -125,12 +125,16 @@ class TurnJobs(JobManager):
     async def listen_for_jobs(
         self, *, on_notification: Any, queues: Iterable[str] | None = None
     ) -> None:
+        pause = 1.0
         while True:
             try:
                 await super().listen_for_jobs(on_notification=on_notification, queues=queues)
             except ConnectorException as exc:
-                log.warning("event=job_listener_failed error=%s", error_text(exc))
-            await asyncio.sleep(1.0)  # meanwhile the workers poll
+                log.warning(
+                    "event=job_listener_failed retry_in=%s error=%s", pause, error_text(exc)
+                )
+            await asyncio.sleep(pause)  # meanwhile the workers poll
+            pause = min(pause * 2, 30.0)
 
     async def _patiently(self, write: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
