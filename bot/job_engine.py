@@ -126,13 +126,17 @@ class TurnJobs(JobManager):
         self, *, on_notification: Any, queues: Iterable[str] | None = None
     ) -> None:
         pause = 1.0
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 await super().listen_for_jobs(on_notification=on_notification, queues=queues)
             except ConnectorException as exc:
                 log.warning(
                     "event=job_listener_failed retry_in=%s error=%s", pause, error_text(exc)
                 )
+            if loop.time() - began > 60:
+                pause = 1.0  # it listened for a while: a new outage
             await asyncio.sleep(pause)  # meanwhile the workers poll
             pause = min(pause * 2, 30.0)
 
