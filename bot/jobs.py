@@ -51,6 +51,7 @@ from bot.job_engine import (
     TurnJobs,
     apply_job_schema,
     error_text,
+    held_queue,
     queue_name,
 )
 from bot.messages import ConversationKey, IncomingMessage, SharedFile
@@ -127,6 +128,8 @@ class JobTurnQueue:
         """Connect, and create the job tables if this database has none yet."""
         await apply_job_schema(self.conninfo)
         self.queue_name = await queue_name(self.conninfo)
+        assert isinstance(self.app.job_manager, TurnJobs)
+        self.app.job_manager.wake_queue = self.queue_name
         await self.app.open_async()
 
     def start(self, handler: TurnHandler) -> None:
@@ -187,7 +190,7 @@ class JobTurnQueue:
             return await self._task.configure(
                 lock=conversation_lock(message.key),
                 queueing_lock=held,
-                queue=self.queue_name,
+                queue=held_queue(self.queue_name),
                 priority=-min(turn.turn_id, 2**31 - 1),  # the older turn first
                 schedule_in={"milliseconds": int(self.timings.hold * 1000)},
             ).defer_async(turn_id=turn.turn_id, message=_message_data(message), reply=None)
@@ -233,7 +236,7 @@ class JobTurnQueue:
             return
         try:
             released = await self.app.connector.execute_query_all_async(
-                RELEASE, job_id=job_id, reply=reply.ref
+                RELEASE, job_id=job_id, reply=reply.ref, queue=self.queue_name
             )
         except Exception as exc:
             released = []
@@ -278,7 +281,7 @@ class JobTurnQueue:
         while True:
             await self._idle.wait()
             rows = await self.app.connector.execute_query_all_async(
-                OPEN_JOBS, queue=self.queue_name
+                OPEN_JOBS, queues=[self.queue_name, held_queue(self.queue_name)]
             )
             if self._idle.is_set() and not rows:
                 return
@@ -355,7 +358,7 @@ class JobTurnQueue:
     def _new_worker(self) -> Worker:
         return Worker(
             self.app,
-            queues=[self.queue_name],
+            queues=[self.queue_name, held_queue(self.queue_name)],
             name=self.name,
             concurrency=self.max_in_flight,
             install_signal_handlers=False,
@@ -427,7 +430,6 @@ class JobTurnQueue:
             asked = loop.time()
             try:
                 stalled = await manager.get_stalled_jobs(
-                    queue=self.queue_name,
                     task_name=TURN_TASK,
                     seconds_since_heartbeat=self.timings.stalled_after,
                 )
