@@ -43,6 +43,11 @@ SELECT pg_notify(
     json_build_object('type', 'job_inserted', 'job_id', id)::text
 ) FROM released
 """
+# A held job waits longer: its placeholder is still being shown.
+HOLD_LONGER = """
+UPDATE procrastinate_jobs SET scheduled_at = now() + make_interval(secs => %(seconds)s)
+WHERE id = %(job_id)s AND status = 'todo' AND scheduled_at IS NOT NULL
+"""
 # A turn's job, by the queueing lock that keeps it to one job per turn.
 HELD = (
     "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'"
