@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +34,7 @@ from bot.governance.forget import Forgetting, erase_old_texts
 from bot.governance.gate import TurnGate
 from bot.governance.prices import Prices
 from bot.governance.usage import UsageReports
-from bot.health import Health
+from bot.health import Health, refuse_events_while_stopping
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
 from bot.slack.approvals import Approvals
@@ -62,10 +63,13 @@ from bot.startup import (
     network_problem,
     reaching,
 )
-from bot.store import Store, StoreError, sqlite_file
+from bot.store import Store, StoreError, describe_url, postgresql_conninfo, sqlite_file
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
 from bot.tools.mcp import McpServers
+
+if TYPE_CHECKING:
+    from bot.jobs import JobTimings, JobTurnQueue
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +198,7 @@ class Bot:
     file_source: SlackFileSource
     lock: DatabaseLock
     health: Health
+    queue: JobTurnQueue | None = None  # PostgreSQL: turns are jobs any replica takes
     port: int | None = None
     health_port: int | None = None  # Socket Mode with HEALTH_PORT set
     _health_runner: web.AppRunner | None = None
@@ -204,16 +209,19 @@ class Bot:
     mcp_servers: McpServers | None = None
 
     async def stop(self) -> None:
-        """Stop taking events, finish (bounded) what is in flight, then close everything."""
-        self.health.stopping = True  # /readyz says so first, while the rest winds down
+        """Stop taking events, finish (bounded) what is in flight, then close everything.
+
+        /readyz turns 503 first, and in HTTP mode so do events (Slack sends them again, and a
+        load balancer to another replica) until the answers in progress are done."""
+        self.health.stopping = True
         for task in (self._cleanup, self._recovery):
             if task is not None:
                 await _cancel(task)
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
+        await self.conversations.drain(self.settings.shutdown_grace)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.conversations.drain(self.settings.shutdown_grace)
         if self._health_runner is not None:
             await self._health_runner.cleanup()
         await self.file_source.close()
@@ -226,14 +234,24 @@ class Bot:
         log.info("event=stopped")
 
 
-async def start(settings: Settings) -> Bot:
+async def start(
+    settings: Settings, *, listen: bool = True, job_timings: JobTimings | None = None
+) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack.
 
     Each network step is bounded (bot/startup.py), so start-up ends within START_SECONDS. If
     anything fails, or start-up is cancelled (a signal), what was opened so far is closed.
+    `listen=False` (`python -m bot worker`, PostgreSQL only): answer the turns other replicas
+    take, and take no events. `job_timings`: the job queue's, other than the defaults (tests).
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    conninfo = postgresql_conninfo(settings.database_url)
+    if conninfo is None and not listen:
+        raise StartupError(
+            "`python -m bot worker` needs PostgreSQL (DATABASE_URL=postgresql://…): with "
+            "SQLite one process does everything, `python -m bot`."
+        )
     lock = DatabaseLock(sqlite_file(settings.database_url))
     async with contextlib.AsyncExitStack() as undo:
         lock.acquire()
@@ -244,6 +262,10 @@ async def start(settings: Settings) -> Bot:
             raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
         audit_log = AuditLog(store)
+        queue = None
+        if conninfo is not None:
+            queue = await open_job_queue(conninfo, settings, _step(deadline), job_timings)
+            undo.push_async_callback(queue.drain, 0)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
             backend, choice = await open_backend(settings.backend, store)
             undo.push_async_callback(backend.close)
@@ -254,9 +276,10 @@ async def start(settings: Settings) -> Bot:
         log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
         client = make_slack_client(settings)
         undo.push_async_callback(close_slack_client, client)
+        socket_mode = listen and settings.socket_mode
         async with reaching("Slack", settings.slack_api_url, "SLACK_API_URL", _step(deadline)):
             auth = await slack_identity(client, settings)
-            socket_url = await check_app_token(client, settings) if settings.socket_mode else ""
+            socket_url = await check_app_token(client, settings) if socket_mode else ""
         identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
         tools = make_tools(settings.tools, client, identity.user_id)
         mcp_servers = McpServers(tools)
@@ -313,6 +336,7 @@ async def start(settings: Settings) -> Bot:
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
         gate=gate,
+        queue=queue,
     )
     viewing = ai_app.ViewedChannels()
     events.register(
@@ -337,18 +361,26 @@ async def start(settings: Settings) -> Bot:
     )
     health = Health()
     health.add_check("database", lambda: _database_answers(store))
-    bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health)
+    if queue is not None:
+        health.add_check("job_queue", queue.reachable)
+    bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health, queue)
     bot.mcp_servers = mcp_servers
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
     async with opened:  # from here on only reading the store and connecting await
         opened.push_async_callback(file_source.close)
         opened.push_async_callback(_cancel, bot._cleanup)
-        # What a previous process left open is taken back in the background: the store is read
-        # now, so that a thread's new messages wait for its old ones; Slack is not waited on.
-        bot._recovery = await conversations.begin_recovery()
-        opened.push_async_callback(_cancel, bot._recovery)
-        if settings.socket_mode:
+        if queue is None:
+            # What a previous process left open is taken back in the background: the store is
+            # read now, so that a thread's new messages wait for its old ones; Slack is not
+            # waited on. (On PostgreSQL the job queue holds what is open: see bot/jobs.py.)
+            bot._recovery = await conversations.begin_recovery()
+            opened.push_async_callback(_cancel, bot._recovery)
+        if not listen:
+            if settings.health_port is not None:
+                bot.health_port = await _serve_health(bot, settings.health_port, opened)
+            log.info("event=started mode=worker health_port=%s", bot.health_port)
+        elif socket_mode:
             bot._socket = AsyncSocketModeHandler(
                 slack, settings.slack_app_token, logger=SOCKET_MODE_LOG
             )
@@ -358,14 +390,11 @@ async def start(settings: Settings) -> Bot:
                 await connect_socket_mode(bot._socket)
             health.add_check("slack_connection", bot._socket.client.is_connected)
             if settings.health_port is not None:
-                health_app = web.Application()
-                health.add_routes(health_app)
-                bot._health_runner = web.AppRunner(health_app, access_log=None)
-                opened.push_async_callback(bot._health_runner.cleanup)
-                bot.health_port = await _serve(bot._health_runner, settings.health_port)
+                bot.health_port = await _serve_health(bot, settings.health_port, opened)
             log.info("event=started mode=socket health_port=%s", bot.health_port)
         else:
             web_app = slack.web_app(path="/slack/events")
+            web_app.middlewares.append(refuse_events_while_stopping(health, "/slack/events"))
             health.add_routes(web_app)
             bot._runner = web.AppRunner(web_app, access_log=None)
             opened.push_async_callback(bot._runner.cleanup)
@@ -373,6 +402,49 @@ async def start(settings: Settings) -> Bot:
             log.info("event=started mode=http port=%s path=/slack/events", bot.port)
         opened.pop_all()
     return bot
+
+
+async def open_job_queue(
+    conninfo: str, settings: Settings, seconds: float, timings: JobTimings | None = None
+) -> JobTurnQueue:
+    """The turns' job queue on PostgreSQL, connected, its tables created if need be; a
+    StartupError in one line when the database cannot be reached in `seconds`."""
+    from bot.jobs import JobTimings, JobTurnQueue  # procrastinate: loaded only where used
+
+    queue = JobTurnQueue(
+        conninfo,
+        settings.max_turns_in_flight,
+        name=socket.gethostname(),
+        timings=timings or JobTimings(),
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            await queue.open()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await queue.app.close_async()
+        where = describe_url(settings.database_url)
+        if isinstance(exc, TimeoutError):
+            raise StartupError(
+                f"The job queue's database {where} did not answer within {seconds:.0f} s."
+            ) from None
+        raise StartupError(
+            f"The job queue's database {where} cannot be used: {_why(exc)}"
+        ) from None
+    return queue
+
+
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return " ".join(str(cause).split()) or type(cause).__name__
+
+
+async def _serve_health(bot: Bot, port: int, opened: contextlib.AsyncExitStack) -> int:
+    health_app = web.Application()
+    bot.health.add_routes(health_app)
+    bot._health_runner = web.AppRunner(health_app, access_log=None)
+    opened.push_async_callback(bot._health_runner.cleanup)
+    return await _serve(bot._health_runner, port)
 
 
 async def _serve(runner: web.AppRunner, port: int) -> int:
@@ -483,7 +555,7 @@ async def _clean_up_daily(store: Store, files: FileBackend, settings: Settings) 
         await asyncio.sleep(CLEANUP_EVERY)
 
 
-async def run_until_stopped(settings: Settings) -> None:
+async def run_until_stopped(settings: Settings, *, listen: bool = True) -> None:
     """`python -m bot`: run until SIGTERM or SIGINT, then shut down gracefully.
 
     The signals are heard from the first moment: one that arrives during start-up cancels it
@@ -493,7 +565,7 @@ async def run_until_stopped(settings: Settings) -> None:
     stopped: asyncio.Future[str] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _resolve, stopped, sig.name)
-    starting = asyncio.create_task(start(settings))
+    starting = asyncio.create_task(start(settings, listen=listen))
     waiting: set[asyncio.Future[Any]] = {starting, stopped}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():

@@ -15,7 +15,7 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.turn_queue import QueuedTurn
 
 # Short enough for a test, long enough that a loaded machine does not take a live worker as dead.
-FAST = JobTimings(heartbeat=0.5, stalled_after=3.0, poll=0.5)
+FAST = JobTimings(heartbeat=0.5, stalled_after=3.0, poll=0.5, sweep_every=None)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Journal:
     entries: list[tuple[str, str, str]] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     release: dict[str, asyncio.Event] = field(default_factory=dict)
+    stuck: set[str] = field(default_factory=set)  # messages whose placeholder never shows
 
     async def add(self, what: str, replica: str, ts: str) -> None:
         async with self.changed:
@@ -55,7 +56,14 @@ class RecordingHandler:
         self.name = name
 
     async def begin(self, turn: QueuedTurn) -> PlaceholderReply:
+        if turn.message.ts in self.journal.stuck:
+            # Slack does not answer (until the test says so, or the process goes).
+            await self.journal.gate(f"placeholder {turn.message.ts}").wait()
         await self.journal.add("placeholder", self.name, turn.message.ts)
+        return PlaceholderReply(f"placeholder-{turn.message.ts}")
+
+    async def shown_again(self, turn: QueuedTurn) -> PlaceholderReply:
+        await self.journal.add("shown again", self.name, turn.message.ts)
         return PlaceholderReply(f"placeholder-{turn.message.ts}")
 
     async def reattach(self, turn: QueuedTurn, ref: str) -> PlaceholderReply:
@@ -77,7 +85,9 @@ class RecordingHandler:
             return
         await self.journal.add("answered", self.name, ts)
 
-    async def taken_over(self, turn: QueuedTurn, reply: object) -> None:
+    async def taken_over(
+        self, turn: QueuedTurn, reply: object, stop_requested: Callable[[], bool]
+    ) -> None:
         await self.journal.add("taken over", self.name, turn.message.ts)
 
     async def stopped(self, turn: QueuedTurn, reply: object) -> None:

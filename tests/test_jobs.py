@@ -7,6 +7,7 @@ its own (LISTEN/NOTIFY channels are per database), with replicas as real job wor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.jobs import JobTurnQueue, apply_job_schema
+from bot.jobs import JobTimings, JobTurnQueue, apply_job_schema
 from bot.messages import ConversationKey
 from tests.job_replicas import FAST, THREAD, Journal, RecordingHandler, turn
 
@@ -59,10 +60,15 @@ class Replicas:
         self.queues: dict[str, JobTurnQueue] = {}
 
     async def start(
-        self, name: str, max_in_flight: int = 10, *, take_jobs: bool = True
+        self,
+        name: str,
+        max_in_flight: int = 10,
+        *,
+        take_jobs: bool = True,
+        timings: JobTimings = FAST,
     ) -> JobTurnQueue:
         queue = JobTurnQueue(
-            self.database, max_in_flight, name=name, timings=FAST, take_jobs=take_jobs
+            self.database, max_in_flight, name=name, timings=timings, take_jobs=take_jobs
         )
         await queue.open()
         queue.start(RecordingHandler(self.journal, name))  # type: ignore[arg-type]
@@ -95,7 +101,8 @@ async def test_a_threads_messages_are_answered_one_at_a_time_in_order_by_any_rep
     # Three messages of one thread, taken by alternating replicas.
     for number, (queue, ts) in enumerate([(a, "101.1"), (b, "102.1"), (a, "103.1")], 1):
         await queue.submit(turn(number, ts))
-    assert journal.of("placeholder") == ["101.1", "102.1", "103.1"]  # at once, before any answer
+    await journal.until(lambda entries: len(journal.of("placeholder")) == 3)
+    assert sorted(journal.of("placeholder")) == ["101.1", "102.1", "103.1"]
 
     for ts in ["101.1", "102.1", "103.1"]:
         await journal.until(
@@ -219,3 +226,53 @@ async def test_replicas_starting_together_create_the_job_tables_once(database: s
     created = await asyncio.gather(*(apply_job_schema(database) for _ in range(3)))
     assert sorted(created) == [False, False, True]
     assert not await apply_job_schema(database)
+
+
+async def test_a_turn_whose_replica_died_before_showing_its_placeholder_is_shown_again(
+    replicas: Replicas,
+) -> None:
+    held = dataclasses.replace(FAST, hold=2.0)
+    a = await replicas.start("a", timings=held)
+    journal = replicas.journal
+    journal.stuck.add("101.1")
+    # Both queued (before the ack), each held until its placeholder shows: never.
+    await a.submit(turn(1, "101.1"))
+    await a.submit(turn(2, "102.1"))
+    await a.drain(0)  # gone before it could say where the placeholders are
+    replicas.queues.pop("a")
+    await replicas.start("b", timings=held)
+    await journal.until(lambda entries: ("shown again", "b", "101.1") in entries)
+    await journal.until(lambda entries: ("started", "b", "101.1") in entries)
+    assert "102.1" not in journal.of("started"), "the thread's order holds"
+    journal.gate("101.1").set()
+    await journal.until(lambda entries: ("started", "b", "102.1") in entries)
+
+
+async def test_a_placeholder_slow_to_show_keeps_its_turn_for_the_replica_showing_it(
+    replicas: Replicas, database: str
+) -> None:
+    held = dataclasses.replace(FAST, hold=1.0)
+    a = await replicas.start("a", timings=held)
+    await replicas.start("b", timings=held)
+    journal = replicas.journal
+    journal.stuck.add("101.1")
+    await a.submit(turn(1, "101.1"))
+    # Slack keeps the placeholder waiting for three holds and more.
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as db:
+        cursor = await db.execute("SELECT clock_timestamp()")
+        row = await cursor.fetchone()
+        assert row is not None
+        queued = row[0]
+        async with asyncio.timeout(30):
+            while True:
+                cursor = await db.execute(
+                    "SELECT clock_timestamp() - %s > interval '3 s'", (queued,)
+                )
+                late = await cursor.fetchone()
+                if late is not None and late[0]:
+                    break
+                await asyncio.sleep(0.2)
+    journal.gate("placeholder 101.1").set()
+    await journal.until(lambda entries: any(e[0] == "started" for e in entries))
+    assert journal.entries[0] == ("placeholder", "a", "101.1")
+    assert "shown again" not in {e[0] for e in journal.entries}

@@ -21,6 +21,7 @@ from openai import AsyncOpenAI
 from bot.definitions import BOT_ONLY, AssistantDefinition
 from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
+    CANCELLED_RUN,
     NO_FILES,
     RUN_GONE,
     Citation,
@@ -565,7 +566,7 @@ class _Answer:
         if kind == "thread.run.expired":
             return Failed("expired", "the run expired", data.id)
         if kind == "thread.run.cancelled":
-            return Failed("cancelled", "the run was cancelled", data.id)
+            return Failed(CANCELLED_RUN, "the run was cancelled", data.id)
         if kind == "error":
             code = getattr(data, "code", None) or "server_error"
             return Failed(code, getattr(data, "message", None) or "", self.run_id)

@@ -132,6 +132,8 @@ class RunStarted:
 
 # EngineError code: the backend no longer has the run (or response) a turn was following.
 RUN_GONE = "run_gone"
+# Failed code: the run (or response) was cancelled on the backend.
+CANCELLED_RUN = "cancelled"
 
 
 @dataclass(frozen=True)

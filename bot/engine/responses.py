@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from bot.definitions import AssistantDefinition, hosted_by_openai, resolve_references
 from bot.engine.answer_text import StreamCleaner, clean_answer, generated
 from bot.engine.base import (
+    CANCELLED_RUN,
     NO_FILES,
     RUN_GONE,
     AssistantCatalog,
@@ -450,6 +451,8 @@ def _outcome(response: Any, answer: _Answer) -> EngineEvent:
         error = response.error
         code, message = (error.code, error.message) if error else ("server_error", "")
         return Failed(str(code), message, response.id)
+    if response.status == "cancelled":
+        return Failed(CANCELLED_RUN, "the response was cancelled", response.id)
     if response.status == "incomplete":
         details = response.incomplete_details
         reason = (details.reason if details else None) or "unknown"

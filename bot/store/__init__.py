@@ -9,7 +9,13 @@ conversations.py, turns.py, definitions.py, files.py, usage.py, audit.py, approv
 store.py     Store: all of them on one database
 """
 
-from bot.store.database import StoreError, describe_url, sqlite_file
+from bot.store.database import (
+    StoreError,
+    StoreUnavailable,
+    describe_url,
+    postgresql_conninfo,
+    sqlite_file,
+)
 from bot.store.records import (
     Approval,
     AuditEntry,
@@ -34,8 +40,10 @@ __all__ = [
     "SharedFileRecord",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "TurnProgress",
     "UsageRow",
     "describe_url",
+    "postgresql_conninfo",
     "sqlite_file",
 ]

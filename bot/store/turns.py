@@ -18,6 +18,9 @@ from bot.store.schema import feedback, turns
 
 OPEN_STATUSES = ("queued", "running")
 REFUSED = "refused"  # turned away before the model was asked (a budget, the rate limit)
+# A turn's state is written again while the database is away this long (a restart, a fail-over)
+# rather than failing the answer in progress: the change is the same made twice.
+TURN_WRITE_PATIENCE = 30.0
 _OPEN = sa.text("status IN ('queued', 'running')")  # as the index turns_open says it
 
 _SET_STATUS = {
@@ -74,6 +77,7 @@ _ANSWER_SHOWN = (
     .where(turns.c.id == sa.bindparam("turn"))
     .values(stream_ref=sa.bindparam("ref", type_=sa.Text))
 )
+_OPEN_TURNS_BEFORE = _OPEN_TURNS.where(turns.c.created_at < sa.bindparam("before", type_=sa.Float))
 _STATUSES = (
     sa.select(turns.c.message_ts, turns.c.status)
     .where(
@@ -229,10 +233,17 @@ class TurnTables:
                 "new_assistant_id": assistant_id,
                 "now": time.time(),
             },
+            patience=TURN_WRITE_PATIENCE,
         )
 
-    async def open_turns(self) -> list[PendingTurn]:
-        """Turns left queued or running by a previous process, oldest first."""
+    async def open_turns(self, created_before: float | None = None) -> list[PendingTurn]:
+        """Turns left queued or running by a previous process, oldest first; with
+        `created_before` (a time.time()), only those recorded before then."""
+        statement = _OPEN_TURNS
+        params: dict[str, float] = {}
+        if created_before is not None:
+            statement = _OPEN_TURNS_BEFORE
+            params = {"before": created_before}
         return [
             PendingTurn(
                 turn_id=row[0],
@@ -245,7 +256,7 @@ class TurnTables:
                 files=tuple(SharedFile(**f) for f in json.loads(row[9])),
                 progress=TurnProgress(row[10], row[11], row[12], row[8]),
             )
-            for row in await self._db.all(_OPEN_TURNS)
+            for row in await self._db.all(statement, params)
         ]
 
     async def turn_progress(self, turn_id: int) -> TurnProgress:
