@@ -26,7 +26,7 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
-from bot.health import Health
+from bot.health import BACKEND_REMEMBERED_SECONDS, Health, remembered
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
 from bot.slack.file_source import SlackFileSource
@@ -297,6 +297,9 @@ async def start(settings: Settings) -> Bot:
     )
     health = Health()
     health.add_check("database", lambda: _database_answers(store))
+    health.add_check(
+        "backend", remembered(lambda: _backend_answers(backend), BACKEND_REMEMBERED_SECONDS)
+    )
     bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health)
     bot.mcp_servers = mcp_servers
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
@@ -344,6 +347,11 @@ async def _serve(runner: web.AppRunner, port: int) -> int:
 
 async def _database_answers(store: Store) -> bool:
     await store.has_conversation(ConversationKey("", "", ""))  # any cheap read
+    return True
+
+
+async def _backend_answers(backend: Backend) -> bool:
+    await backend.answers()
     return True
 
 

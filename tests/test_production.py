@@ -71,6 +71,19 @@ async def test_readiness_fails_naming_the_database_when_it_stops_answering(bot: 
     assert await get(bot.bot.port, "/healthz") == (200, "ok\n"), "the process itself is alive"
 
 
+async def test_readiness_names_the_backend_while_it_does_not_answer_and_recovers_with_it(
+    bot: Harness,
+) -> None:
+    assert bot.bot is not None and bot.bot.port is not None
+    bot.openai.fail_next("/v1/models", 503, times=2)
+    assert await get(bot.bot.port, "/readyz") == (503, "not ready: backend\n")
+    assert await get(bot.bot.port, "/readyz") == (503, "not ready: backend\n"), "asked again"
+    assert await get(bot.bot.port, "/readyz") == (200, "ready\n")
+    asked = len(bot.openai.requests)
+    assert await get(bot.bot.port, "/readyz") == (200, "ready\n")
+    assert len(bot.openai.requests) == asked, "a backend that answered is not asked at each probe"
+
+
 @pytest.mark.parametrize("engine", ["assistants"])
 async def test_in_socket_mode_readiness_follows_the_slack_connection(harness: Harness) -> None:
     harness.mode = "socket"
@@ -136,6 +149,12 @@ async def test_an_answer_a_failure_and_a_stop_move_the_metrics(bot: Harness) -> 
         name = f"slackbot_turn_{histogram}_seconds_count"
         assert moved(before, answered, name) == 1, name
     assert moved(before, answered, "slackbot_acks_slow_total", type="app_mention") == 0
+    tokens = {
+        dict(labels)["model"]: count - value(before, name, **dict(labels))
+        for (name, labels), count in answered.items()
+        if name == "slackbot_tokens_total" and ("direction", "out") in labels
+    }
+    assert tokens.keys() == {"gpt-4o"} and tokens["gpt-4o"] > 0, tokens
 
     openai.fail_next(bot.conversation_path, 500, times=3, retry_after=0)
     failed_ts = await slack.mention(ALICE, GENERAL, "this one fails")

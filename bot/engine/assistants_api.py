@@ -394,7 +394,9 @@ class _Answer:
             return Completed(
                 self.text,
                 data.id,
-                Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
+                Usage(usage.prompt_tokens, usage.completion_tokens, data.model or "")
+                if usage
+                else Usage(model=data.model or ""),
             )
         if kind == "thread.run.failed":
             error = data.last_error

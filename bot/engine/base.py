@@ -16,6 +16,7 @@ from bot.definitions import AssistantDefinition
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    model: str = ""  # the model that answered, when the backend says
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ class Backend:
     catalog: AssistantCatalog
     files: FileBackend
     release: Callable[[], Awaitable[None]]  # closes what they share (the API client)
+    answers: Callable[[], Awaitable[object]]  # a cheap request: raises unless the API answers
 
     async def close(self) -> None:
         await self.release()

@@ -338,5 +338,7 @@ def _outcome(response: Any, answer: _Answer) -> EngineEvent:
     return Completed(
         text,
         response.id,
-        Usage(usage.input_tokens, usage.output_tokens) if usage else Usage(),
+        Usage(usage.input_tokens, usage.output_tokens, response.model or "")
+        if usage
+        else Usage(model=response.model or ""),
     )
