@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -313,3 +314,26 @@ def test_the_compose_file_parses_and_sets_only_settings_the_bot_knows() -> None:
     assert volume[0] in compose["volumes"]
     database = bot["environment"]["DATABASE_URL"].removeprefix("sqlite:///")
     assert database.startswith(volume[1] + "/"), "the data persists"
+
+
+def test_the_two_replica_compose_file_runs_http_bots_behind_a_balancer_on_its_postgresql() -> None:
+    compose = yaml.safe_load((REPO / "compose.replicas.yaml").read_text())
+    services = compose["services"]
+    bots = {name: s for name, s in services.items() if s.get("build") == "."}
+    assert len(bots) == 2
+    for name, bot in bots.items():
+        environment = bot["environment"]
+        unknown = set(environment) - known_settings()
+        assert not unknown, f"{name} sets settings the bot does not read: {unknown}"
+        assert "env_file" in bot and environment["SLACK_APP_TOKEN"] == "", "HTTP mode"
+        database = sa.make_url(environment["DATABASE_URL"].replace("${", "{"))
+        assert database.drivername == "postgresql"
+        assert services[str(database.host)]["image"].startswith("postgres:")
+        assert str(database.host) in bot["depends_on"]
+    db_volume = services[str(database.host)]["volumes"][0].split(":")[0]
+    assert db_volume in compose["volumes"], "the data persists"
+    [proxy] = [s for s in services.values() if "configs" in s]
+    balancer = compose["configs"][proxy["configs"][0]["source"]]["content"]
+    for name, bot in bots.items():
+        assert f"{name}:{bot['environment']['PORT']}" in balancer
+    assert "health_uri /readyz" in balancer
