@@ -1,5 +1,6 @@
-"""Command line: `python -m bot` runs the bot; `python -m bot check` checks settings and APIs;
-`python -m bot assistants …` manages the assistants; `python -m bot cleanup` deletes the files and
+"""Command line: `python -m bot` runs the bot; `python -m bot worker` answers the turns other
+replicas take (PostgreSQL), without listening to Slack; `python -m bot check` checks settings and
+APIs; `python -m bot assistants …` manages the assistants; `python -m bot cleanup` deletes the files and
 vector stores older than FILE_RETENTION_DAYS; `python -m bot tools` prints the function tools'
 definitions for an assistant."""
 
@@ -110,6 +111,9 @@ def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the bot (the default)")
+    commands.add_parser(
+        "worker", help="answer turns only, taking no Slack events (PostgreSQL, beside replicas)"
+    )
     commands.add_parser("check", help="check the settings and reach both APIs (changes nothing)")
     commands.add_parser("cleanup", help="delete files and vector stores past FILE_RETENTION_DAYS")
     definitions_cli.add_parser(commands)
@@ -124,9 +128,9 @@ def _run(argv: list[str] | None) -> int:
             if args.command == "cleanup":
                 return asyncio.run(cleanup(backend))
             return asyncio.run(definitions_cli.run(args, backend))
-        settings = load_settings()
+        settings = load_settings(listening=args.command != "worker")
     except ConfigError as exc:
-        what = "The bot" if args.command in (None, "run", "check") else "This command"
+        what = "The bot" if args.command in (None, "run", "check", "worker") else "This command"
         print(f"{what} cannot start; fix these settings (environment or .env):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
@@ -140,7 +144,7 @@ def _run(argv: list[str] | None) -> int:
     from bot.startup import Interrupted, StartupError
 
     try:
-        asyncio.run(run_until_stopped(settings))
+        asyncio.run(run_until_stopped(settings, listen=args.command != "worker"))
     except StartupError as exc:
         print(f"The bot cannot start: {exc}", file=sys.stderr)
         return 1

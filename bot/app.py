@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -26,7 +27,7 @@ from bot.conversation import Conversations
 from bot.definitions import AssistantDefinition
 from bot.engine.base import Backend, EngineError, FileBackend
 from bot.file_ingest import MB, FileIngest, FileLimits, clean_up
-from bot.health import BACKEND_REMEMBERED_SECONDS, Health, remembered
+from bot.health import BACKEND_REMEMBERED_SECONDS, Health, refuse_events_while_stopping, remembered
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
 from bot.slack.file_source import SlackFileSource
@@ -44,10 +45,13 @@ from bot.startup import (
     network_problem,
     reaching,
 )
-from bot.store import Store, StoreError, sqlite_file
+from bot.store import Store, StoreError, describe_url, postgresql_conninfo, sqlite_file
 from bot.tools import ToolLoadError, ToolRegistry
 from bot.tools.builtins import BUILTIN_TOOLS
 from bot.tools.mcp import McpServers
+
+if TYPE_CHECKING:
+    from bot.jobs import JobTurnQueue
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +180,7 @@ class Bot:
     file_source: SlackFileSource
     lock: DatabaseLock
     health: Health
+    queue: JobTurnQueue | None = None  # PostgreSQL: turns are jobs any replica takes
     port: int | None = None
     health_port: int | None = None  # Socket Mode with HEALTH_PORT set
     _health_runner: web.AppRunner | None = None
@@ -186,16 +191,19 @@ class Bot:
     mcp_servers: McpServers | None = None
 
     async def stop(self) -> None:
-        """Stop taking events, finish (bounded) what is in flight, then close everything."""
-        self.health.stopping = True  # /readyz says so first, while the rest winds down
+        """Stop taking events, finish (bounded) what is in flight, then close everything.
+
+        /readyz turns 503 first, and in HTTP mode so do events (Slack sends them again, and a
+        load balancer to another replica) until the answers in progress are done."""
+        self.health.stopping = True
         for task in (self._cleanup, self._recovery):
             if task is not None:
                 await _cancel(task)
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
+        await self.conversations.drain(self.settings.shutdown_grace)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.conversations.drain(self.settings.shutdown_grace)
         if self._health_runner is not None:
             await self._health_runner.cleanup()
         await self.file_source.close()
@@ -208,14 +216,22 @@ class Bot:
         log.info("event=stopped")
 
 
-async def start(settings: Settings) -> Bot:
+async def start(settings: Settings, *, listen: bool = True) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack.
 
     Each network step is bounded (bot/startup.py), so start-up ends within START_SECONDS. If
     anything fails, or start-up is cancelled (a signal), what was opened so far is closed.
+    `listen=False` (`python -m bot worker`, PostgreSQL only): answer the turns other replicas
+    take, and take no events.
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+    conninfo = postgresql_conninfo(settings.database_url)
+    if conninfo is None and not listen:
+        raise StartupError(
+            "`python -m bot worker` needs PostgreSQL (DATABASE_URL=postgresql://…): with "
+            "SQLite one process does everything, `python -m bot`."
+        )
     lock = DatabaseLock(sqlite_file(settings.database_url))
     async with contextlib.AsyncExitStack() as undo:
         lock.acquire()
@@ -225,6 +241,10 @@ async def start(settings: Settings) -> Bot:
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         undo.push_async_callback(store.close)
+        queue = None
+        if conninfo is not None:
+            queue = await open_job_queue(conninfo, settings, _step(deadline))
+            undo.push_async_callback(queue.drain, 0)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
             backend, choice = await open_backend(settings.backend, store)
             undo.push_async_callback(backend.close)
@@ -234,9 +254,10 @@ async def start(settings: Settings) -> Bot:
         log.info("event=assistant_found assistant=%r engine=%s", describe(default), engine.name)
         client = make_slack_client(settings)
         undo.push_async_callback(close_slack_client, client)
+        socket_mode = listen and settings.socket_mode
         async with reaching("Slack", settings.slack_api_url, "SLACK_API_URL", _step(deadline)):
             auth = await slack_identity(client, settings)
-            socket_url = await check_app_token(client, settings) if settings.socket_mode else ""
+            socket_url = await check_app_token(client, settings) if socket_mode else ""
         identity = events.BotIdentity(user_id=auth["user_id"], bot_id=auth.get("bot_id") or "")
         tools = make_tools(settings.tools, client, identity.user_id)
         mcp_servers = McpServers(tools)
@@ -275,6 +296,7 @@ async def start(settings: Settings) -> Bot:
         tools=tools,
         turn_timeout=settings.turn_timeout,
         max_turns_in_flight=settings.max_turns_in_flight,
+        queue=queue,
     )
     viewing = ai_app.ViewedChannels()
     events.register(
@@ -300,18 +322,26 @@ async def start(settings: Settings) -> Bot:
     health.add_check(
         "backend", remembered(lambda: _backend_answers(backend), BACKEND_REMEMBERED_SECONDS)
     )
-    bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health)
+    if queue is not None:
+        health.add_check("job_queue", queue.reachable)
+    bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health, queue)
     bot.mcp_servers = mcp_servers
     bot._cleanup = asyncio.create_task(_clean_up_daily(store, backend.files, settings))
 
     async with opened:  # from here on only reading the store and connecting await
         opened.push_async_callback(file_source.close)
         opened.push_async_callback(_cancel, bot._cleanup)
-        # What a previous process left open is taken back in the background: the store is read
-        # now, so that a thread's new messages wait for its old ones; Slack is not waited on.
-        bot._recovery = await conversations.begin_recovery()
-        opened.push_async_callback(_cancel, bot._recovery)
-        if settings.socket_mode:
+        if queue is None:
+            # What a previous process left open is taken back in the background: the store is
+            # read now, so that a thread's new messages wait for its old ones; Slack is not
+            # waited on. (On PostgreSQL the job queue holds what is open: see bot/jobs.py.)
+            bot._recovery = await conversations.begin_recovery()
+            opened.push_async_callback(_cancel, bot._recovery)
+        if not listen:
+            if settings.health_port is not None:
+                bot.health_port = await _serve_health(bot, settings.health_port, opened)
+            log.info("event=started mode=worker health_port=%s", bot.health_port)
+        elif socket_mode:
             bot._socket = AsyncSocketModeHandler(
                 slack, settings.slack_app_token, logger=SOCKET_MODE_LOG
             )
@@ -321,14 +351,11 @@ async def start(settings: Settings) -> Bot:
                 await connect_socket_mode(bot._socket)
             health.add_check("slack_connection", bot._socket.client.is_connected)
             if settings.health_port is not None:
-                health_app = web.Application()
-                health.add_routes(health_app)
-                bot._health_runner = web.AppRunner(health_app, access_log=None)
-                opened.push_async_callback(bot._health_runner.cleanup)
-                bot.health_port = await _serve(bot._health_runner, settings.health_port)
+                bot.health_port = await _serve_health(bot, settings.health_port, opened)
             log.info("event=started mode=socket health_port=%s", bot.health_port)
         else:
             web_app = slack.web_app(path="/slack/events")
+            web_app.middlewares.append(refuse_events_while_stopping(health, "/slack/events"))
             health.add_routes(web_app)
             bot._runner = web.AppRunner(web_app, access_log=None)
             opened.push_async_callback(bot._runner.cleanup)
@@ -336,6 +363,42 @@ async def start(settings: Settings) -> Bot:
             log.info("event=started mode=http port=%s path=/slack/events", bot.port)
         opened.pop_all()
     return bot
+
+
+async def open_job_queue(conninfo: str, settings: Settings, seconds: float) -> JobTurnQueue:
+    """The turns' job queue on PostgreSQL, connected, its tables created if need be; a
+    StartupError in one line when the database cannot be reached in `seconds`."""
+    from bot.jobs import JobTurnQueue  # procrastinate is loaded only where it is used
+
+    queue = JobTurnQueue(conninfo, settings.max_turns_in_flight, name=socket.gethostname())
+    try:
+        async with asyncio.timeout(seconds):
+            await queue.open()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await queue.app.close_async()
+        where = describe_url(settings.database_url)
+        if isinstance(exc, TimeoutError):
+            raise StartupError(
+                f"The job queue's database {where} did not answer within {seconds:.0f} s."
+            ) from None
+        raise StartupError(
+            f"The job queue's database {where} cannot be used: {_why(exc)}"
+        ) from None
+    return queue
+
+
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return " ".join(str(cause).split()) or type(cause).__name__
+
+
+async def _serve_health(bot: Bot, port: int, opened: contextlib.AsyncExitStack) -> int:
+    health_app = web.Application()
+    bot.health.add_routes(health_app)
+    bot._health_runner = web.AppRunner(health_app, access_log=None)
+    opened.push_async_callback(bot._health_runner.cleanup)
+    return await _serve(bot._health_runner, port)
 
 
 async def _serve(runner: web.AppRunner, port: int) -> int:
@@ -433,7 +496,7 @@ async def _clean_up_daily(store: Store, files: FileBackend, settings: Settings) 
         await asyncio.sleep(CLEANUP_EVERY)
 
 
-async def run_until_stopped(settings: Settings) -> None:
+async def run_until_stopped(settings: Settings, *, listen: bool = True) -> None:
     """`python -m bot`: run until SIGTERM or SIGINT, then shut down gracefully.
 
     The signals are heard from the first moment: one that arrives during start-up cancels it
@@ -443,7 +506,7 @@ async def run_until_stopped(settings: Settings) -> None:
     stopped: asyncio.Future[str] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _resolve, stopped, sig.name)
-    starting = asyncio.create_task(start(settings))
+    starting = asyncio.create_task(start(settings, listen=listen))
     waiting: set[asyncio.Future[Any]] = {starting, stopped}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():

@@ -127,11 +127,15 @@ class Settings:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: str | None = ".env"
+    environ: Mapping[str, str] | None = None,
+    env_file: str | None = ".env",
+    *,
+    listening: bool = True,
 ) -> Settings:
     """Read settings from `environ` (default: the process environment) over the `.env` file.
 
     Raises ConfigError listing every problem at once, so an operator fixes them in one go.
+    `listening=False`: for `python -m bot worker`, which takes no events (no signing secret).
     """
     values = _values(environ, env_file)
     reader = _Reader(values)
@@ -139,7 +143,7 @@ def load_settings(
     bot_token = reader.required("SLACK_BOT_TOKEN", prefix="xoxb-", where=BOT_TOKEN_WHERE)
     app_token = reader.optional("SLACK_APP_TOKEN", prefix="xapp-", where=APP_TOKEN_WHERE)
     signing_secret = reader.optional("SLACK_SIGNING_SECRET")
-    if app_token is None and not signing_secret:
+    if listening and app_token is None and not signing_secret:
         reader.problems.append(
             "SLACK_SIGNING_SECRET is required in HTTP mode (no SLACK_APP_TOKEN set): copy the "
             "Signing Secret from your app's Basic Information page, or set SLACK_APP_TOKEN to "

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -271,16 +272,19 @@ class Conversations:
         """
         return await self.queue.stop(key, message_ts)
 
-    async def begin_recovery(self) -> asyncio.Task[None]:
+    async def begin_recovery(
+        self, turns: Sequence[PendingTurn] | None = None
+    ) -> asyncio.Task[None]:
         """Take back what a previous process left open, in the background: answer the messages
         it took but never started, and end the answers it was writing with a plain note.
 
         Only the store is read before this returns: the chat and the backend are reached in the
         returned task, so start-up never waits on them. A thread's new messages wait until its
         old ones are taken back, so that they are answered in the order they were written.
+        `turns`: only these (by default every turn the store holds open).
         """
         by_thread: dict[ConversationKey, list[PendingTurn]] = {}
-        for turn in await self.store.open_turns():
+        for turn in await self.store.open_turns() if turns is None else turns:
             if _readable_ts(turn.message_ts) and _readable_ts(turn.key.thread_ts):
                 by_thread.setdefault(turn.key, []).append(turn)
                 continue
@@ -346,6 +350,21 @@ class Conversations:
         for turn in waiting:
             await self.queue.submit(QueuedTurn(turn.turn_id, _message(turn)))
 
+    async def take_back_unqueued(
+        self, older_than: float, no_queue_holds: Callable[[list[int]], Awaitable[set[int]]]
+    ) -> int:
+        """Take back, as after a restart, the turns still open `older_than` seconds after they
+        were recorded that no queue holds (`no_queue_holds` picks those of a list of turn ids):
+        a process died between recording one and queueing it. How many were taken back."""
+        recorded = await self.store.open_turns(created_before=time.time() - older_than)
+        if not recorded:
+            return 0
+        lost = await no_queue_holds([turn.turn_id for turn in recorded])
+        turns = [turn for turn in recorded if turn.turn_id in lost]
+        if turns:
+            await (await self.begin_recovery(turns))
+        return len(turns)
+
     async def drain(self, grace: float) -> None:
         """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
 
@@ -364,6 +383,21 @@ class Conversations:
         reply = await self.surface.begin(turn.message)
         metrics.sign_of_life(turn.taken_at)
         return reply
+
+    async def shown_again(self, turn: QueuedTurn) -> Reply:
+        message = turn.message
+        if self.leftovers is not None:
+            try:
+                async with asyncio.timeout(RECOVERY_TIMEOUT):
+                    await self.leftovers.tidy(message.key, [message], [], Failure(INTERRUPTED))
+            except Exception as exc:
+                log.warning(
+                    "event=recovery_failed channel=%s thread=%s error=%s",
+                    message.key.channel_id,
+                    message.key.thread_ts,
+                    _error_name(exc),
+                )
+        return await self.begin(turn)
 
     async def reattach(self, turn: QueuedTurn, ref: str) -> Reply:
         return self.surface.reattach(turn.message, ref)
@@ -409,8 +443,10 @@ class Conversations:
             await self._run_turn(turn.turn_id, message, reply, outcome)
         except asyncio.CancelledError:
             if not stop_requested():
-                # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind.
-                await asyncio.shield(self._interrupted(turn.turn_id, reply))
+                # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind,
+                # unless the queue hands the turn to another process, which takes it over.
+                if not self.queue.hands_back_cut_turns:
+                    await asyncio.shield(self._interrupted(turn.turn_id, reply))
                 raise
             current = asyncio.current_task()
             if current is not None:

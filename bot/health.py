@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 CHECK_SECONDS = 2.0
@@ -69,6 +70,19 @@ def remembered(check: Check, seconds: float) -> Check:
         return False
 
     return cached
+
+
+def refuse_events_while_stopping(health: Health, path: str) -> Middleware:
+    """Requests to `path` answer 503 once shutdown has begun: Slack sends the event again, and
+    a load balancer sends it to another replica, while this one finishes what it has."""
+
+    @web.middleware
+    async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if health.stopping and request.path == path:
+            return web.Response(status=503, text="shutting down\n")
+        return await handler(request)
+
+    return refuse
 
 
 async def _passes(check: Check) -> bool:

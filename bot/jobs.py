@@ -9,22 +9,37 @@ replica that answers writes into it.
 Stop from any replica asks procrastinate to abort the job: a job still waiting is cancelled (the
 replica that got the press says *Stopped.*); a running one is cancelled by its worker, which hears
 the request over LISTEN/NOTIFY. A worker sends a heartbeat every few seconds; the jobs of a worker
-silent for `stalled_after` seconds (a replica killed) are handed to the others.
+silent for `stalled_after` seconds (a replica killed) are handed to the others. A replica shutting
+down hands the turns it could not finish within the grace back at once (the job is retried), so
+that another replica takes them over.
+
+A turn is recorded (before the event is acked) and its job deferred just after (once its
+placeholder is shown): a process that dies in between leaves a turn with no job. Every
+`sweep_every` seconds one replica (a PostgreSQL advisory lock) looks for turns still open after
+`unqueued_after` seconds that no job carries, and takes them back as a restart would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
-from procrastinate.exceptions import ConnectorException, NoResult
+from procrastinate.exceptions import (
+    AlreadyEnqueued,
+    ConnectorException,
+    NoResult,
+    UniqueViolation,
+)
 from procrastinate.job_context import AbortReason, JobContext
-from procrastinate.jobs import Status
+from procrastinate.jobs import Job, Status
+from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
 from procrastinate.worker import Worker
 
@@ -38,7 +53,39 @@ log = logging.getLogger(__name__)
 
 TURN_TASK = "answer_turn"
 TURN_QUEUE = "turns"
-_SCHEMA_LOCK = 7_313_013  # any constant: serialises replicas that apply the schema at once
+# Any constants: they serialise the replicas that apply the schema, or sweep, at once.
+_SCHEMA_LOCK = 7_313_013
+_SWEEP_LOCK = 7_313_014
+# procrastinate notifies on the channel "procrastinate_queue_v1#QUEUE"; PostgreSQL names are at
+# most 63 bytes.
+_QUEUE_NAME_BYTES = 63 - len("procrastinate_queue_v1#")
+
+
+# Let a held job run, saying where its placeholder is, and wake the workers.
+_RELEASE = """
+WITH released AS (
+    UPDATE procrastinate_jobs
+    SET args = args || jsonb_build_object('reply', %(reply)s::text), scheduled_at = NULL
+    WHERE id = %(job_id)s AND status = 'todo'
+    RETURNING id, queue_name
+)
+SELECT pg_notify(
+    'procrastinate_queue_v1#' || queue_name,
+    json_build_object('type', 'job_inserted', 'job_id', id)::text
+) FROM released
+"""
+
+
+_HELD = (
+    "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'"
+)
+# The job is deferred before the ack: a database that does not answer at once is tried again
+# after it (Slack waits 3 s for the ack).
+DEFER_BEFORE_ACK_SECONDS = 1.0
+_OPEN_JOBS = """
+SELECT id FROM procrastinate_jobs
+WHERE queue_name = %(queue)s AND status IN ('todo', 'doing') LIMIT 1
+"""
 
 
 @dataclass(frozen=True)
@@ -46,6 +93,56 @@ class JobTimings:
     heartbeat: float = 5.0  # a worker says it is alive this often
     stalled_after: float = 20.0  # a worker silent this long is dead: its turns go to others
     poll: float = 5.0  # fallback for LISTEN/NOTIFY: look for new jobs and aborts this often
+    restart_after: float = 5.0  # a worker that lost the database tries again this often
+    # A turn recorded but not queued after this long was left by a process that died between
+    # the two: the placeholder is shown and the job deferred well within it.
+    unqueued_after: float = 60.0
+    sweep_every: float | None = 15.0  # None: this replica never looks for such turns
+    sign_of_life_within: float = 40.0  # a placeholder not shown by then: the turn is failed
+    hold: float = 45.0  # a job waits this long for its placeholder (its process died?)
+
+
+class _TurnJobs(JobManager):
+    """procrastinate's job manager, telling the workers when a thread's next turn may start.
+
+    Workers hear of new jobs, not of a lock set free: without a word, a thread's next message
+    would wait for the next poll once the one before it is answered (or handed back)."""
+
+    async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
+        await super().finish_job(job, status, delete_job)
+        await self._wake_workers(job)
+
+    async def retry_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        await super().retry_job(job, *args, **kwargs)
+        await self._wake_workers(job)
+
+    async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
+        try:
+            return await super().fetch_job(queues, worker_id)
+        except UniqueViolation:
+            # Two workers took two turns of one thread at the same moment: one of them may run.
+            # This one looks again when the other ends.
+            return None
+
+    async def _wake_workers(self, job: Job) -> None:
+        payload = json.dumps({"type": "job_inserted", "job_id": job.id})
+        await self.connector.execute_query_async(
+            "SELECT pg_notify(%(channel)s, %(payload)s)",
+            channel=f"procrastinate_queue_v1#{job.queue}",
+            payload=payload,
+        )
+
+
+class _HandBackAtShutdown(procrastinate.BaseRetryStrategy):
+    """A turn cut off by its replica's shutdown goes back to the queue at once (another replica
+    takes it over); a turn that failed is not run again."""
+
+    def get_retry_decision(
+        self, *, exception: BaseException, job: Job
+    ) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, asyncio.CancelledError):
+            return procrastinate.RetryDecision()
+        return None
 
 
 async def apply_job_schema(conninfo: str) -> bool:
@@ -70,6 +167,9 @@ def conversation_lock(key: ConversationKey) -> str:
 class JobTurnQueue:
     """A TurnQueue on PostgreSQL: turns are procrastinate jobs, run by any replica's worker."""
 
+    # A turn cut off at shutdown is not lost: its job goes back to the queue (see _run_job).
+    hands_back_cut_turns = True
+
     def __init__(
         self,
         conninfo: str,
@@ -82,25 +182,22 @@ class JobTurnQueue:
         self.conninfo = conninfo
         self.timings = timings
         self.name = name
+        self.max_in_flight = max_in_flight
         self.take_jobs = take_jobs  # False: this process only posts jobs (no worker)
-        self.app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
-        self._task = self.app.task(name=TURN_TASK, queue=TURN_QUEUE, pass_context=True)(
-            self._run_job
+        self.app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
         )
-        self._worker = Worker(
-            self.app,
-            queues=[TURN_QUEUE],
-            name=name,
-            concurrency=max_in_flight,
-            install_signal_handlers=False,
-            delete_jobs="successful",
-            update_heartbeat_interval=timings.heartbeat,
-            stalled_worker_timeout=timings.stalled_after,
-            fetch_job_polling_interval=timings.poll,
-            abort_job_polling_interval=timings.poll,
-        )
+        self.app.job_manager = _TurnJobs(self.app.connector)
+        self.queue_name = TURN_QUEUE
+        self._task = self.app.task(
+            name=TURN_TASK, queue=TURN_QUEUE, pass_context=True, retry=_HandBackAtShutdown()
+        )(self._run_job)
+        self._worker: Worker | None = None
+        self._draining = False
+        self._stopping = asyncio.Event()
         self._handler: TurnHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._posting: dict[asyncio.Task[None], ConversationKey] = {}
         self._running = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -108,6 +205,7 @@ class JobTurnQueue:
     async def open(self) -> None:
         """Connect, and create the job tables if this database has none yet."""
         await apply_job_schema(self.conninfo)
+        self.queue_name = await _queue_name(self.conninfo)
         await self.app.open_async()
 
     def start(self, handler: TurnHandler) -> None:
@@ -117,20 +215,118 @@ class JobTurnQueue:
                 asyncio.create_task(self._work(), name="turn worker"),
                 asyncio.create_task(self._take_over_stalled(), name="stalled turns"),
             ]
+            if self.timings.sweep_every is not None:
+                self._tasks.append(asyncio.create_task(self._sweep_often(), name="sweep"))
 
     @property
     def handler(self) -> TurnHandler:
         assert self._handler is not None, "start() the queue before submitting turns"
         return self._handler
 
+    async def reachable(self) -> bool:
+        """The job queue's database answers (for /readyz)."""
+        await self.app.connector.execute_query_one_async("SELECT 1 AS up")
+        return True
+
     async def holds(self, key: ConversationKey) -> bool:
-        return bool(await self._open_jobs(key))
+        # A turn deferred as a job was recorded in the store before: the store answers for it.
+        return key in self._posting.values()
 
     async def submit(self, turn: QueuedTurn) -> None:
-        reply = await self.handler.begin(turn)
-        await self._task.configure(lock=conversation_lock(turn.message.key)).defer_async(
-            turn_id=turn.turn_id, message=_message_data(turn.message), reply=reply.ref
-        )
+        """Queue the turn's job at once (one write, before the event is acked), held until its
+        placeholder is shown, after this returns (nothing reaches Slack before the ack).
+
+        Held, the job keeps its thread's later turns waiting behind it: a thread's turns run in
+        the order they were recorded, whichever replica shows its placeholder first. A job whose
+        process died before showing it runs when the hold ends, and shows it then."""
+        if self._draining:
+            return  # recorded: another replica's sweep takes it back
+        key = turn.message.key
+        deadline = asyncio.get_running_loop().time() + self.timings.sign_of_life_within
+        job_id = None
+        try:
+            async with asyncio.timeout(DEFER_BEFORE_ACK_SECONDS):
+                job_id = await self._defer(turn)
+        except Exception as exc:  # tried again after the ack
+            log.warning("event=turn_defer_failed turn=%s error=%s", turn.turn_id, _error(exc))
+        self._idle.clear()
+        # One thread's placeholders are posted one after another: sent at once over pooled
+        # connections, they could land in the wrong order.
+        previous = next((t for t, k in reversed(self._posting.items()) if k == key), None)
+        task = asyncio.create_task(self._show(turn, job_id, previous, deadline))
+        self._posting[task] = key
+        task.add_done_callback(self._posted)
+
+    async def _defer(self, turn: QueuedTurn) -> int:
+        """The turn's job, held; deferred again (after a failure that may have been only the
+        answer's), it is the same job."""
+        message = turn.message
+        held = f"turn:{turn.turn_id}"
+        try:
+            return await self._task.configure(
+                lock=conversation_lock(message.key),
+                queueing_lock=held,
+                queue=self.queue_name,
+                priority=-min(turn.turn_id, 2**31 - 1),  # the older turn first
+                schedule_in={"milliseconds": int(self.timings.hold * 1000)},
+            ).defer_async(turn_id=turn.turn_id, message=_message_data(message), reply=None)
+        except AlreadyEnqueued:
+            rows = await self.app.connector.execute_query_all_async(_HELD, queueing_lock=held)
+            if not rows:
+                raise
+            return int(rows[0]["id"])
+
+    async def _show(
+        self,
+        turn: QueuedTurn,
+        job_id: int | None,
+        previous: asyncio.Task[None] | None,
+        deadline: float,
+    ) -> None:
+        """Show the turn's placeholder, and let its job run (deferring it first if that failed
+        before the ack: until `deadline`, then the sweep takes the turn back)."""
+        loop = asyncio.get_running_loop()
+        while job_id is None:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    job_id = await self._defer(turn)
+            except Exception as exc:
+                if loop.time() + self.timings.restart_after >= deadline:
+                    log.warning(
+                        "event=turn_not_queued turn=%s ts=%s error=%s",
+                        turn.turn_id,
+                        turn.message.ts,
+                        _error(exc),
+                    )
+                    return  # recorded: a sweep takes it back
+                await asyncio.sleep(self.timings.restart_after)
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                reply = await self.handler.begin(turn)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.app.job_manager.cancel_job_by_id_async(job_id)
+            await self.handler.not_shown(turn)
+            return
+        try:
+            released = await self.app.connector.execute_query_all_async(
+                _RELEASE, job_id=job_id, reply=reply.ref
+            )
+        except Exception as exc:
+            released = []
+            log.warning("event=turn_release_failed job=%s error=%s", job_id, _error(exc))
+        if not released:
+            log.warning("event=turn_shown_late job=%s ts=%s", job_id, turn.message.ts)
+
+    def _posted(self, task: asyncio.Task[None]) -> None:
+        del self._posting[task]
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self._running and not self._posting:
+            self._idle.set()
 
     async def stop(self, key: ConversationKey, message_ts: str) -> bool:
         job = next(
@@ -158,18 +354,73 @@ class JobTurnQueue:
         return 0, self._running
 
     async def idle(self) -> None:
-        """Return once no turn runs in this process (others may run elsewhere)."""
-        await self._idle.wait()
+        """Return once no turn is being shown or runs here, and no job waits or runs in the
+        database (whichever replica took it)."""
+        while True:
+            await self._idle.wait()
+            rows = await self.app.connector.execute_query_all_async(
+                _OPEN_JOBS, queue=self.queue_name
+            )
+            if self._idle.is_set() and not rows:
+                return
+            await asyncio.sleep(self.timings.poll / 10)  # jobs elsewhere: look again
 
     async def drain(self, grace: float) -> None:
-        """Take no more jobs; running turns get `grace` seconds, then are cut short. Jobs not
-        started stay in the database for the other replicas (or this one's next start)."""
-        self._worker.shutdown_graceful_timeout = grace
-        self._worker.stop()  # type: ignore[no-untyped-call]
+        """Take no more jobs; running turns get `grace` seconds, then go back to the queue, for
+        another replica (or this one's next start) to take over. Jobs not started stay in the
+        database for the others."""
+        self._draining = True
+        self._stopping.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self._posting:
+            await asyncio.wait(list(self._posting), timeout=grace)
         for task in self._tasks[1:]:
             task.cancel()
+        if self._worker is not None:
+            self._worker.shutdown_graceful_timeout = max(0.0, deadline - loop.time())
+            self._worker.stop()  # type: ignore[no-untyped-call]
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._posting):
+            task.cancel()
+        await asyncio.gather(*self._posting, return_exceptions=True)
         await self.app.close_async()
+
+    async def sweep(self) -> int:
+        """Take back the turns recorded long ago that no job carries (their process died
+        between recording and queueing them); one replica at a time. How many it took."""
+        connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        async with connection:
+            cursor = await connection.execute("SELECT pg_try_advisory_lock(%s)", (_SWEEP_LOCK,))
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return 0  # another replica is sweeping
+            return await self.handler.take_back_unqueued(
+                self.timings.unqueued_after, self._without_jobs
+            )
+
+    async def _without_jobs(self, turn_ids: list[int]) -> set[int]:
+        """Those of these turns that no job carries (whatever its state)."""
+        connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        async with connection:
+            cursor = await connection.execute(
+                "SELECT (args->>'turn_id')::bigint FROM procrastinate_jobs"
+                " WHERE task_name = %s AND (args->>'turn_id')::bigint = ANY(%s)",
+                (TURN_TASK, turn_ids),
+            )
+            carried = {int(row[0]) for row in await cursor.fetchall()}
+        return set(turn_ids) - carried
+
+    async def _sweep_often(self) -> None:
+        assert self.timings.sweep_every is not None
+        while True:
+            try:
+                taken = await self.sweep()
+                if taken:
+                    log.info("event=unqueued_turns_taken_back count=%d", taken)
+            except Exception:
+                log.exception("event=sweep_failed")
+            await asyncio.sleep(self.timings.sweep_every)
 
     async def _open_jobs(self, key: ConversationKey) -> list[Any]:
         jobs = await self.app.job_manager.list_jobs_async(
@@ -178,35 +429,70 @@ class JobTurnQueue:
         return [job for job in jobs if job.status in (Status.TODO.value, Status.DOING.value)]
 
     async def _reply(self, turn: QueuedTurn, job_data: dict[str, Any]) -> Reply | None:
+        if job_data.get("reply") is None:
+            return None
         try:
             return await self.handler.reattach(turn, str(job_data["reply"]))
         except Exception:
             log.exception("event=reattach_failed turn=%s", turn.turn_id)
             return None
 
+    def _new_worker(self) -> Worker:
+        return Worker(
+            self.app,
+            queues=[self.queue_name],
+            name=self.name,
+            concurrency=self.max_in_flight,
+            install_signal_handlers=False,
+            delete_jobs="successful",
+            update_heartbeat_interval=self.timings.heartbeat,
+            stalled_worker_timeout=self.timings.stalled_after,
+            fetch_job_polling_interval=self.timings.poll,
+            abort_job_polling_interval=self.timings.poll,
+        )
+
     async def _work(self) -> None:
-        try:
-            await self._worker.run()  # type: ignore[no-untyped-call]
-        except Exception:
-            log.exception("event=turn_worker_failed")
+        """Run the worker; one that stops on its own (it lost the database) starts again."""
+        while not self._draining:
+            self._worker = self._new_worker()
+            try:
+                await self._worker.run()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.warning("event=turn_worker_failed error=%s", _error(exc))
+            if self._draining:
+                return
+            log.warning("event=turn_worker_restarting after_seconds=%s", self.timings.restart_after)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.timings.restart_after)
 
     async def _run_job(self, context: JobContext, /, **job: Any) -> None:
         turn = _turn_of(job)
         self._running += 1
         self._idle.clear()
         try:
-            reply = await self.handler.reattach(turn, str(job["reply"]))
+            if job["reply"] is None:
+                # The process that took it died before showing its placeholder (or saying so).
+                try:
+                    reply = await self.handler.shown_again(turn)
+                except Exception:
+                    await self.handler.not_shown(turn)
+                    return
+            else:
+                reply = await self.handler.reattach(turn, str(job["reply"]))
             if context.job.attempts:
-                # A replica died (or was cut off) while answering it.
+                # A replica died (or was cut off at shutdown) while answering it.
                 await self.handler.taken_over(turn, reply)
                 return
             await self.handler.take(
                 turn, reply, lambda: context.abort_reason() == AbortReason.USER_REQUEST
             )
+        except asyncio.CancelledError:
+            # Cut off at shutdown: the retry strategy puts the job back for another replica.
+            log.info("event=turn_handed_back turn=%s ts=%s", turn.turn_id, turn.message.ts)
+            raise
         finally:
             self._running -= 1
-            if not self._running:
-                self._idle.set()
+            self._maybe_idle()
 
     async def _take_over_stalled(self) -> None:
         """Hand the turns of dead workers to the living (each replica looks; one wins a job)."""
@@ -215,7 +501,7 @@ class JobTurnQueue:
             await asyncio.sleep(self.timings.heartbeat)
             try:
                 stalled = await manager.get_stalled_jobs(
-                    queue=TURN_QUEUE,
+                    queue=self.queue_name,
                     task_name=TURN_TASK,
                     seconds_since_heartbeat=self.timings.stalled_after,
                 )
@@ -225,6 +511,25 @@ class JobTurnQueue:
                         log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
             except Exception:
                 log.exception("event=stalled_turns_check_failed")
+
+
+async def _queue_name(conninfo: str) -> str:
+    """The turns' queue in this database: one per schema, so that replicas of bots on other
+    schemas of the same database (whose notifications all share one namespace) never hear of
+    these jobs (an abort request names a job id, which each schema counts from 1)."""
+    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    async with connection:
+        cursor = await connection.execute("SELECT current_schema()")
+        row = await cursor.fetchone()
+    schema = str(row[0]) if row is not None and row[0] is not None else "public"
+    if schema == "public":
+        return TURN_QUEUE
+    return f"{TURN_QUEUE}@{schema}".encode()[:_QUEUE_NAME_BYTES].decode(errors="ignore")
+
+
+def _error(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
 
 
 def _message_data(message: IncomingMessage) -> dict[str, Any]:

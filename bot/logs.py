@@ -70,3 +70,6 @@ def setup_logging(level: str, log_format: str = "text") -> None:
         )
     handler.addFilter(RedactSecrets())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # The job engine logs every job it starts and ends, with its arguments: the bot logs its
+    # own events for turns instead.
+    logging.getLogger("procrastinate").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,6 +58,11 @@ class TurnHandler(Protocol):
         `Reply.ref`."""
         ...
 
+    async def shown_again(self, turn: QueuedTurn) -> Reply:
+        """The process that took the turn died before it said where its sign of life was
+        (maybe before showing it): remove any, and show it anew."""
+        ...
+
     async def taken_over(self, turn: QueuedTurn, reply: Reply) -> None:
         """The process answering the turn died (or was cut off) halfway; this one takes over."""
         ...
@@ -74,8 +79,19 @@ class TurnHandler(Protocol):
         """Its sign of life could not be shown, so the turn is not answered."""
         ...
 
+    async def take_back_unqueued(
+        self, older_than: float, no_queue_holds: Callable[[list[int]], Awaitable[set[int]]]
+    ) -> int:
+        """Take back the turns recorded `older_than` seconds ago or more that are still open and
+        that no queue holds (a process died between recording and queueing them)."""
+        ...
+
 
 class TurnQueue(Protocol):
+    # True: a turn cut off at shutdown goes back to the queue, and another process takes it
+    # over (so the turn must not say it was interrupted); False: it is lost, and says so.
+    hands_back_cut_turns: bool
+
     def start(self, handler: TurnHandler) -> None:
         """Begin taking turns, answered through `handler`."""
         ...
@@ -118,6 +134,8 @@ class LocalTurnQueue:
     """Queues in this process's memory: one worker task per conversation with turns to take,
     at most `max_in_flight` turns running at once. Turns it never started stay recorded as queued,
     and are answered when the process starts again."""
+
+    hands_back_cut_turns = False
 
     def __init__(self, max_in_flight: int) -> None:
         self._in_flight = asyncio.Semaphore(max_in_flight)

@@ -15,7 +15,7 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.turn_queue import QueuedTurn
 
 # Short enough for a test, long enough that a loaded machine does not take a live worker as dead.
-FAST = JobTimings(heartbeat=0.5, stalled_after=3.0, poll=0.5)
+FAST = JobTimings(heartbeat=0.5, stalled_after=3.0, poll=0.5, sweep_every=None)
 
 
 @dataclass
@@ -56,6 +56,10 @@ class RecordingHandler:
 
     async def begin(self, turn: QueuedTurn) -> PlaceholderReply:
         await self.journal.add("placeholder", self.name, turn.message.ts)
+        return PlaceholderReply(f"placeholder-{turn.message.ts}")
+
+    async def shown_again(self, turn: QueuedTurn) -> PlaceholderReply:
+        await self.journal.add("shown again", self.name, turn.message.ts)
         return PlaceholderReply(f"placeholder-{turn.message.ts}")
 
     async def reattach(self, turn: QueuedTurn, ref: str) -> PlaceholderReply:

@@ -95,7 +95,8 @@ async def test_a_threads_messages_are_answered_one_at_a_time_in_order_by_any_rep
     # Three messages of one thread, taken by alternating replicas.
     for number, (queue, ts) in enumerate([(a, "101.1"), (b, "102.1"), (a, "103.1")], 1):
         await queue.submit(turn(number, ts))
-    assert journal.of("placeholder") == ["101.1", "102.1", "103.1"]  # at once, before any answer
+    await journal.until(lambda entries: len(journal.of("placeholder")) == 3)
+    assert sorted(journal.of("placeholder")) == ["101.1", "102.1", "103.1"]
 
     for ts in ["101.1", "102.1", "103.1"]:
         await journal.until(

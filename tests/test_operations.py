@@ -189,10 +189,11 @@ async def test_sigterm_lets_the_answer_in_progress_finish(harness: Harness, tmp_
             await process.wait()
 
 
-@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
 async def test_a_restart_answers_what_was_waiting_and_explains_what_was_cut_off(
     harness: Harness,
 ) -> None:
+    """SQLite (one process): on PostgreSQL the turns wait in the job queue for any replica
+    (tests/test_replicas.py)."""
     slack, openai = harness.slack, harness.openai
     openai.model.gate = asyncio.Event()
     await harness.start(SHUTDOWN_GRACE_SECONDS="0.2")

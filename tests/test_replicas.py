@@ -1,37 +1,84 @@
-"""Several replicas of the bot on one PostgreSQL database, as people in Slack meet them (issue 13.7).
+"""Several replicas of the bot on one PostgreSQL database: any replica takes any event, and a
+person sees each message answered once, in order, whatever replica each delivery lands on.
 
-Real `python -m bot` processes in HTTP mode (tests/bot_replicas.py) share a database made for the
-test; the emulated Slack sends each delivery to the next replica in turn and sends again, to the
-next one, what was not acked. Without PostgreSQL (TEST_DATABASE_URL) these are skipped, saying
-why; `.ci/run` requires them.
+Each bot here is the real bot (bot.app.start) in this process, in HTTP mode, on one schema of
+the PostgreSQL server TEST_DATABASE_URL names; the emulated Slack sends each delivery to the
+replica a test chooses. Real processes (`python -m bot`) are in the scenario tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 
+from bot import app
+from bot.config import load_settings
+from bot.jobs import JobTimings
+from bot.messages import ConversationKey
+from bot.slack import words
 from bot.slack.blocks import STOP_ACTION
 from bot.slack.words import THINKING
-from tests.bot_replicas import Replicas, replica_database_url
-from tests.conftest import ALICE, BOB, GENERAL, answers, bot_env, has_stop_button, wait_answers
-from tests.emulators.model import Reply
+from tests.conftest import ALICE, GENERAL, answers, bot_env, has_stop_button, texts
+from tests.db_proxy import DatabaseProxy
 from tests.emulators.openai import OpenAIEmulator
-from tests.emulators.slack import Message, SlackEmulator
-from tests.test_streaming import element, long_words
+from tests.emulators.slack import SlackEmulator
 
-STOPPED = "_Stopped._"
-RESTART_NOTES = ("The bot restarted while answering", "The bot is restarting")
+pytestmark = [
+    pytest.mark.parametrize("database", ["postgresql"], indirect=True),
+    pytest.mark.parametrize("engine", ["assistants"]),
+]
+
+# Short enough for a test, long enough that a loaded machine does not take a live worker as dead.
+QUICK = JobTimings(heartbeat=0.5, stalled_after=3.0, poll=0.5, restart_after=0.5)
 
 
-@pytest.fixture
-async def database(postgres_url: str) -> AsyncIterator[str]:
-    async with replica_database_url(postgres_url) as url:
-        yield url
+@dataclass
+class Replicas:
+    """Bots on one database, the emulators, and which bot Slack delivers to."""
+
+    slack: SlackEmulator
+    openai: OpenAIEmulator
+    database_url: str
+    env: dict[str, str]
+    bots: dict[str, app.Bot] = field(default_factory=dict)
+
+    async def start(self, name: str, **env: str) -> app.Bot:
+        settings = load_settings(
+            bot_env(self.slack, self.openai, self.database_url, "http", **(self.env | env)),
+            env_file=None,
+        )
+        bot = await app.start(settings)
+        assert bot.queue is not None, "PostgreSQL: turns are jobs"
+        # The default timings, shortened (what the start-up sweep and the worker read next).
+        bot.queue.timings = dataclasses.replace(QUICK, sweep_every=bot.queue.timings.sweep_every)
+        self.bots[name] = bot
+        return bot
+
+    def deliver_to(self, name: str) -> None:
+        """Slack's next deliveries go to this replica (as a load balancer would send them)."""
+        self.slack.events_url = f"http://127.0.0.1:{self.bots[name].port}/slack/events"
+
+    async def stop(self, name: str) -> None:
+        await self.bots.pop(name).stop()
+
+    async def idle(self) -> None:
+        """Every message delivered so far is answered (whichever replica answers it)."""
+        async with asyncio.timeout(60):
+            for bot in self.bots.values():
+                await bot.conversations.idle()
+
+    def runs(self, name: str) -> int:
+        """How many turns this replica is answering now."""
+        queue = self.bots[name].queue
+        assert queue is not None
+        return queue.turn_counts()[1]
 
 
 @pytest.fixture
@@ -39,166 +86,231 @@ async def replicas(
     slack: SlackEmulator,
     openai_emu: OpenAIEmulator,
     engine_env: dict[str, str],
-    database: str,
-    tmp_path: Path,
+    database_url: str,
 ) -> AsyncIterator[Replicas]:
-    env = bot_env(slack, openai_emu, database, "http") | engine_env
-    group = Replicas(slack, openai_emu, env, tmp_path, database)
-    yield group
-    await group.close()
+    group = Replicas(slack, openai_emu, database_url, dict(engine_env))
+    try:
+        yield group
+    finally:
+        if openai_emu.model.gate is not None:
+            openai_emu.model.gate.set()
+        for name in list(group.bots):
+            await group.stop(name)
 
 
-def stale(replies: list[Message]) -> list[Message]:
-    """What must never stay: Thinking…, a Stop button, a stream never closed."""
-    return [m for m in replies if m.streaming or m.text == THINKING or has_stop_button(m)]
-
-
-def message_bodies(
-    slack: SlackEmulator, user: str, text: str, thread_ts: str | None = None
-) -> tuple[str, list[dict[str, Any]]]:
-    """A message as Slack sends it: a mention (app_mention and message) or a thread reply."""
-    ts = slack.next_ts()
-    if thread_ts is None:
-        text = f"<@{slack.bot_user_id}> {text}"
-    event = slack.message_event(user, GENERAL, text, ts=ts, thread_ts=thread_ts)
-    bodies = [slack.event_callback(event)]
-    if thread_ts is None:
-        bodies.insert(0, slack.event_callback(event | {"type": "app_mention"}))
-    return ts, bodies
-
-
-@pytest.mark.parametrize("engine", ["responses"])
-async def test_messages_delivered_and_sent_again_to_different_replicas_are_answered_once_in_order(
-    replicas: Replicas,
-) -> None:
-    slack, openai = replicas.slack, replicas.openai
-    members = await replicas.start(3)
-    openai.model.latency = 0.2  # the thread's later messages arrive while earlier ones run
-    said = ["one", "two", "three", "four", "five"]
-    thread_ts = None
-    for number, text in enumerate(said):
-        ts, bodies = message_bodies(slack, ALICE if number % 2 == 0 else BOB, text, thread_ts)
-        thread_ts = thread_ts or ts
-        # Slack did not see the ack in time: it sends each event again, and the load balancer
-        # hands the original and its retry to two replicas at once.
-        await asyncio.gather(
-            *(slack.deliver_callback(body) for body in bodies),
-            *(
-                slack.deliver_callback(body, retry_num=1, retry_reason="http_timeout")
-                for body in bodies
-            ),
-        )
-    assert thread_ts is not None
-    assert {d.url for d in slack.deliveries} == {replica.url for replica in members}
-
-    replies = await wait_answers(slack, GENERAL, thread_ts, len(said), timeout=60)
-    await replicas.until_no_turn_is_open()
-    replies = slack.bot_replies(GENERAL, thread_ts)
-    assert [m.text.split(" (")[0] for m in replies] == [f"You said: {text}" for text in said]
-    assert [m.text for m in replies] == [
-        f"You said: {text} (message {number} of this conversation)"
-        for number, text in enumerate(said, 1)
-    ], "each message reached the assistant once, in the order written"
-    assert len(openai.model.turns) == len(said)
-
-
-@pytest.mark.parametrize("engine", ["assistants"])
-async def test_stop_pressed_while_another_replica_writes_the_answer_stops_it(
-    replicas: Replicas,
-) -> None:
-    slack, openai = replicas.slack, replicas.openai
-    members = await replicas.start(2)
-    text = long_words(3000)
-    openai.model.chunk_size, openai.model.chunk_delay = 5, 0.01
-    openai.model.enqueue(Reply(text=text))
-    ts = await slack.mention(ALICE, GENERAL, "tell me everything")
-    await slack.wait_for(
-        lambda: any(m.streaming and m.text for m in slack.bot_replies(GENERAL, ts)), timeout=30
+def mention_events(slack: SlackEmulator, text: str, thread_ts: str | None = None) -> tuple:
+    """A channel @mention's two deliveries (app_mention and message), and its ts."""
+    message = slack.message_event(
+        ALICE, GENERAL, f"<@{slack.bot_user_id}> {text}", thread_ts=thread_ts
     )
-    writing = await replicas.running_a_turn()
-    elsewhere = next(replica for replica in members if replica is not writing)
+    return message | {"type": "app_mention"}, message, message["ts"]
+
+
+async def test_deliveries_and_retries_spread_over_replicas_are_answered_once_and_in_order(
+    replicas: Replicas,
+) -> None:
+    await replicas.start("a")
+    await replicas.start("b")
+    slack = replicas.slack
+    replicas.openai.model.latency = 0.2
+
+    app_mention, message, root = mention_events(slack, "question 1")
+    replicas.deliver_to("a")
+    await slack.deliver(app_mention)
+    replicas.deliver_to("b")
+    await slack.deliver(message)  # the same message, delivered again, to the other replica
+    first = slack.event_callback(app_mention, "Ev0RETRY")
+    await slack.deliver_callback(first, retry_num=1, retry_reason="http_timeout")
+    # The thread's next messages, each to a replica in turn, one of them retried on the other.
+    for n, name in zip(range(2, 6), "abab", strict=True):
+        replicas.deliver_to(name)
+        event = slack.message_event(ALICE, GENERAL, f"question {n}", thread_ts=root)
+        await slack.deliver(event)
+        if n == 3:
+            replicas.deliver_to("a")
+            await slack.deliver(event, retry_num=1, retry_reason="http_timeout")
+    assert all(d.status == 200 for d in slack.deliveries), "every delivery acked"
+
+    await replicas.idle()
+    assert texts(answers(slack, GENERAL, root)) == [
+        f"You said: question {n} (message {n} of this conversation)" for n in range(1, 6)
+    ]
+    assert len(slack.bot_replies(GENERAL, root)) == 5, "no placeholder left, none twice"
+    assert len(replicas.openai.threads) == 1
+
+
+async def test_stop_pressed_on_one_replica_stops_the_answer_another_replica_writes(
+    replicas: Replicas,
+) -> None:
+    await replicas.start("a")
+    await replicas.start("b")
+    slack, openai = replicas.slack, replicas.openai
+    openai.model.gate = asyncio.Event()
+    replicas.deliver_to("a")
+    ts = await slack.mention(ALICE, GENERAL, "a long answer please")
+    await slack.wait_for(lambda: len(openai.model.turns) == 1)
+    running = "a" if replicas.runs("a") else "b"
+    other = "b" if running == "a" else "a"
     control = next(m for m in slack.bot_replies(GENERAL, ts) if has_stop_button(m))
-    stop = element(control, STOP_ACTION)["value"]
+    stop = next(
+        element["value"]
+        for block in control.blocks
+        for element in block.get("elements") or []
+        if isinstance(element, dict) and element.get("action_id") == STOP_ACTION
+    )
+    replicas.deliver_to(other)
+    await slack.interaction(
+        slack.block_action_payload(ALICE, GENERAL, control.ts, STOP_ACTION, stop)
+    )
+    await slack.wait_for(
+        lambda: any(m.text.endswith("_Stopped._") for m in slack.bot_replies(GENERAL, ts)),
+        timeout=15,
+    )
+    openai.model.gate.set()
+    # The thread goes on, whichever replica takes its next message.
+    await slack.post(ALICE, GENERAL, "and now?", thread_ts=ts)
+    await replicas.idle()
+    assert answers(slack, GENERAL, ts)[-1].text.startswith("You said: and now?")
 
-    with replicas.sending_only_to(elsewhere):
-        pressed = await slack.interaction(
-            slack.block_action_payload(ALICE, GENERAL, control.ts, STOP_ACTION, stop)
+
+async def test_a_message_recorded_by_a_replica_that_died_before_queueing_it_is_answered(
+    replicas: Replicas,
+) -> None:
+    bot = await replicas.start("a")
+    slack = replicas.slack
+    # What a replica killed between recording the message (the ack) and queueing it leaves.
+    event = slack.message_event(ALICE, GENERAL, f"<@{slack.bot_user_id}> still there?")
+    key = ConversationKey(slack.team_id, GENERAL, event["ts"])
+    turn = await bot.store.add_turn(key, event["ts"], ALICE, event["text"], False)
+    assert turn is not None
+    assert bot.queue is not None
+    bot.queue.timings = dataclasses.replace(bot.queue.timings, unqueued_after=0.0)
+
+    assert await bot.queue.sweep() == 1
+    await replicas.idle()
+    assert texts(answers(slack, GENERAL, event["ts"])) == [
+        f"You said: <@{slack.bot_user_id}> still there? (message 1 of this conversation)"
+    ]
+    assert await bot.queue.sweep() == 0, "taken back once"
+
+
+async def test_a_replica_shutting_down_hands_its_running_answer_to_another(
+    replicas: Replicas, caplog: pytest.LogCaptureFixture
+) -> None:
+    await replicas.start("a", SHUTDOWN_GRACE_SECONDS="0.2")
+    slack, openai = replicas.slack, replicas.openai
+    openai.model.gate = asyncio.Event()
+    replicas.deliver_to("a")
+    ts = await slack.mention(ALICE, GENERAL, "one")
+    await slack.post(ALICE, GENERAL, "two", thread_ts=ts)
+    await slack.wait_for(lambda: len(openai.model.turns) == 1)
+    await replicas.start("b")
+    with caplog.at_level(logging.INFO, logger="bot.jobs"):
+        await replicas.stop("a")
+    assert "event=turn_handed_back" in caplog.text
+    shown = [m.text for m in slack.bot_replies(GENERAL, ts)]
+    assert not any("restarting" in text for text in shown), shown
+
+    openai.model.gate.set()
+    await replicas.idle()
+    shown = [m.text for m in slack.bot_replies(GENERAL, ts)]
+    assert THINKING not in shown, "the cut-off answer was taken over, and ended"
+    assert shown[-1].startswith("You said: two"), shown
+
+
+async def test_while_draining_a_replica_turns_events_away_for_another_to_take(
+    replicas: Replicas,
+) -> None:
+    bot = await replicas.start("a")
+    slack = replicas.slack
+    replicas.deliver_to("a")
+    bot.health.stopping = True  # what SIGTERM does first
+    app_mention, _, ts = mention_events(slack, "hello?")
+    delivery = await slack.deliver(app_mention)
+    assert delivery.status == 503, "Slack sends it again, and the load balancer elsewhere"
+    assert await bot.store.turn_statuses(ConversationKey(slack.team_id, GENERAL, ts)) == []
+
+
+async def until_ready(bot: app.Bot, timeout: float = 60) -> None:
+    """Wait until /readyz would say ready (the database answers again)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if not await bot.health.failed_checks():
+                return
+            await asyncio.sleep(0.2)
+
+
+# --- the database goes away -------------------------------------------------------------------
+
+
+async def _terminate_backends(server: str, application_name: str) -> int:
+    """End every connection the bot has (as a database restart or failover would)."""
+    admin = await psycopg.AsyncConnection.connect(server, autocommit=True)
+    async with admin:
+        cursor = await admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (application_name,),
         )
-    assert (pressed.status, pressed.url) == (200, elsewhere.url)
-
-    [stopped] = await wait_answers(slack, GENERAL, ts, 1, timeout=30)
-    assert stopped.text.endswith("\n\n" + STOPPED)
-    assert text.startswith(stopped.text.removesuffix("\n\n" + STOPPED))
-    await replicas.until_no_turn_is_open()
-    assert any(r.path.endswith("/cancel") for r in openai.requests), "the backend run is cancelled"
-
-    openai.model.chunk_delay = 0
-    await slack.post(ALICE, GENERAL, "a short one then", thread_ts=ts)
-    both = await wait_answers(slack, GENERAL, ts, 2, timeout=30)
-    assert both[1].text.startswith("You said: a short one then")
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
-async def test_the_replica_writing_an_answer_is_killed_and_the_answer_still_arrives_once(
-    replicas: Replicas,
+async def test_the_bot_answers_on_when_its_database_connections_are_cut(
+    replicas: Replicas, database_url: str, postgres_url: str
 ) -> None:
-    slack, openai = replicas.slack, replicas.openai
-    await replicas.start(2)
-    openai.model.chunk_delay = 0.05
-    whole = "A long answer, written slowly, word after word. " * 6
-    openai.model.enqueue(Reply(text=whole))
-    ts = await slack.mention(ALICE, GENERAL, "tell me slowly")
-    await slack.wait_for(
-        lambda: any(m.streaming and m.text for m in slack.bot_replies(GENERAL, ts)), timeout=30
+    name = f"bot_{database_url[-12:]}"
+    replicas.database_url = (
+        sa.make_url(database_url)
+        .update_query_dict({"application_name": name})
+        .render_as_string(hide_password=False)
     )
-    writing = await replicas.running_a_turn()
-    await writing.kill()  # as an OOM kill or a lost node: no goodbye
-    # Meanwhile Bob writes in another thread; his deliveries to the dead replica fail and Slack
-    # sends them again, to the living one.
-    other = await slack.mention(BOB, GENERAL, "anyone there?")
+    await replicas.start("a")
+    slack = replicas.slack
+    replicas.deliver_to("a")
+    first = await slack.mention(ALICE, GENERAL, "before")
+    await replicas.idle()
+    assert await _terminate_backends(postgres_url, name) > 0
+    await slack.post(ALICE, GENERAL, "after", thread_ts=first)
+    assert all(d.status == 200 for d in slack.deliveries)
+    await replicas.idle()
+    assert texts(answers(slack, GENERAL, first)) == [
+        "You said: before (message 1 of this conversation)",
+        "You said: after (message 2 of this conversation)",
+    ]
+    assert words.NOT_RECORDED not in slack.ephemerals(GENERAL, ALICE)
 
-    await slack.wait_for(
-        lambda: bool(answers(slack, GENERAL, ts)) and not stale(slack.bot_replies(GENERAL, ts)),
-        timeout=replicas.take_over_within + 30,
-    )
-    await wait_answers(slack, GENERAL, other, 1, timeout=30)
-    await replicas.until_no_turn_is_open()
-    replies = slack.bot_replies(GENERAL, ts)
-    assert [m.text for m in replies] == [whole.strip()], "the whole answer, once"
-    assert not any(note in m.text for m in replies for note in RESTART_NOTES)
 
-
-@pytest.mark.parametrize("engine", ["responses"])
-async def test_a_rolling_restart_of_every_replica_during_a_burst_loses_no_message(
-    replicas: Replicas,
+async def test_a_message_that_cannot_be_recorded_is_acked_and_its_writer_told_and_the_bot_recovers(
+    replicas: Replicas, database_url: str
 ) -> None:
-    slack, openai = replicas.slack, replicas.openai
-    members = await replicas.start(2)
-    openai.model.latency = 0.3
-    channels = [GENERAL, "C0RANDOM", "C0HELP"]
-    for channel in channels[1:]:
-        slack.add_channel(channel, channel.lower())
-    sent: list[tuple[str, str]] = []
-    restarted = asyncio.Event()
+    url = sa.make_url(database_url)
+    proxy = DatabaseProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    replicas.database_url = url.set(port=proxy.listen_port).render_as_string(hide_password=False)
+    try:
+        bot = await replicas.start("a")
+        slack = replicas.slack
+        replicas.deliver_to("a")
+        first = await slack.mention(ALICE, GENERAL, "before")
+        await replicas.idle()
 
-    async def burst() -> None:
-        number = 0
-        while not restarted.is_set() or number < 10:
-            channel = channels[number % len(channels)]
-            sent.append((channel, await slack.mention(ALICE, channel, f"question {number}")))
-            number += 1
-            await asyncio.sleep(0.1)
+        await proxy.cut()
+        lost = await slack.mention(ALICE, GENERAL, "while the database is away")
+        assert [d.status for d in slack.deliveries[-2:]] == [200, 200], "acked all the same"
+        await slack.wait_for(lambda: words.NOT_RECORDED in slack.ephemerals(GENERAL, ALICE))
+        assert slack.ephemerals(GENERAL, ALICE).count(words.NOT_RECORDED) == 1
 
-    sending = asyncio.create_task(burst())
-    for replica in members:  # one at a time, as a deploy does
-        await replica.stop()
-        await replica.start()
-    restarted.set()
-    await sending
-
-    for channel, ts in sent:
-        await wait_answers(slack, channel, ts, 1, timeout=60)
-    await replicas.until_no_turn_is_open()
-    for number, (channel, ts) in enumerate(sent):
-        replies = slack.bot_replies(channel, ts)
-        assert [m.text.split(" (")[0] for m in replies] == [f"You said: question {number}"]
-    assert len(openai.model.turns) == len(sent), "each question reached the assistant once"
+        await proxy.restore()
+        await until_ready(bot)
+        await slack.post(ALICE, GENERAL, "after", thread_ts=first)
+        await replicas.idle()
+        assert texts(answers(slack, GENERAL, first)) == [
+            "You said: before (message 1 of this conversation)",
+            "You said: after (message 2 of this conversation)",
+        ]
+        assert slack.bot_replies(GENERAL, lost) == [], "nothing was taken, nothing is answered"
+    finally:
+        for name in list(replicas.bots):
+            await replicas.stop(name)
+        await proxy.cut()

@@ -130,6 +130,13 @@ def failure(failed: Failure) -> str:
     return f":warning: {words} Your next message in this thread will work as usual."
 
 
+# The database did not answer when the message came in: nothing was recorded, nothing follows.
+NOT_RECORDED = (
+    ":warning: I could not take your message just now (my database is not answering), so I "
+    "will not answer it. Please send it again in a minute."
+)
+
+
 # --- shared files -----------------------------------------------------------------------------
 
 SLACK_INFO_REFUSED = {  # files.info errors

@@ -8,7 +8,13 @@ conversations.py, turns.py, definitions.py, files.py   the methods, one group of
 store.py     Store: all of them on one database
 """
 
-from bot.store.database import StoreError, describe_url, sqlite_file
+from bot.store.database import (
+    StoreError,
+    StoreUnavailable,
+    describe_url,
+    postgresql_conninfo,
+    sqlite_file,
+)
 from bot.store.records import (
     ChannelSetting,
     ConversationRecord,
@@ -27,6 +33,8 @@ __all__ = [
     "SharedFileRecord",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "describe_url",
+    "postgresql_conninfo",
     "sqlite_file",
 ]

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
@@ -47,12 +48,21 @@ EXAMPLES = "sqlite:///path/to/bot.sqlite3 or postgresql://user:password@host:543
 POOL_SIZE = 10
 POOL_OVERFLOW = 20
 CONNECT_TIMEOUT_SECONDS = 10
+# How long a statement waits for a pooled connection: short, so that an event is still acked
+# within Slack's 3 s while the database is away.
+ACQUIRE_TIMEOUT_SECONDS = 2.0
+# The server ended the session (pg_terminate_backend, a restart): the statement did not run.
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
 # SQLite: SQLAlchemy connections kept for reuse, all on the one sqlite3 connection.
 SQLITE_SESSIONS = 20
 
 
 class StoreError(Exception):
     """The database cannot be used; the message is one line an operator can act on."""
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer a statement (it is down, restarting, or unreachable)."""
 
 
 def sqlite_url(path: Path | str) -> str:
@@ -95,6 +105,19 @@ def describe_url(url: str) -> str:
         return shown(parse_url(url))
     except ValueError:
         return "(not a database URL)"
+
+
+def postgresql_conninfo(url: str) -> str | None:
+    """DATABASE_URL as a libpq connection string (its query options kept, e.g.
+    `options=-csearch_path=…`), for the job queue; None when it names SQLite."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    base = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    options = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} | {
+        name: value if isinstance(value, str) else value[-1] for name, value in parsed.query.items()
+    }
+    return make_conninfo(base, **options)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -166,6 +189,7 @@ class Database:
             pool_size=1,  # transactions and migrations; single statements use `pool`
             max_overflow=POOL_OVERFLOW,
             pool_recycle=1800,
+            pool_pre_ping=True,  # a connection the server ended is replaced, not used
             connect_args=settings,
         )
         pool = None
@@ -178,6 +202,7 @@ class Database:
                     min_size=POOL_SIZE,
                     max_size=POOL_SIZE + POOL_OVERFLOW,
                     kwargs={"autocommit": True, **settings},
+                    timeout=ACQUIRE_TIMEOUT_SECONDS,
                     open=False,
                     name="store",
                 )
@@ -310,12 +335,27 @@ class Database:
             return await self.run(functools.partial(_with_rows, statement, params))
         sql, named = self._compiled.named(statement, params)
         try:
-            async with self._statements.connection() as connection:
-                cursor = await connection.execute(sql, named)
-                rows = await cursor.fetchall() if cursor.description else []
-                return cursor.rowcount, rows
+            try:
+                return await self._on_pool(sql, named)
+            except psycopg.OperationalError as exc:
+                if exc.sqlstate not in _SESSION_ENDED:
+                    raise
+                # Other pooled connections are likely ended too: drop them, and run it again.
+                await self._statements.check()
+                return await self._on_pool(sql, named)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"The database did not answer: {reason(exc)}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"The database did not answer: {reason(exc)}") from exc
         except psycopg.Error as exc:
             raise sa.exc.DBAPIError.instance(sql, named, exc, psycopg.Error) from exc
+
+    async def _on_pool(self, sql: str, named: Params) -> tuple[int, list[Any]]:
+        assert self._statements is not None
+        async with self._statements.connection() as connection:
+            cursor = await connection.execute(sql, named)
+            rows = await cursor.fetchall() if cursor.description else []
+            return cursor.rowcount, rows
 
 
 async def _run_on(engine: AsyncEngine, work: Callable[[sa.Connection], T]) -> T:

@@ -50,6 +50,7 @@ _OPEN_TURNS = (
     .where(_OPEN)
     .order_by(turns.c.id)
 )
+_OPEN_TURNS_BEFORE = _OPEN_TURNS.where(turns.c.created_at < sa.bindparam("before", type_=sa.Float))
 _STATUSES = (
     sa.select(turns.c.message_ts, turns.c.status)
     .where(
@@ -153,8 +154,14 @@ class TurnTables:
             },
         )
 
-    async def open_turns(self) -> list[PendingTurn]:
-        """Turns left queued or running by a previous process, oldest first."""
+    async def open_turns(self, created_before: float | None = None) -> list[PendingTurn]:
+        """Turns left queued or running by a previous process, oldest first; with
+        `created_before` (a time.time()), only those recorded before then."""
+        statement = _OPEN_TURNS
+        params: dict[str, float] = {}
+        if created_before is not None:
+            statement = _OPEN_TURNS_BEFORE
+            params = {"before": created_before}
         return [
             PendingTurn(
                 turn_id=row[0],
@@ -166,7 +173,7 @@ class TurnTables:
                 status=row[8],
                 files=tuple(SharedFile(**f) for f in json.loads(row[9])),
             )
-            for row in await self._db.all(_OPEN_TURNS)
+            for row in await self._db.all(statement, params)
         ]
 
     async def turn_statuses(self, key: ConversationKey) -> list[tuple[str, str]]:

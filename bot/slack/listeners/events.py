@@ -27,6 +27,7 @@ from bot.messages import ConversationKey, IncomingMessage
 from bot.slack import inbound, words
 from bot.slack.file_source import shared_files
 from bot.slack.listeners import ai_app
+from bot.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Verdict:
 
     received: Received | None = None
     taken: bool = False
+    not_recorded: bool = False  # the database did not answer: acked all the same
     new_dm: bool = False
     hint: bool = False  # an empty mention: tell its writer how to ask
     closing: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
@@ -77,6 +79,8 @@ def register(
     max_files: int = 10,
 ) -> None:
     mention = re.compile(rf"<@{re.escape(identity.user_id)}(?:\|[^>]*)?>")
+    # Messages whose writer was told they could not be taken: an @mention comes twice.
+    told_not_recorded: dict[tuple[str, str], None] = {}
 
     async def take(
         body: dict[str, Any],
@@ -89,6 +93,15 @@ def register(
         verdict.closing.enter_context(conversations.receiving())
         try:
             await _take(body, verdict)
+        except StoreUnavailable as exc:
+            # Acked all the same: Slack's retries would meet the same database; the writer of a
+            # message the bot would answer is told to send it again.
+            verdict.not_recorded = True
+            log.warning(
+                "event=message_not_recorded event_id=%s error=%s",
+                inbound.text(body.get("event_id"), 40),
+                exc,
+            )
         except BaseException:
             verdict.closing.close()
             raise  # no ack: Slack sends the event again
@@ -153,6 +166,17 @@ def register(
         if verdict.received is None:
             return
         message = verdict.received.message
+        if verdict.not_recorded:
+            told = (message.key.channel_id, message.ts)
+            if told not in told_not_recorded:
+                told_not_recorded[told] = None
+                if len(told_not_recorded) > 1000:
+                    del told_not_recorded[next(iter(told_not_recorded))]
+                thread_ts = inbound.ts(event.get("thread_ts"))
+                await _tell(
+                    client, message.key.channel_id, message.user_id, thread_ts, words.NOT_RECORDED
+                )
+            return
         log.info(
             "event=message_%s channel=%s ts=%s event_id=%s",
             "taken" if verdict.taken else "duplicate",
