@@ -51,7 +51,7 @@ from bot.tools.builtins import BUILTIN_TOOLS
 from bot.tools.mcp import McpServers
 
 if TYPE_CHECKING:
-    from bot.jobs import JobTurnQueue
+    from bot.jobs import JobTimings, JobTurnQueue
 
 log = logging.getLogger(__name__)
 
@@ -365,12 +365,25 @@ async def start(settings: Settings, *, listen: bool = True) -> Bot:
     return bot
 
 
+def replica_timings(dead_after: float) -> JobTimings:
+    """A replica says it is alive four times within `dead_after` (at most every 5 s), so that
+    one slow beat on a busy machine is not taken for death."""
+    from bot.jobs import JobTimings
+
+    return JobTimings(heartbeat=min(5.0, dead_after / 4), stalled_after=dead_after)
+
+
 async def open_job_queue(conninfo: str, settings: Settings, seconds: float) -> JobTurnQueue:
     """The turns' job queue on PostgreSQL, connected, its tables created if need be; a
     StartupError in one line when the database cannot be reached in `seconds`."""
     from bot.jobs import JobTurnQueue  # procrastinate is loaded only where it is used
 
-    queue = JobTurnQueue(conninfo, settings.max_turns_in_flight, name=socket.gethostname())
+    queue = JobTurnQueue(
+        conninfo,
+        settings.max_turns_in_flight,
+        name=socket.gethostname(),
+        timings=replica_timings(settings.replica_dead_after),
+    )
     try:
         async with asyncio.timeout(seconds):
             await queue.open()

@@ -135,7 +135,6 @@ class Replicas:
     cwd: Path
     database: str
     members: list[Replica] = field(default_factory=list)
-    take_over_within: float = 30.0  # seconds: a dead replica's turns go to another by then
 
     async def start(self, count: int) -> list[Replica]:
         """Start `count` replicas, one after the other (the first creates the tables)."""
