@@ -40,6 +40,7 @@ from tests.emulators.slack import SlackEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWER_PREFIX = "You said:"
+RESTARTED = "The bot restarted while answering this message"  # the answer was lost, and said so
 USER = "U0ALICE"
 DEFINITIONS = """
 assistants:
@@ -58,6 +59,7 @@ class MeasuringSlack(SlackEmulator):
         self.first_call: dict[str, float] = {}  # thread ts -> monotonic time
         self.answered_at: dict[str, float] = {}
         self.answers: dict[str, set[str]] = {}  # thread ts -> ts of bot messages holding an answer
+        self.told_lost: set[str] = set()  # threads told their answer was lost to a restart
 
     def _api_response(
         self,
@@ -80,6 +82,8 @@ class MeasuringSlack(SlackEmulator):
             if view.text.startswith(ANSWER_PREFIX):
                 self.answers.setdefault(thread, set()).add(msg.ts)
                 self.answered_at.setdefault(thread, now)
+            elif RESTARTED in view.text:
+                self.told_lost.add(thread)
         return response
 
 
@@ -475,6 +479,10 @@ async def measure(
     cpu_ms = (ticks - idle_rate * load_seconds) * 1000 / CLOCK_TICKS
     done = max((slack.answered_at[s.ts] for s in answered), default=load_end)
     count = max(1, len(answered))
+    told = {s.ts for s in run.sent if s.ts in slack.told_lost and s.ts not in slack.answered_at}
+    silent = sorted(
+        s.ts for s in run.sent if s.ts not in slack.answered_at and s.ts not in slack.told_lost
+    )
 
     figures = {
         "mode": f"burst {n} in {window:g} s"
@@ -499,7 +507,13 @@ async def measure(
         "bot_added_p99": ms(percentile(added, 99)),
         "answered": f"{len(answered)}/{n}",
         "duplicated": str(duplicated),
-        "lost": str(n - len(answered)),
+        "lost": str(n - len(answered))
+        + (
+            f" ({len(told)} of them told to send it again: {', '.join(sorted(told)[:5])})"
+            if told
+            else ""
+        )
+        + (f"; not answered at all: {', '.join(silent[:5])}" if silent else ""),
         "slack_calls_per_answer": f"{(len(slack.calls) - calls_before) / count:.2f}",
         "openai_calls_per_answer": f"{(len(openai.requests) - requests_before) / count:.2f}",
         "bot_peak_rss": " / ".join(f"{r.peak_rss_mb:.1f} MB" for r in replicas),
