@@ -615,7 +615,11 @@ class SlackEmulator:
     def events_url(self, url: str | None) -> None:
         self.events_urls = [] if url is None else [url]
 
-    def _pick_url(self) -> str:
+    def _pick_url(self, failed: str = "") -> str:
+        """The next URL in turn; a retry goes to the one after the URL that failed it (as a
+        load balancer tries the next upstream), so that it never lands on the same one."""
+        if failed in self.events_urls:
+            return self.events_urls[(self.events_urls.index(failed) + 1) % len(self.events_urls)]
         url = self.events_urls[self._next_url % len(self.events_urls)]
         self._next_url += 1
         return url
@@ -957,6 +961,7 @@ class SlackEmulator:
             return delivery
         raw = json.dumps(body).encode()
         retries_left = self.redeliveries
+        failed_url = ""
         while True:
             delivery = Delivery(
                 "events_api", body, event_id=body.get("event_id"), retry_num=retry_num
@@ -965,20 +970,28 @@ class SlackEmulator:
             if retry_num is not None:
                 headers["X-Slack-Retry-Num"] = str(retry_num)
                 headers["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
-            failure = await self._post_http(delivery, raw, headers, tolerate=self.redeliveries > 0)
+            failure = await self._post_http(
+                delivery, raw, headers, tolerate=self.redeliveries > 0, failed_url=failed_url
+            )
             if delivery.status == 200 or retries_left <= 0:
                 return delivery
+            failed_url = delivery.url
             retries_left -= 1
             retry_num = (retry_num or 0) + 1
             retry_reason = failure
 
     async def _post_http(
-        self, delivery: Delivery, raw: bytes, headers: dict[str, str], tolerate: bool = False
+        self,
+        delivery: Delivery,
+        raw: bytes,
+        headers: dict[str, str],
+        tolerate: bool = False,
+        failed_url: str = "",
     ) -> str:
         """POST to the next URL; Slack's reason to retry, should it not be acked. With
         `tolerate`, a connection that fails is recorded as not acked instead of raised."""
         assert self._session is not None and self.events_urls
-        url = delivery.url = self._pick_url()
+        url = delivery.url = self._pick_url(failed_url)
         self.deliveries.append(delivery)
         started = time.monotonic()
         reason = "http_error"
