@@ -489,7 +489,9 @@ async def measure(
         if args.burst
         else f"rate {args.rate:g} mentions/s ({2 * args.rate:g} events/s), {n} mentions",
         "engine": args.engine,
-        "database": "postgresql" if database else "sqlite",
+        "database": f"postgresql (database {database.name}, dropped after the run)"
+        if database
+        else "sqlite",
         "replicas": str(len(replicas)),
         "model_latency": f"{args.model_latency:g} s",
         "openai_spec_validation": "on" if args.validate_spec else "off (benchmark)",
