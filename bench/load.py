@@ -268,6 +268,21 @@ class BenchDatabase:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def table_activity(self) -> str:
+        """Per table, rows inserted, updated and deleted, and scans (for --detail)."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as connection:
+            cursor = await connection.execute(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del,"
+                " coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+                " WHERE n_tup_ins + n_tup_upd + n_tup_del + coalesce(idx_scan, 0) > 0"
+                " ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC, relname"
+            )
+            rows = await cursor.fetchall()
+        return ", ".join(
+            f"{name} ins={ins} upd={upd} del={dele} scans={scans}"
+            for name, ins, upd, dele, scans in rows
+        )
+
 
 @contextlib.asynccontextmanager
 async def bench_database(server: str | None) -> AsyncIterator[BenchDatabase | None]:
@@ -309,6 +324,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                     f"{spent / max(1, measured.answered):.1f} (commits and rollbacks of every "
                     "replica, from the load's start until they stopped)"
                 )
+                if args.detail:
+                    figures["db_tables"] = await database.table_activity()
         for name, value in figures.items():
             print(f"{name}: {value}")
         return measured.code
