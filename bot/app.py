@@ -216,13 +216,15 @@ class Bot:
         log.info("event=stopped")
 
 
-async def start(settings: Settings, *, listen: bool = True) -> Bot:
+async def start(
+    settings: Settings, *, listen: bool = True, job_timings: JobTimings | None = None
+) -> Bot:
     """Build and start the bot: checks the backend, opens the store, connects to Slack.
 
     Each network step is bounded (bot/startup.py), so start-up ends within START_SECONDS. If
     anything fails, or start-up is cancelled (a signal), what was opened so far is closed.
     `listen=False` (`python -m bot worker`, PostgreSQL only): answer the turns other replicas
-    take, and take no events.
+    take, and take no events. `job_timings`: the job queue's, other than the defaults (tests).
     """
     deadline = asyncio.get_running_loop().time() + START_SECONDS
     openai_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
@@ -243,7 +245,7 @@ async def start(settings: Settings, *, listen: bool = True) -> Bot:
         undo.push_async_callback(store.close)
         queue = None
         if conninfo is not None:
-            queue = await open_job_queue(conninfo, settings, _step(deadline))
+            queue = await open_job_queue(conninfo, settings, _step(deadline), job_timings)
             undo.push_async_callback(queue.drain, 0)
         async with reaching("OpenAI", openai_url, "OPENAI_BASE_URL", _step(deadline)):
             backend, choice = await open_backend(settings.backend, store)
@@ -373,16 +375,18 @@ def replica_timings(dead_after: float) -> JobTimings:
     return JobTimings(heartbeat=min(5.0, dead_after / 4), stalled_after=dead_after)
 
 
-async def open_job_queue(conninfo: str, settings: Settings, seconds: float) -> JobTurnQueue:
+async def open_job_queue(
+    conninfo: str, settings: Settings, seconds: float, timings: JobTimings | None = None
+) -> JobTurnQueue:
     """The turns' job queue on PostgreSQL, connected, its tables created if need be; a
     StartupError in one line when the database cannot be reached in `seconds`."""
-    from bot.jobs import JobTurnQueue  # procrastinate is loaded only where it is used
+    from bot.jobs import JobTurnQueue  # procrastinate: loaded only where used
 
     queue = JobTurnQueue(
         conninfo,
         settings.max_turns_in_flight,
         name=socket.gethostname(),
-        timings=replica_timings(settings.replica_dead_after),
+        timings=timings or replica_timings(settings.replica_dead_after),
     )
     try:
         async with asyncio.timeout(seconds):

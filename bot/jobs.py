@@ -13,19 +13,20 @@ silent for `stalled_after` seconds (a replica killed) are handed to the others. 
 down hands the turns it could not finish within the grace back at once (the job is retried), so
 that another replica takes them over.
 
-A turn is recorded (before the event is acked) and its job deferred just after (once its
-placeholder is shown): a process that dies in between leaves a turn with no job. Every
-`sweep_every` seconds one replica (a PostgreSQL advisory lock) looks for turns still open after
-`unqueued_after` seconds that no job carries, and takes them back as a restart would.
+A turn is recorded and its job deferred before the event is acked, the job held until the
+placeholder is shown. A job lives while its turn is open. A process that dies between recording
+and deferring leaves a turn with no job (and so does a job that ended in error before it could
+close its turn, the database gone): every `sweep_every` seconds one replica (a PostgreSQL
+advisory lock) looks for turns still open `unqueued_after` seconds after they were recorded
+that no job carries, and takes them back as a restart would: a waiting one is answered, a
+cut-off one ends with a note.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,15 +35,24 @@ import psycopg
 from procrastinate.exceptions import (
     AlreadyEnqueued,
     ConnectorException,
-    NoResult,
-    UniqueViolation,
 )
 from procrastinate.job_context import AbortReason, JobContext
-from procrastinate.jobs import Job, Status
-from procrastinate.manager import JobManager
-from procrastinate.schema import SchemaManager
+from procrastinate.jobs import Status
 from procrastinate.worker import Worker
 
+from bot.job_engine import (
+    HELD,
+    OPEN_JOBS,
+    RELEASE,
+    SWEEP_LOCK,
+    TURN_QUEUE,
+    TURNS_WITH_JOBS,
+    HandBackAtShutdown,
+    TurnJobs,
+    apply_job_schema,
+    error_text,
+    queue_name,
+)
 from bot.messages import ConversationKey, IncomingMessage, SharedFile
 from bot.turn_queue import QueuedTurn, TurnHandler
 
@@ -52,40 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TURN_TASK = "answer_turn"
-TURN_QUEUE = "turns"
-# Any constants: they serialise the replicas that apply the schema, or sweep, at once.
-_SCHEMA_LOCK = 7_313_013
-_SWEEP_LOCK = 7_313_014
-# procrastinate notifies on the channel "procrastinate_queue_v1#QUEUE"; PostgreSQL names are at
-# most 63 bytes.
-_QUEUE_NAME_BYTES = 63 - len("procrastinate_queue_v1#")
-
-
-# Let a held job run, saying where its placeholder is, and wake the workers.
-_RELEASE = """
-WITH released AS (
-    UPDATE procrastinate_jobs
-    SET args = args || jsonb_build_object('reply', %(reply)s::text), scheduled_at = NULL
-    WHERE id = %(job_id)s AND status = 'todo'
-    RETURNING id, queue_name
-)
-SELECT pg_notify(
-    'procrastinate_queue_v1#' || queue_name,
-    json_build_object('type', 'job_inserted', 'job_id', id)::text
-) FROM released
-"""
-
-
-_HELD = (
-    "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'"
-)
 # The job is deferred before the ack: a database that does not answer at once is tried again
 # after it (Slack waits 3 s for the ack).
 DEFER_BEFORE_ACK_SECONDS = 1.0
-_OPEN_JOBS = """
-SELECT id FROM procrastinate_jobs
-WHERE queue_name = %(queue)s AND status IN ('todo', 'doing') LIMIT 1
-"""
 
 
 @dataclass(frozen=True)
@@ -100,64 +79,6 @@ class JobTimings:
     sweep_every: float | None = 15.0  # None: this replica never looks for such turns
     sign_of_life_within: float = 40.0  # a placeholder not shown by then: the turn is failed
     hold: float = 45.0  # a job waits this long for its placeholder (its process died?)
-
-
-class _TurnJobs(JobManager):
-    """procrastinate's job manager, telling the workers when a thread's next turn may start.
-
-    Workers hear of new jobs, not of a lock set free: without a word, a thread's next message
-    would wait for the next poll once the one before it is answered (or handed back)."""
-
-    async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
-        await super().finish_job(job, status, delete_job)
-        await self._wake_workers(job)
-
-    async def retry_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
-        await super().retry_job(job, *args, **kwargs)
-        await self._wake_workers(job)
-
-    async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
-        try:
-            return await super().fetch_job(queues, worker_id)
-        except UniqueViolation:
-            # Two workers took two turns of one thread at the same moment: one of them may run.
-            # This one looks again when the other ends.
-            return None
-
-    async def _wake_workers(self, job: Job) -> None:
-        payload = json.dumps({"type": "job_inserted", "job_id": job.id})
-        await self.connector.execute_query_async(
-            "SELECT pg_notify(%(channel)s, %(payload)s)",
-            channel=f"procrastinate_queue_v1#{job.queue}",
-            payload=payload,
-        )
-
-
-class _HandBackAtShutdown(procrastinate.BaseRetryStrategy):
-    """A turn cut off by its replica's shutdown goes back to the queue at once (another replica
-    takes it over); a turn that failed is not run again."""
-
-    def get_retry_decision(
-        self, *, exception: BaseException, job: Job
-    ) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, asyncio.CancelledError):
-            return procrastinate.RetryDecision()
-        return None
-
-
-async def apply_job_schema(conninfo: str) -> bool:
-    """Create procrastinate's tables unless they exist (replicas starting together apply it
-    once); True when it was created now."""
-    connection = await psycopg.AsyncConnection.connect(conninfo)
-    async with connection, connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        cursor = await connection.execute("SELECT to_regclass('procrastinate_jobs')")
-        row = await cursor.fetchone()
-        if row is not None and row[0] is not None:
-            return False
-        await connection.execute(SchemaManager.get_schema())
-    log.info("event=job_schema_created")
-    return True
 
 
 def conversation_lock(key: ConversationKey) -> str:
@@ -184,13 +105,13 @@ class JobTurnQueue:
         self.name = name
         self.max_in_flight = max_in_flight
         self.take_jobs = take_jobs  # False: this process only posts jobs (no worker)
-        self.app = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
-        )
-        self.app.job_manager = _TurnJobs(self.app.connector)
+        connector = procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
+        self.app = procrastinate.App(connector=connector)
+        self.app.job_manager = manager = TurnJobs(connector, conninfo)
+        manager.patience = timings.stalled_after / 2
         self.queue_name = TURN_QUEUE
         self._task = self.app.task(
-            name=TURN_TASK, queue=TURN_QUEUE, pass_context=True, retry=_HandBackAtShutdown()
+            name=TURN_TASK, queue=TURN_QUEUE, pass_context=True, retry=HandBackAtShutdown()
         )(self._run_job)
         self._worker: Worker | None = None
         self._draining = False
@@ -205,7 +126,7 @@ class JobTurnQueue:
     async def open(self) -> None:
         """Connect, and create the job tables if this database has none yet."""
         await apply_job_schema(self.conninfo)
-        self.queue_name = await _queue_name(self.conninfo)
+        self.queue_name = await queue_name(self.conninfo)
         await self.app.open_async()
 
     def start(self, handler: TurnHandler) -> None:
@@ -248,7 +169,7 @@ class JobTurnQueue:
             async with asyncio.timeout(DEFER_BEFORE_ACK_SECONDS):
                 job_id = await self._defer(turn)
         except Exception as exc:  # tried again after the ack
-            log.warning("event=turn_defer_failed turn=%s error=%s", turn.turn_id, _error(exc))
+            log.warning("event=turn_defer_failed turn=%s error=%s", turn.turn_id, error_text(exc))
         self._idle.clear()
         # One thread's placeholders are posted one after another: sent at once over pooled
         # connections, they could land in the wrong order.
@@ -271,7 +192,7 @@ class JobTurnQueue:
                 schedule_in={"milliseconds": int(self.timings.hold * 1000)},
             ).defer_async(turn_id=turn.turn_id, message=_message_data(message), reply=None)
         except AlreadyEnqueued:
-            rows = await self.app.connector.execute_query_all_async(_HELD, queueing_lock=held)
+            rows = await self.app.connector.execute_query_all_async(HELD, queueing_lock=held)
             if not rows:
                 raise
             return int(rows[0]["id"])
@@ -296,7 +217,7 @@ class JobTurnQueue:
                         "event=turn_not_queued turn=%s ts=%s error=%s",
                         turn.turn_id,
                         turn.message.ts,
-                        _error(exc),
+                        error_text(exc),
                     )
                     return  # recorded: a sweep takes it back
                 await asyncio.sleep(self.timings.restart_after)
@@ -307,16 +228,16 @@ class JobTurnQueue:
                 reply = await self.handler.begin(turn)
         except Exception:
             with contextlib.suppress(Exception):
-                await self.app.job_manager.cancel_job_by_id_async(job_id)
+                await self.app.job_manager.cancel_job_by_id_async(job_id, delete_job=True)
             await self.handler.not_shown(turn)
             return
         try:
             released = await self.app.connector.execute_query_all_async(
-                _RELEASE, job_id=job_id, reply=reply.ref
+                RELEASE, job_id=job_id, reply=reply.ref
             )
         except Exception as exc:
             released = []
-            log.warning("event=turn_release_failed job=%s error=%s", job_id, _error(exc))
+            log.warning("event=turn_release_failed job=%s error=%s", job_id, error_text(exc))
         if not released:
             log.warning("event=turn_shown_late job=%s ts=%s", job_id, turn.message.ts)
 
@@ -335,19 +256,17 @@ class JobTurnQueue:
         )
         if job is None or job.id is None or job.abort_requested:
             return False
-        if not await self.app.job_manager.cancel_job_by_id_async(job.id, abort=True):
-            return False
+        manager = self.app.job_manager
         log.info("event=turn_stop_requested channel=%s ts=%s", key.channel_id, message_ts)
-        try:
-            status = await self.app.job_manager.get_job_status_async(job.id)
-        except NoResult:  # it was running, and has already ended (and been deleted)
-            status = None
-        if status == Status.CANCELLED:
+        if job.status == Status.TODO.value and await manager.cancel_job_by_id_async(
+            job.id, delete_job=True
+        ):
             # It never started: no worker will hear of it, so it is said here.
             turn = _turn_of(job.task_kwargs)
             await self.handler.stopped(turn, await self._reply(turn, job.task_kwargs))
-        # Otherwise the worker running it cancels it, and says Stopped.
-        return True
+            return True
+        # It runs (or has just started): the worker running it cancels it, and says Stopped.
+        return await manager.cancel_job_by_id_async(job.id, abort=True)
 
     def turn_counts(self) -> tuple[int, int]:
         # The waiting turns are jobs in the shared database, counted by no one replica.
@@ -359,7 +278,7 @@ class JobTurnQueue:
         while True:
             await self._idle.wait()
             rows = await self.app.connector.execute_query_all_async(
-                _OPEN_JOBS, queue=self.queue_name
+                OPEN_JOBS, queue=self.queue_name
             )
             if self._idle.is_set() and not rows:
                 return
@@ -384,6 +303,8 @@ class JobTurnQueue:
         for task in list(self._posting):
             task.cancel()
         await asyncio.gather(*self._posting, return_exceptions=True)
+        assert isinstance(self.app.job_manager, TurnJobs)
+        await self.app.job_manager.close()
         await self.app.close_async()
 
     async def sweep(self) -> int:
@@ -391,23 +312,17 @@ class JobTurnQueue:
         between recording and queueing them); one replica at a time. How many it took."""
         connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         async with connection:
-            cursor = await connection.execute("SELECT pg_try_advisory_lock(%s)", (_SWEEP_LOCK,))
-            row = await cursor.fetchone()
-            if row is None or not row[0]:
-                return 0  # another replica is sweeping
+            # After another replica's sweep, if one runs: that one has queued what it found.
+            await connection.execute("SELECT pg_advisory_lock(%s)", (SWEEP_LOCK,))
             return await self.handler.take_back_unqueued(
                 self.timings.unqueued_after, self._without_jobs
             )
 
     async def _without_jobs(self, turn_ids: list[int]) -> set[int]:
-        """Those of these turns that no job carries (whatever its state)."""
+        """Those of these turns that no job carries."""
         connection = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         async with connection:
-            cursor = await connection.execute(
-                "SELECT (args->>'turn_id')::bigint FROM procrastinate_jobs"
-                " WHERE task_name = %s AND (args->>'turn_id')::bigint = ANY(%s)",
-                (TURN_TASK, turn_ids),
-            )
+            cursor = await connection.execute(TURNS_WITH_JOBS, (TURN_TASK, turn_ids))
             carried = {int(row[0]) for row in await cursor.fetchall()}
         return set(turn_ids) - carried
 
@@ -444,7 +359,9 @@ class JobTurnQueue:
             name=self.name,
             concurrency=self.max_in_flight,
             install_signal_handlers=False,
-            delete_jobs="successful",
+            # A job lives while its turn is open: the message it carries goes with it, as the
+            # store forgets a finished turn's text.
+            delete_jobs="always",
             update_heartbeat_interval=self.timings.heartbeat,
             stalled_worker_timeout=self.timings.stalled_after,
             fetch_job_polling_interval=self.timings.poll,
@@ -458,7 +375,7 @@ class JobTurnQueue:
             try:
                 await self._worker.run()  # type: ignore[no-untyped-call]
             except Exception as exc:
-                log.warning("event=turn_worker_failed error=%s", _error(exc))
+                log.warning("event=turn_worker_failed error=%s", error_text(exc))
             if self._draining:
                 return
             log.warning("event=turn_worker_restarting after_seconds=%s", self.timings.restart_after)
@@ -495,41 +412,42 @@ class JobTurnQueue:
             self._maybe_idle()
 
     async def _take_over_stalled(self) -> None:
-        """Hand the turns of dead workers to the living (each replica looks; one wins a job)."""
+        """Hand the turns of dead workers to the living (each replica looks; one wins a job).
+
+        Back from a time without the database (a restart, a fail-over, a lost network), every
+        replica's heartbeat looks old: this one takes nothing over until it has reached the
+        database for `stalled_after` seconds on end, time enough for a live replica's
+        heartbeat to be fresh again."""
         manager = self.app.job_manager
+        loop = asyncio.get_running_loop()
+        reached_since: float | None = None  # reaching the database on end since then
+        last_reached = 0.0
         while True:
             await asyncio.sleep(self.timings.heartbeat)
+            asked = loop.time()
             try:
                 stalled = await manager.get_stalled_jobs(
                     queue=self.queue_name,
                     task_name=TURN_TASK,
                     seconds_since_heartbeat=self.timings.stalled_after,
                 )
-                for job in stalled:
-                    with contextlib.suppress(ConnectorException):  # another replica was first
-                        await manager.retry_job(job)
-                        log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
-            except Exception:
-                log.exception("event=stalled_turns_check_failed")
-
-
-async def _queue_name(conninfo: str) -> str:
-    """The turns' queue in this database: one per schema, so that replicas of bots on other
-    schemas of the same database (whose notifications all share one namespace) never hear of
-    these jobs (an abort request names a job id, which each schema counts from 1)."""
-    connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-    async with connection:
-        cursor = await connection.execute("SELECT current_schema()")
-        row = await cursor.fetchone()
-    schema = str(row[0]) if row is not None and row[0] is not None else "public"
-    if schema == "public":
-        return TURN_QUEUE
-    return f"{TURN_QUEUE}@{schema}".encode()[:_QUEUE_NAME_BYTES].decode(errors="ignore")
-
-
-def _error(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
+            except Exception as exc:
+                reached_since = None
+                log.warning("event=stalled_turns_check_failed error=%s", error_text(exc))
+                continue
+            now = loop.time()
+            slow = now - asked > self.timings.heartbeat  # it waited for the database
+            if reached_since is None or slow or now - last_reached > 3 * self.timings.heartbeat:
+                reached_since = now
+            last_reached = now
+            if now - reached_since < self.timings.stalled_after:
+                continue
+            for job in stalled:
+                try:
+                    await manager.retry_job(job)
+                except ConnectorException:
+                    continue  # another replica was first
+                log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
 
 
 def _message_data(message: IncomingMessage) -> dict[str, Any]:

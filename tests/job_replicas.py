@@ -30,6 +30,7 @@ class Journal:
     entries: list[tuple[str, str, str]] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     release: dict[str, asyncio.Event] = field(default_factory=dict)
+    stuck: set[str] = field(default_factory=set)  # messages whose placeholder never shows
 
     async def add(self, what: str, replica: str, ts: str) -> None:
         async with self.changed:
@@ -55,6 +56,8 @@ class RecordingHandler:
         self.name = name
 
     async def begin(self, turn: QueuedTurn) -> PlaceholderReply:
+        if turn.message.ts in self.journal.stuck:
+            await asyncio.Event().wait()  # Slack never answers: until the process goes
         await self.journal.add("placeholder", self.name, turn.message.ts)
         return PlaceholderReply(f"placeholder-{turn.message.ts}")
 

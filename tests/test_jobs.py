@@ -7,6 +7,7 @@ its own (LISTEN/NOTIFY channels are per database), with replicas as real job wor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.jobs import JobTurnQueue, apply_job_schema
+from bot.jobs import JobTimings, JobTurnQueue, apply_job_schema
 from bot.messages import ConversationKey
 from tests.job_replicas import FAST, THREAD, Journal, RecordingHandler, turn
 
@@ -59,10 +60,15 @@ class Replicas:
         self.queues: dict[str, JobTurnQueue] = {}
 
     async def start(
-        self, name: str, max_in_flight: int = 10, *, take_jobs: bool = True
+        self,
+        name: str,
+        max_in_flight: int = 10,
+        *,
+        take_jobs: bool = True,
+        timings: JobTimings = FAST,
     ) -> JobTurnQueue:
         queue = JobTurnQueue(
-            self.database, max_in_flight, name=name, timings=FAST, take_jobs=take_jobs
+            self.database, max_in_flight, name=name, timings=timings, take_jobs=take_jobs
         )
         await queue.open()
         queue.start(RecordingHandler(self.journal, name))  # type: ignore[arg-type]
@@ -220,3 +226,23 @@ async def test_replicas_starting_together_create_the_job_tables_once(database: s
     created = await asyncio.gather(*(apply_job_schema(database) for _ in range(3)))
     assert sorted(created) == [False, False, True]
     assert not await apply_job_schema(database)
+
+
+async def test_a_turn_whose_replica_died_before_showing_its_placeholder_is_shown_again(
+    replicas: Replicas,
+) -> None:
+    held = dataclasses.replace(FAST, hold=2.0)
+    a = await replicas.start("a", timings=held)
+    journal = replicas.journal
+    journal.stuck.add("101.1")
+    # Both queued (before the ack), each held until its placeholder shows: never.
+    await a.submit(turn(1, "101.1"))
+    await a.submit(turn(2, "102.1"))
+    await a.drain(0)  # gone before it could say where the placeholders are
+    replicas.queues.pop("a")
+    await replicas.start("b", timings=held)
+    await journal.until(lambda entries: ("shown again", "b", "101.1") in entries)
+    await journal.until(lambda entries: ("started", "b", "101.1") in entries)
+    assert "102.1" not in journal.of("started"), "the thread's order holds"
+    journal.gate("101.1").set()
+    await journal.until(lambda entries: ("started", "b", "102.1") in entries)

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -49,15 +50,15 @@ class Replicas:
     env: dict[str, str]
     bots: dict[str, app.Bot] = field(default_factory=dict)
 
-    async def start(self, name: str, **env: str) -> app.Bot:
+    async def start(self, name: str, *, listen: bool = True, **env: str) -> app.Bot:
+        """A replica: `python -m bot` (listen), or `python -m bot worker`."""
         settings = load_settings(
             bot_env(self.slack, self.openai, self.database_url, "http", **(self.env | env)),
             env_file=None,
+            listening=listen,
         )
-        bot = await app.start(settings)
+        bot = await app.start(settings, listen=listen, job_timings=QUICK)
         assert bot.queue is not None, "PostgreSQL: turns are jobs"
-        # The default timings, shortened (what the start-up sweep and the worker read next).
-        bot.queue.timings = dataclasses.replace(QUICK, sweep_every=bot.queue.timings.sweep_every)
         self.bots[name] = bot
         return bot
 
@@ -173,6 +174,32 @@ async def test_stop_pressed_on_one_replica_stops_the_answer_another_replica_writ
     assert answers(slack, GENERAL, ts)[-1].text.startswith("You said: and now?")
 
 
+async def test_a_worker_answers_what_the_listening_replicas_take(replicas: Replicas) -> None:
+    await replicas.start("listener", MAX_TURNS_IN_FLIGHT="1")
+    worker = await replicas.start("worker", listen=False, MAX_TURNS_IN_FLIGHT="1")
+    assert worker.port is None, "a worker takes no events"
+    slack, openai = replicas.slack, replicas.openai
+    openai.model.gate = asyncio.Event()
+    replicas.deliver_to("listener")
+    first = await slack.mention(ALICE, GENERAL, "one")
+    second = await slack.mention(ALICE, GENERAL, "two")
+    # Each runs one turn at most: the listener one, the worker the other.
+    await slack.wait_for(lambda: len(openai.model.turns) == 2)
+    assert (replicas.runs("listener"), replicas.runs("worker")) == (1, 1)
+    openai.model.gate.set()
+    await replicas.idle()
+    assert answers(slack, GENERAL, first)[0].text.startswith("You said: one")
+    assert answers(slack, GENERAL, second)[0].text.startswith("You said: two")
+
+
+async def test_a_worker_needs_postgresql(replicas: Replicas, tmp_path: Path) -> None:
+    """`python -m bot worker` on SQLite stops at once, saying why."""
+    env = bot_env(replicas.slack, replicas.openai, tmp_path / "bot.sqlite3", "http")
+    settings = load_settings(env | replicas.env, env_file=None, listening=False)
+    with pytest.raises(app.StartupError, match="needs PostgreSQL"):
+        await app.start(settings, listen=False)
+
+
 async def test_a_message_recorded_by_a_replica_that_died_before_queueing_it_is_answered(
     replicas: Replicas,
 ) -> None:
@@ -186,7 +213,7 @@ async def test_a_message_recorded_by_a_replica_that_died_before_queueing_it_is_a
     assert bot.queue is not None
     bot.queue.timings = dataclasses.replace(bot.queue.timings, unqueued_after=0.0)
 
-    assert await bot.queue.sweep() == 1
+    await bot.queue.sweep()  # (or the one it runs on its own, at start)
     await replicas.idle()
     assert texts(answers(slack, GENERAL, event["ts"])) == [
         f"You said: <@{slack.bot_user_id}> still there? (message 1 of this conversation)"
@@ -314,3 +341,56 @@ async def test_a_message_that_cannot_be_recorded_is_acked_and_its_writer_told_an
         for name in list(replicas.bots):
             await replicas.stop(name)
         await proxy.cut()
+
+
+async def test_an_answer_written_while_the_database_is_away_is_answered_once(
+    replicas: Replicas, database_url: str, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sa.make_url(database_url)
+    proxy = DatabaseProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    replicas.database_url = url.set(port=proxy.listen_port).render_as_string(hide_password=False)
+    try:
+        await replicas.start("a")
+        await replicas.start("b")
+        slack, openai = replicas.slack, replicas.openai
+        openai.model.gate = asyncio.Event()
+        replicas.deliver_to("a")
+        ts = await slack.mention(ALICE, GENERAL, "take your time")
+        await slack.wait_for(lambda: len(openai.model.turns) == 1)
+
+        await proxy.cut()  # for every replica: the database restarts, or fails over
+        await until_heartbeats_are_stale(postgres_url, url.query["options"], QUICK.stalled_after)
+        with caplog.at_level(logging.INFO, logger="bot.jobs"):
+            await proxy.restore()
+            for bot in replicas.bots.values():
+                await until_ready(bot)
+            openai.model.gate.set()
+            await replicas.idle()
+        assert texts(answers(slack, GENERAL, ts)) == [
+            "You said: take your time (message 1 of this conversation)"
+        ]
+        assert len(slack.bot_replies(GENERAL, ts)) == 1
+        assert "event=turn_taken_over" not in caplog.text, "the living replica kept its turn"
+    finally:
+        for name in list(replicas.bots):
+            await replicas.stop(name)
+        await proxy.cut()
+
+
+async def until_heartbeats_are_stale(server: str, options: str, seconds: float) -> None:
+    """Wait until the database holds no worker heartbeat newer than `seconds` (as every
+    replica's looks after an outage that long)."""
+    schema = options.split("=", 1)[1]
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+        async with asyncio.timeout(30):
+            while True:
+                cursor = await admin.execute(
+                    f"SELECT count(*) FROM {schema}.procrastinate_workers"
+                    " WHERE last_heartbeat > now() - make_interval(secs => %s)",
+                    (seconds,),
+                )
+                row = await cursor.fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                await asyncio.sleep(0.2)

@@ -51,6 +51,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 # How long a statement waits for a pooled connection: short, so that an event is still acked
 # within Slack's 3 s while the database is away.
 ACQUIRE_TIMEOUT_SECONDS = 2.0
+RETRY_SECONDS = 0.5  # a patient write tries again this often while the database is away
 # The server ended the session (pg_terminate_backend, a restart): the statement did not run.
 _SESSION_ENDED = ("57P01", "57P02", "57P03")
 # SQLite: SQLAlchemy connections kept for reuse, all on the one sqlite3 connection.
@@ -314,9 +315,18 @@ class Database:
     async def all(self, statement: sa.Executable, params: Params | None = None) -> list[AnyRow]:
         return (await self._execute(statement, params or {}))[1]
 
-    async def write(self, statement: sa.Executable, params: Params) -> int:
-        """Execute one change; how many rows it changed."""
-        return (await self._execute(statement, params))[0]
+    async def write(self, statement: sa.Executable, params: Params, patience: float = 0.0) -> int:
+        """Execute one change; how many rows it changed. `patience`: seconds to try again for
+        while the database does not answer (for a change that may safely be made twice)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + patience
+        while True:
+            try:
+                return (await self._execute(statement, params))[0]
+            except StoreUnavailable:
+                if loop.time() >= give_up:
+                    raise
+            await asyncio.sleep(RETRY_SECONDS)
 
     async def _execute(self, statement: sa.Executable, params: Params) -> tuple[int, list[Any]]:
         """(rows changed, rows returned)."""

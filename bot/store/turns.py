@@ -17,6 +17,9 @@ from bot.store.records import Feedback, PendingTurn
 from bot.store.schema import feedback, turns
 
 OPEN_STATUSES = ("queued", "running")
+# A turn's state is written again while the database is away this long (a restart, a fail-over)
+# rather than failing the answer in progress: the change is the same made twice.
+TURN_WRITE_PATIENCE = 30.0
 _OPEN = sa.text("status IN ('queued', 'running')")  # as the index turns_open says it
 
 _SET_STATUS = {
@@ -152,6 +155,7 @@ class TurnTables:
                 "new_output_tokens": output_tokens,
                 "now": time.time(),
             },
+            patience=TURN_WRITE_PATIENCE,
         )
 
     async def open_turns(self, created_before: float | None = None) -> list[PendingTurn]:
