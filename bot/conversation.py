@@ -366,9 +366,11 @@ class Conversations:
         return len(turns)
 
     async def drain(self, grace: float) -> None:
-        """Stop taking new turns, let running ones finish within `grace` seconds, then cancel.
+        """Stop taking new turns, let running ones finish within `grace` seconds, then cancel
+        them (or, on PostgreSQL, hand them back to the job queue for another replica).
 
-        Turns that never started stay queued in the store and are answered after the restart.
+        Turns that never started stay queued, and are answered after the restart (or, on
+        PostgreSQL, by whichever replica is free).
         """
         await self.queue.drain(grace)
 

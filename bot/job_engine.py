@@ -32,7 +32,9 @@ QUEUE_NAME_BYTES = 63 - len("procrastinate_queue_v1#")
 RELEASE = """
 WITH released AS (
     UPDATE procrastinate_jobs
-    SET args = args || jsonb_build_object('reply', %(reply)s::text), scheduled_at = NULL
+    SET args = args || jsonb_build_object('reply', %(reply)s::text),
+        scheduled_at = NULL,
+        queue_name = %(queue)s
     WHERE id = %(job_id)s AND status = 'todo'
     RETURNING id, queue_name
 )
@@ -41,6 +43,11 @@ SELECT pg_notify(
     json_build_object('type', 'job_inserted', 'job_id', id)::text
 ) FROM released
 """
+# A held job waits longer: its placeholder is still being shown.
+HOLD_LONGER = """
+UPDATE procrastinate_jobs SET scheduled_at = now() + make_interval(secs => %(seconds)s)
+WHERE id = %(job_id)s AND status = 'todo' AND scheduled_at IS NOT NULL
+"""
 # A turn's job, by the queueing lock that keeps it to one job per turn.
 HELD = (
     "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo'"
@@ -48,7 +55,7 @@ HELD = (
 # Is any job waiting or running?
 OPEN_JOBS = """
 SELECT id FROM procrastinate_jobs
-WHERE queue_name = %(queue)s AND status IN ('todo', 'doing') LIMIT 1
+WHERE queue_name = ANY(%(queues)s) AND status IN ('todo', 'doing') LIMIT 1
 """
 # Those of a list of turns that a job carries.
 TURNS_WITH_JOBS = (
@@ -80,6 +87,7 @@ class TurnJobs(JobManager):
     """
 
     patience = 10.0  # seconds a finished job's end is tried again
+    wake_queue = TURN_QUEUE  # the queue whose workers are woken
 
     def __init__(self, connector: procrastinate.PsycopgConnector, conninfo: str) -> None:
         super().__init__(connector)
@@ -127,10 +135,11 @@ class TurnJobs(JobManager):
     ) -> None:
         pause = 1.0
         loop = asyncio.get_running_loop()
+        heard = [queue for queue in queues or [] if not queue.endswith("~")] or None
         while True:
             began = loop.time()
             try:
-                await super().listen_for_jobs(on_notification=on_notification, queues=queues)
+                await super().listen_for_jobs(on_notification=on_notification, queues=heard)
             except ConnectorException as exc:
                 log.warning(
                     "event=job_listener_failed retry_in=%s error=%s", pause, error_text(exc)
@@ -155,7 +164,7 @@ class TurnJobs(JobManager):
         try:
             await self.connector.execute_query_async(
                 query,
-                channel=f"procrastinate_queue_v1#{job.queue}",
+                channel=f"procrastinate_queue_v1#{self.wake_queue}",
                 payload=json.dumps({"type": "job_inserted", "job_id": job.id}),
                 lock=job.lock,
             )
@@ -201,7 +210,13 @@ async def queue_name(conninfo: str) -> str:
     schema = str(row[0]) if row is not None and row[0] is not None else "public"
     if schema == "public":
         return TURN_QUEUE
-    return f"{TURN_QUEUE}@{schema}".encode()[:QUEUE_NAME_BYTES].decode(errors="ignore")
+    return f"{TURN_QUEUE}@{schema}".encode()[: QUEUE_NAME_BYTES - 1].decode(errors="ignore")
+
+
+def held_queue(queue: str) -> str:
+    """Where a turn's job waits until its placeholder is shown: a queue the workers take jobs
+    from (a job whose hold ended) but do not listen to, so that queueing a job wakes nobody."""
+    return queue + "~"
 
 
 def unreachable(exc: BaseException) -> bool:

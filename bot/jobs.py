@@ -42,6 +42,7 @@ from procrastinate.worker import Worker
 
 from bot.job_engine import (
     HELD,
+    HOLD_LONGER,
     OPEN_JOBS,
     RELEASE,
     SWEEP_LOCK,
@@ -51,6 +52,7 @@ from bot.job_engine import (
     TurnJobs,
     apply_job_schema,
     error_text,
+    held_queue,
     queue_name,
 )
 from bot.messages import ConversationKey, IncomingMessage, SharedFile
@@ -77,8 +79,9 @@ class JobTimings:
     # the two: the placeholder is shown and the job deferred well within it.
     unqueued_after: float = 60.0
     sweep_every: float | None = 15.0  # None: this replica never looks for such turns
-    sign_of_life_within: float = 40.0  # a placeholder not shown by then: the turn is failed
-    hold: float = 45.0  # a job waits this long for its placeholder (its process died?)
+    # A job waits this long for its placeholder (renewed while it is being shown): if its
+    # process died meanwhile, any replica shows it again then.
+    hold: float = 45.0
 
 
 def conversation_lock(key: ConversationKey) -> str:
@@ -127,6 +130,8 @@ class JobTurnQueue:
         """Connect, and create the job tables if this database has none yet."""
         await apply_job_schema(self.conninfo)
         self.queue_name = await queue_name(self.conninfo)
+        assert isinstance(self.app.job_manager, TurnJobs)
+        self.app.job_manager.wake_queue = self.queue_name
         await self.app.open_async()
 
     def start(self, handler: TurnHandler) -> None:
@@ -163,7 +168,8 @@ class JobTurnQueue:
         if self._draining:
             return  # recorded: another replica's sweep takes it back
         key = turn.message.key
-        deadline = asyncio.get_running_loop().time() + self.timings.sign_of_life_within
+        # Well before the sweep would take the turn for one whose process died before this.
+        deadline = asyncio.get_running_loop().time() + self.timings.unqueued_after / 2
         job_id = None
         try:
             async with asyncio.timeout(DEFER_BEFORE_ACK_SECONDS):
@@ -187,7 +193,7 @@ class JobTurnQueue:
             return await self._task.configure(
                 lock=conversation_lock(message.key),
                 queueing_lock=held,
-                queue=self.queue_name,
+                queue=held_queue(self.queue_name),
                 priority=-min(turn.turn_id, 2**31 - 1),  # the older turn first
                 schedule_in={"milliseconds": int(self.timings.hold * 1000)},
             ).defer_async(turn_id=turn.turn_id, message=_message_data(message), reply=None)
@@ -205,7 +211,8 @@ class JobTurnQueue:
         deadline: float,
     ) -> None:
         """Show the turn's placeholder, and let its job run (deferring it first if that failed
-        before the ack: until `deadline`, then the sweep takes the turn back)."""
+        before the ack: until `deadline`, then the sweep takes the turn back). However long
+        Slack takes (rate limits), the job stays held while this process lives."""
         loop = asyncio.get_running_loop()
         while job_id is None:
             try:
@@ -221,25 +228,37 @@ class JobTurnQueue:
                     )
                     return  # recorded: a sweep takes it back
                 await asyncio.sleep(self.timings.restart_after)
-        if previous is not None:
-            await asyncio.wait([previous])
+        keep_held = asyncio.create_task(self._keep_held(job_id))
         try:
-            async with asyncio.timeout(max(0.1, deadline - loop.time())):
-                reply = await self.handler.begin(turn)
+            if previous is not None:
+                await asyncio.wait([previous])
+            reply = await self.handler.begin(turn)
         except Exception:
             with contextlib.suppress(Exception):
                 await self.app.job_manager.cancel_job_by_id_async(job_id, delete_job=True)
             await self.handler.not_shown(turn)
             return
+        finally:
+            keep_held.cancel()
         try:
             released = await self.app.connector.execute_query_all_async(
-                RELEASE, job_id=job_id, reply=reply.ref
+                RELEASE, job_id=job_id, reply=reply.ref, queue=self.queue_name
             )
         except Exception as exc:
             released = []
             log.warning("event=turn_release_failed job=%s error=%s", job_id, error_text(exc))
         if not released:
             log.warning("event=turn_shown_late job=%s ts=%s", job_id, turn.message.ts)
+
+    async def _keep_held(self, job_id: int) -> None:
+        while True:
+            await asyncio.sleep(self.timings.hold / 3)
+            try:
+                await self.app.connector.execute_query_async(
+                    HOLD_LONGER, job_id=job_id, seconds=self.timings.hold
+                )
+            except Exception as exc:
+                log.warning("event=turn_hold_failed job=%s error=%s", job_id, error_text(exc))
 
     def _posted(self, task: asyncio.Task[None]) -> None:
         del self._posting[task]
@@ -278,7 +297,7 @@ class JobTurnQueue:
         while True:
             await self._idle.wait()
             rows = await self.app.connector.execute_query_all_async(
-                OPEN_JOBS, queue=self.queue_name
+                OPEN_JOBS, queues=[self.queue_name, held_queue(self.queue_name)]
             )
             if self._idle.is_set() and not rows:
                 return
@@ -355,7 +374,7 @@ class JobTurnQueue:
     def _new_worker(self) -> Worker:
         return Worker(
             self.app,
-            queues=[self.queue_name],
+            queues=[self.queue_name, held_queue(self.queue_name)],
             name=self.name,
             concurrency=self.max_in_flight,
             install_signal_handlers=False,
@@ -427,7 +446,6 @@ class JobTurnQueue:
             asked = loop.time()
             try:
                 stalled = await manager.get_stalled_jobs(
-                    queue=self.queue_name,
                     task_name=TURN_TASK,
                     seconds_since_heartbeat=self.timings.stalled_after,
                 )

@@ -57,7 +57,8 @@ class RecordingHandler:
 
     async def begin(self, turn: QueuedTurn) -> PlaceholderReply:
         if turn.message.ts in self.journal.stuck:
-            await asyncio.Event().wait()  # Slack never answers: until the process goes
+            # Slack does not answer (until the test says so, or the process goes).
+            await self.journal.gate(f"placeholder {turn.message.ts}").wait()
         await self.journal.add("placeholder", self.name, turn.message.ts)
         return PlaceholderReply(f"placeholder-{turn.message.ts}")
 

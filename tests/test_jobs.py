@@ -246,3 +246,33 @@ async def test_a_turn_whose_replica_died_before_showing_its_placeholder_is_shown
     assert "102.1" not in journal.of("started"), "the thread's order holds"
     journal.gate("101.1").set()
     await journal.until(lambda entries: ("started", "b", "102.1") in entries)
+
+
+async def test_a_placeholder_slow_to_show_keeps_its_turn_for_the_replica_showing_it(
+    replicas: Replicas, database: str
+) -> None:
+    held = dataclasses.replace(FAST, hold=1.0)
+    a = await replicas.start("a", timings=held)
+    await replicas.start("b", timings=held)
+    journal = replicas.journal
+    journal.stuck.add("101.1")
+    await a.submit(turn(1, "101.1"))
+    # Slack keeps the placeholder waiting for three holds and more.
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as db:
+        cursor = await db.execute("SELECT clock_timestamp()")
+        row = await cursor.fetchone()
+        assert row is not None
+        queued = row[0]
+        async with asyncio.timeout(30):
+            while True:
+                cursor = await db.execute(
+                    "SELECT clock_timestamp() - %s > interval '3 s'", (queued,)
+                )
+                late = await cursor.fetchone()
+                if late is not None and late[0]:
+                    break
+                await asyncio.sleep(0.2)
+    journal.gate("placeholder 101.1").set()
+    await journal.until(lambda entries: any(e[0] == "started" for e in entries))
+    assert journal.entries[0] == ("placeholder", "a", "101.1")
+    assert "shown again" not in {e[0] for e in journal.entries}

@@ -14,7 +14,9 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -26,6 +28,7 @@ from bot.messages import ConversationKey
 from bot.slack import words
 from bot.slack.blocks import STOP_ACTION
 from bot.slack.words import THINKING
+from bot.startup import StartupError
 from tests.conftest import ALICE, GENERAL, answers, bot_env, has_stop_button, texts
 from tests.db_proxy import DatabaseProxy
 from tests.emulators.openai import OpenAIEmulator
@@ -99,7 +102,9 @@ async def replicas(
             await group.stop(name)
 
 
-def mention_events(slack: SlackEmulator, text: str, thread_ts: str | None = None) -> tuple:
+def mention_events(
+    slack: SlackEmulator, text: str, thread_ts: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     """A channel @mention's two deliveries (app_mention and message), and its ts."""
     message = slack.message_event(
         ALICE, GENERAL, f"<@{slack.bot_user_id}> {text}", thread_ts=thread_ts
@@ -131,13 +136,33 @@ async def test_deliveries_and_retries_spread_over_replicas_are_answered_once_and
             replicas.deliver_to("a")
             await slack.deliver(event, retry_num=1, retry_reason="http_timeout")
     assert all(d.status == 200 for d in slack.deliveries), "every delivery acked"
+    # A retry reaching one replica while the other is still recording the first delivery.
+    event = slack.message_event(ALICE, GENERAL, "question 6", thread_ts=root)
+    statuses = await asyncio.gather(
+        *(post_event(slack, replicas.bots[name], event, "Ev0SAME") for name in "ab")
+    )
+    assert statuses == [200, 200]
 
     await replicas.idle()
     assert texts(answers(slack, GENERAL, root)) == [
-        f"You said: question {n} (message {n} of this conversation)" for n in range(1, 6)
+        f"You said: question {n} (message {n} of this conversation)" for n in range(1, 7)
     ]
-    assert len(slack.bot_replies(GENERAL, root)) == 5, "no placeholder left, none twice"
+    assert len(slack.bot_replies(GENERAL, root)) == 6, "no placeholder left, none twice"
     assert len(replicas.openai.threads) == 1
+
+
+async def post_event(
+    slack: SlackEmulator, bot: app.Bot, event: dict[str, Any], event_id: str
+) -> int:
+    """Slack's POST of `event` to one replica, at once (its ack's status)."""
+    body = slack.envelope(event, event_id)
+    headers = {"Content-Type": "application/json", **slack.sign(body)}
+    url = f"http://127.0.0.1:{bot.port}/slack/events"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        return response.status
 
 
 async def test_stop_pressed_on_one_replica_stops_the_answer_another_replica_writes(
@@ -196,7 +221,7 @@ async def test_a_worker_needs_postgresql(replicas: Replicas, tmp_path: Path) -> 
     """`python -m bot worker` on SQLite stops at once, saying why."""
     env = bot_env(replicas.slack, replicas.openai, tmp_path / "bot.sqlite3", "http")
     settings = load_settings(env | replicas.env, env_file=None, listening=False)
-    with pytest.raises(app.StartupError, match="needs PostgreSQL"):
+    with pytest.raises(StartupError, match="needs PostgreSQL"):
         await app.start(settings, listen=False)
 
 
@@ -360,7 +385,8 @@ async def test_an_answer_written_while_the_database_is_away_is_answered_once(
         await slack.wait_for(lambda: len(openai.model.turns) == 1)
 
         await proxy.cut()  # for every replica: the database restarts, or fails over
-        await until_heartbeats_are_stale(postgres_url, url.query["options"], QUICK.stalled_after)
+        options = str(url.query["options"])
+        await until_heartbeats_are_stale(postgres_url, options, QUICK.stalled_after)
         with caplog.at_level(logging.INFO, logger="bot.jobs"):
             await proxy.restore()
             for bot in replicas.bots.values():
