@@ -6,6 +6,12 @@ in HTTP mode, as a user runs it. Every figure is printed as one `name: value` li
     python -m bench.load --burst 200 --model-latency 2
     python -m bench.load --burst 1000 --model-latency 2 --engine responses
     python -m bench.load --rate 100 --n 500
+    python -m bench.load --database postgresql://postgres@127.0.0.1:5432/test --replicas 2
+    python -m bench.load --database postgresql://… --replicas 2 --kill-one-halfway
+
+With --database the bots run on a new PostgreSQL database made on that server for the run (and
+dropped after it); with --replicas N, N bots share it and the emulated Slack sends each delivery
+to the next one in turn, sending again (to the next) what was not acked, as Slack does.
 """
 
 from __future__ import annotations
@@ -26,11 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
+
 from tests.emulators.openai import OpenAIEmulator
 from tests.emulators.slack import SlackEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWER_PREFIX = "You said:"
+RESTARTED = "The bot restarted while answering this message"  # the answer was lost, and said so
 USER = "U0ALICE"
 DEFINITIONS = """
 assistants:
@@ -49,6 +59,7 @@ class MeasuringSlack(SlackEmulator):
         self.first_call: dict[str, float] = {}  # thread ts -> monotonic time
         self.answered_at: dict[str, float] = {}
         self.answers: dict[str, set[str]] = {}  # thread ts -> ts of bot messages holding an answer
+        self.told_lost: set[str] = set()  # threads told their answer was lost to a restart
 
     def _api_response(
         self,
@@ -71,6 +82,8 @@ class MeasuringSlack(SlackEmulator):
             if view.text.startswith(ANSWER_PREFIX):
                 self.answers.setdefault(thread, set()).add(msg.ts)
                 self.answered_at.setdefault(thread, now)
+            elif RESTARTED in view.text:
+                self.told_lost.add(thread)
         return response
 
 
@@ -149,8 +162,10 @@ def bot_env(
     work: Path,
     log_level: str,
     bot_source: Path | None = None,
+    database_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment of `python -m bot` (HTTP mode) against the emulators, files in `work`."""
+    """The environment of `python -m bot` (HTTP mode) against the emulators, files in `work`
+    (the SQLite database too, unless `database_url` names another)."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "TMPDIR": str(work),
@@ -160,7 +175,7 @@ def bot_env(
         "SLACK_API_URL": slack.api_url,
         "OPENAI_API_KEY": openai.api_key,
         "OPENAI_BASE_URL": openai.base_url,
-        "DATABASE_PATH": str(work / "bot.sqlite3"),
+        "DATABASE_URL": database_url or f"sqlite:///{work / 'bot.sqlite3'}",
         "PORT": str(free_port()),
         "LOG_LEVEL": log_level,
         "BOT_ENGINE": engine,
@@ -210,6 +225,80 @@ def log_tail(path: Path, lines: int = 20) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-lines:]
 
 
+@dataclass
+class Replica:
+    """One bot process of the run; its CPU and memory as last read (a killed one keeps them)."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    ticks: int = 0
+    peak_rss_mb: float = 0.0
+
+    def read(self) -> int:
+        with contextlib.suppress(OSError):  # gone: what was read last stands
+            self.ticks = cpu_ticks(self.process.pid)
+            self.peak_rss_mb = peak_rss_mb(self.process.pid)
+        return self.ticks
+
+    async def kill(self) -> None:
+        self.read()
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+
+@dataclass
+class BenchDatabase:
+    """A PostgreSQL database made for one run on the server `--database` names."""
+
+    server: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        return sa.make_url(self.server).set(database=self.name).render_as_string(False)
+
+    async def transactions(self) -> int:
+        """Transactions the bots committed or rolled back so far (the server's statistics, which
+        each connection reports when idle, and at the latest when it closes)."""
+        async with await psycopg.AsyncConnection.connect(self.server, autocommit=True) as admin:
+            cursor = await admin.execute(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                (self.name,),
+            )
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def table_activity(self) -> str:
+        """Per table, rows inserted, updated and deleted, and scans (for --detail)."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as connection:
+            cursor = await connection.execute(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del,"
+                " coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+                " WHERE n_tup_ins + n_tup_upd + n_tup_del + coalesce(idx_scan, 0) > 0"
+                " ORDER BY n_tup_ins + n_tup_upd + n_tup_del DESC, relname"
+            )
+            rows = await cursor.fetchall()
+        return ", ".join(
+            f"{name} ins={ins} upd={upd} del={dele} scans={scans}"
+            for name, ins, upd, dele, scans in rows
+        )
+
+
+@contextlib.asynccontextmanager
+async def bench_database(server: str | None) -> AsyncIterator[BenchDatabase | None]:
+    if not server:
+        yield None
+        return
+    database = BenchDatabase(server, f"bench_load_{os.getpid()}_{int(time.time())}")
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+        await admin.execute(f"CREATE DATABASE {database.name}")
+    try:
+        yield database
+    finally:
+        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+            await admin.execute(f"DROP DATABASE {database.name} WITH (FORCE)")
+
+
 async def run(args: argparse.Namespace, work: Path) -> int:
     slack = MeasuringSlack()
     openai = OpenAIEmulator()
@@ -220,61 +309,142 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     channels = [f"C0LOAD{i:03d}" for i in range(args.channels)]
     for channel in channels:
         slack.add_channel(channel, channel.lower())
-    env = bot_env(slack, openai, args.engine, work, args.log_level, args.bot_source)
-    env |= dict(pair.split("=", 1) for pair in args.env)
     try:
-        log_path = args.bot_log or work / "bot.log"
-        async with bot_process(env, work, log_path, keep_log=args.bot_log is not None) as process:
-            profiler = None
-            if args.profile:
-                profiler = await asyncio.create_subprocess_exec(
-                    str(Path(sys.executable).parent / "py-spy"),
-                    *("record", "--pid", str(process.pid), "--format", "raw", "-o", args.profile),
-                    stdout=asyncio.subprocess.DEVNULL,
+        async with bench_database(args.database) as database:
+            try:
+                measured = await run_bots(args, slack, openai, channels, work, database)
+            except Failed as failure:  # the bots' log tails were shown as they stopped
+                measured = failure.measured
+            figures = measured.figures
+            if database:
+                # Read once the bots have stopped: a closed connection has reported everything.
+                transactions = await settled_transactions(database)
+                spent = transactions - measured.transactions_before
+                figures["db_transactions_per_answer"] = (
+                    f"{spent / max(1, measured.answered):.1f} (commits and rollbacks of every "
+                    "replica, from the load's start until they stopped)"
                 )
-            slack.events_url = f"http://127.0.0.1:{env['PORT']}/slack/events"
-            result = await measure(args, slack, openai, process.pid, channels)
-            if profiler is not None:
-                profiler.send_signal(signal.SIGINT)
-                await profiler.wait()
-            if result != 0:
-                raise Failed(result)
-            return result
-    except Failed as failure:
-        return failure.code
+                if args.detail:
+                    figures["db_tables"] = await database.table_activity()
+        for name, value in figures.items():
+            print(f"{name}: {value}")
+        return measured.code
     finally:
         await slack.stop()
         await openai.stop()
 
 
-class Failed(Exception):
-    """The run finished with a failing figure: the bot's log tail is shown."""
+async def run_bots(
+    args: argparse.Namespace,
+    slack: MeasuringSlack,
+    openai: OpenAIEmulator,
+    channels: list[str],
+    work: Path,
+    database: BenchDatabase | None,
+) -> Measured:
+    """Start the bots, measure the load on them, stop them (SIGTERM)."""
+    env = bot_env(
+        slack,
+        openai,
+        args.engine,
+        work,
+        args.log_level,
+        args.bot_source,
+        database.url if database else None,
+    )
+    env |= dict(pair.split("=", 1) for pair in args.env)
+    async with contextlib.AsyncExitStack() as bots:
+        replicas = []
+        for number in range(1, args.replicas + 1):
+            # One at a time: the first creates the tables, the others find them.
+            replica_env = env | {"PORT": str(free_port())}
+            log_path = args.bot_log or work / "bot.log"
+            if args.replicas > 1:
+                log_path = log_path.with_name(f"{log_path.stem}.{number}{log_path.suffix}")
+            process = await bots.enter_async_context(
+                bot_process(replica_env, work, log_path, keep_log=args.bot_log is not None)
+            )
+            replicas.append(
+                Replica(process, f"http://127.0.0.1:{replica_env['PORT']}/slack/events")
+            )
+        slack.events_urls = [replica.url for replica in replicas]
+        slack.redeliveries = 3 if args.replicas > 1 else 0  # as Slack does: several need it
+        profiler = None
+        if args.profile:
+            profiler = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"),
+                *("record", "--pid", str(replicas[0].process.pid), "--format", "raw"),
+                *("-o", args.profile),
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+        measured = await measure(args, slack, openai, replicas, channels, database)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            await profiler.wait()
+        if measured.code != 0:
+            raise Failed(measured)
+        return measured
 
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
+
+async def settled_transactions(database: BenchDatabase) -> int:
+    """The transaction count once the stopped bots' connections have all reported theirs."""
+    seen = await database.transactions()
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        now = await database.transactions()
+        if now == seen:
+            return now
+        seen = now
+    return seen
+
+
+class Failed(Exception):
+    """The run finished with a failing figure: the bots' log tails are shown."""
+
+    def __init__(self, measured: Measured) -> None:
+        super().__init__(measured.code)
+        self.measured = measured
+
+
+@dataclass
+class Measured:
+    figures: dict[str, str]
+    code: int  # 0: every mention answered, once
+    answered: int
+    transactions_before: int
+
+
+STATS_FLUSH_SECONDS = 11.0  # PostgreSQL reports an idle connection's statistics within 10 s
 
 
 async def measure(
     args: argparse.Namespace,
     slack: MeasuringSlack,
     openai: OpenAIEmulator,
-    pid: int,
+    replicas: list[Replica],
     channels: list[str],
-) -> int:
+    database: BenchDatabase | None,
+) -> Measured:
+    """Send the load and measure it."""
     n = args.burst or args.n
     window = args.burst_window if args.burst else n / args.rate
     interval = window / n
 
+    def bot_ticks() -> int:
+        return sum(replica.read() for replica in replicas)
+
     await asyncio.sleep(0.5)  # let start-up finish before the idle baseline
-    idle_start, idle_ticks = time.monotonic(), cpu_ticks(pid)
-    await asyncio.sleep(args.idle_seconds)
-    idle_rate = (cpu_ticks(pid) - idle_ticks) / (time.monotonic() - idle_start)
+    idle_start, idle_ticks = time.monotonic(), bot_ticks()
+    # Long enough, with a database, that its statistics hold all of start-up's transactions.
+    await asyncio.sleep(max(args.idle_seconds, STATS_FLUSH_SECONDS if database else 0.0))
+    idle_rate = (bot_ticks() - idle_ticks) / (time.monotonic() - idle_start)
+    transactions_before = await database.transactions() if database else 0
 
     calls_before, requests_before = len(slack.calls), len(openai.requests)
-    ticks_before = cpu_ticks(pid)
+    ticks_before = bot_ticks()
     own_cpu_before = time.process_time()
     run = Run()
+    killed_at: float | None = None
 
     async def mention(index: int) -> None:
         sent = Sent(time.monotonic())
@@ -297,6 +467,10 @@ async def measure(
         delay = load_start + index * interval - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        if args.kill_one_halfway and index == n // 2:
+            killed_at = time.monotonic()
+            await replicas[0].kill()  # its deliveries fail from now on: Slack sends them again
+            print(f"bench: killed replica 1 (pid {replicas[0].process.pid})", file=sys.stderr)
         tasks.append(asyncio.create_task(mention(index)))
     await asyncio.gather(*tasks)
     first_sent = min(s.started for s in run.sent)
@@ -307,13 +481,12 @@ async def measure(
     watcher.cancel()
     # Let duplicates (if any) show up and the bot settle before the last CPU reading.
     await asyncio.sleep(args.settle_seconds)
-    ticks = cpu_ticks(pid) - ticks_before
+    ticks = bot_ticks() - ticks_before
     own_cpu = time.process_time() - own_cpu_before
     load_seconds = time.monotonic() - load_start
-    rss = peak_rss_mb(pid)
 
     answered = [s for s in run.sent if s.ts in slack.answered_at]
-    acks = [d.ack_seconds for d in slack.deliveries if d.kind == "events_api"]
+    acks = [d.ack_seconds for d in slack.deliveries if d.kind == "events_api" and d.status]
     failed_acks = sum(1 for d in slack.deliveries if d.status != 200)
     sign_of_life = [
         slack.first_call[s.ts] - s.started for s in run.sent if s.ts in slack.first_call
@@ -323,16 +496,24 @@ async def measure(
     cpu_ms = (ticks - idle_rate * load_seconds) * 1000 / CLOCK_TICKS
     done = max((slack.answered_at[s.ts] for s in answered), default=load_end)
     count = max(1, len(answered))
+    told = {s.ts for s in run.sent if s.ts in slack.told_lost and s.ts not in slack.answered_at}
+    silent = sorted(
+        s.ts for s in run.sent if s.ts not in slack.answered_at and s.ts not in slack.told_lost
+    )
 
     figures = {
         "mode": f"burst {n} in {window:g} s"
         if args.burst
         else f"rate {args.rate:g} mentions/s ({2 * args.rate:g} events/s), {n} mentions",
         "engine": args.engine,
+        "database": f"postgresql (database {database.name}, dropped after the run)"
+        if database
+        else "sqlite",
+        "replicas": str(len(replicas)),
         "model_latency": f"{args.model_latency:g} s",
         "openai_spec_validation": "on" if args.validate_spec else "off (benchmark)",
         "bot_log_level": args.log_level,
-        "events_delivered": str(len(acks)),
+        "events_delivered": str(len(slack.deliveries)),
         "events_not_acked_200": str(failed_acks),
         "ack_p50": ms(percentile(acks, 50)),
         "ack_p95": ms(percentile(acks, 95)),
@@ -345,15 +526,36 @@ async def measure(
         "bot_added_p99": ms(percentile(added, 99)),
         "answered": f"{len(answered)}/{n}",
         "duplicated": str(duplicated),
-        "lost": str(n - len(answered)),
+        "lost": str(n - len(answered))
+        + (
+            f" ({len(told)} of them told to send it again: {', '.join(sorted(told)[:5])})"
+            if told
+            else ""
+        )
+        + (f"; not answered at all: {', '.join(silent[:5])}" if silent else ""),
         "slack_calls_per_answer": f"{(len(slack.calls) - calls_before) / count:.2f}",
         "openai_calls_per_answer": f"{(len(openai.requests) - requests_before) / count:.2f}",
-        "bot_peak_rss": f"{rss:.1f} MB",
-        "bot_cpu_per_answer": f"{cpu_ms / count:.1f} ms",
+        "bot_peak_rss": " / ".join(f"{r.peak_rss_mb:.1f} MB" for r in replicas),
+        "bot_cpu_per_answer": f"{cpu_ms / count:.1f} ms"
+        + (f" (summed over {len(replicas)} replicas)" if len(replicas) > 1 else ""),
         "emulators_cpu_per_answer": f"{own_cpu * 1000 / count:.1f} ms (this process)",
         "emulators_loop_lag_max": ms(max(lags, default=0.0)),
         "all_answered_after": f"{done - first_sent:.2f} s" if len(answered) == n else "never",
     }
+    if killed_at is not None:
+        figures["killed_after"] = f"{killed_at - first_sent:.2f} s"
+        # What the killed replica held (turns it ran, or took without queueing) is answered
+        # late, once another replica takes it over: later than the model plus 5 s.
+        late = sorted(
+            slack.answered_at[s.ts] - killed_at
+            for s in answered
+            if slack.answered_at[s.ts] - s.started > args.model_latency + 5
+        )
+        figures["taken_over"] = (
+            f"{len(late)} answers, {late[0]:.1f} to {late[-1]:.1f} s after the kill"
+            if late
+            else "nothing answered late"
+        )
     if args.bot_log:
         figures["bot_log"] = str(args.bot_log)
     if args.detail:
@@ -364,9 +566,8 @@ async def measure(
         )
         figures["slack_calls"] = ", ".join(f"{k}={v}" for k, v in slack_methods.most_common())
         figures["openai_calls"] = ", ".join(f"{k}={v}" for k, v in paths.most_common())
-    for name, value in figures.items():
-        print(f"{name}: {value}")
-    return 0 if len(answered) == n and duplicated == 0 else 1
+    code = 0 if len(answered) == n and duplicated == 0 else 1
+    return Measured(figures, code, len(answered), transactions_before)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -395,9 +596,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", help="py-spy the bot into this file (collapsed stacks)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the bot")
     parser.add_argument("--bot-log", type=Path, help="keep the bot's log in this file")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="a PostgreSQL server (postgresql://…) on which the run makes its own database "
+        "(default: a SQLite file)",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="bots sharing the database (needs --database)"
+    )
+    parser.add_argument(
+        "--kill-one-halfway",
+        action="store_true",
+        help="SIGKILL one replica once half the mentions are sent (needs --replicas 2 or more)",
+    )
     args = parser.parse_args(argv)
     if args.burst is None and args.rate is None:
         args.burst = 200
+    if args.replicas < 1:
+        parser.error("--replicas must be 1 or more")
+    if args.replicas > 1 and not args.database:
+        parser.error("several replicas need PostgreSQL: add --database postgresql://…")
+    if args.kill_one_halfway and args.replicas < 2:
+        parser.error("--kill-one-halfway needs --replicas 2 or more (one must live on)")
     return args
 
 

@@ -34,7 +34,7 @@ from bot.governance.forget import Forgetting, erase_old_texts
 from bot.governance.gate import TurnGate
 from bot.governance.prices import Prices
 from bot.governance.usage import UsageReports
-from bot.health import Health, refuse_events_while_stopping
+from bot.health import BACKEND_REMEMBERED_SECONDS, Health, refuse_events_while_stopping, remembered
 from bot.messages import ConversationKey
 from bot.single_process import DatabaseLock
 from bot.slack.approvals import Approvals
@@ -361,6 +361,9 @@ async def start(
     )
     health = Health()
     health.add_check("database", lambda: _database_answers(store))
+    health.add_check(
+        "backend", remembered(lambda: _backend_answers(backend), BACKEND_REMEMBERED_SECONDS)
+    )
     if queue is not None:
         health.add_check("job_queue", queue.reachable)
     bot = Bot(settings, store, backend, slack, conversations, file_source, lock, health, queue)
@@ -404,18 +407,26 @@ async def start(
     return bot
 
 
+def replica_timings(dead_after: float) -> JobTimings:
+    """A replica says it is alive four times within `dead_after` (at most every 5 s), so that
+    one slow beat on a busy machine is not taken for death."""
+    from bot.jobs import JobTimings
+
+    return JobTimings(heartbeat=min(5.0, dead_after / 4), stalled_after=dead_after)
+
+
 async def open_job_queue(
     conninfo: str, settings: Settings, seconds: float, timings: JobTimings | None = None
 ) -> JobTurnQueue:
     """The turns' job queue on PostgreSQL, connected, its tables created if need be; a
     StartupError in one line when the database cannot be reached in `seconds`."""
-    from bot.jobs import JobTimings, JobTurnQueue  # procrastinate: loaded only where used
+    from bot.jobs import JobTurnQueue  # procrastinate: loaded only where used
 
     queue = JobTurnQueue(
         conninfo,
         settings.max_turns_in_flight,
         name=socket.gethostname(),
-        timings=timings or JobTimings(),
+        timings=timings or replica_timings(settings.replica_dead_after),
     )
     try:
         async with asyncio.timeout(seconds):
@@ -456,6 +467,11 @@ async def _serve(runner: web.AppRunner, port: int) -> int:
 
 async def _database_answers(store: Store) -> bool:
     await store.has_conversation(ConversationKey("", "", ""))  # any cheap read
+    return True
+
+
+async def _backend_answers(backend: Backend) -> bool:
+    await backend.answers()
     return True
 
 

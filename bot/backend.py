@@ -97,10 +97,16 @@ def _assistants_api_id(assistant_id: str | None) -> bool:
 def make_backend(engine: str, client: AsyncOpenAI, store: Store) -> Backend:
     """The engine, its assistant catalogue and the file backend, sharing one API client."""
     files = OpenAIFiles(client)
+
+    async def answers() -> None:
+        # The cheapest request servers of either API serve; not retried: readiness asks again.
+        await client.with_options(max_retries=0).models.list()
+
     if engine == "responses":
         catalog = StoredAssistants(store)  # the bot's own definitions
-        return Backend(ResponsesEngine(client, catalog), catalog, files, client.close)
-    return Backend(AssistantsEngine(client), AssistantsApiCatalog(client), files, client.close)
+        return Backend(ResponsesEngine(client, catalog), catalog, files, client.close, answers)
+    catalog_api = AssistantsApiCatalog(client)
+    return Backend(AssistantsEngine(client), catalog_api, files, client.close, answers)
 
 
 async def open_backend(settings: BackendSettings, store: Store) -> tuple[Backend, EngineChoice]:

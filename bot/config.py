@@ -108,6 +108,7 @@ class Settings:
     file_retention_days: int = 30
     file_index_timeout: float = 120.0
     slack_view: str = "agent_view"
+    replica_dead_after: float = 20.0  # PostgreSQL: a replica silent this long has died
     openai_timeout: float = 120.0
     slack_timeout: float = 30.0
     slack_retries: int = 4
@@ -215,6 +216,7 @@ def load_settings(
         approval_timeout=reader.number("APPROVAL_TIMEOUT_SECONDS", 600.0, 0.1, 3600.0),
         max_file_mb=reader.number("MAX_FILE_MB", 50.0, 0.001, 512.0),
         max_files_per_message=reader.integer("MAX_FILES_PER_MESSAGE", 10, 1, 100),
+        replica_dead_after=reader.number("REPLICA_DEAD_AFTER_SECONDS", 20.0, 2.0, 600.0),
         file_retention_days=backend.file_retention_days,
         file_index_timeout=reader.number("FILE_INDEX_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
         slack_view=reader.choice("SLACK_VIEW", "agent_view", SLACK_VIEWS),

@@ -671,7 +671,9 @@ class Conversations:
         metrics.turn_finished(outcome.status, (outcome.error or "").split(":", 1)[0])
         if outcome.usage is not None:
             usage = outcome.usage
-            metrics.tokens_used(outcome.assistant, usage.input_tokens, usage.output_tokens)
+            metrics.tokens_used(
+                outcome.assistant, usage.model, usage.input_tokens, usage.output_tokens
+            )
         log.info(
             "event=turn_finished channel=%s ts=%s status=%s run=%s error=%s",
             message.key.channel_id,

@@ -2,13 +2,15 @@
 
 In HTTP mode these routes share the Slack port; in Socket Mode they listen on HEALTH_PORT
 (off unless set). `/readyz` answers 503, naming the failed checks, while the database does not
-answer, the Socket Mode connection is down, or shutdown has begun (it turns first, so the
-platform stops sending work before the bot stops taking it).
+answer, the backend does not answer a cheap request, the Socket Mode connection is down, or
+shutdown has begun (it turns first, so the platform stops sending work before the bot stops
+taking it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -16,6 +18,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 CHECK_SECONDS = 2.0
+BACKEND_REMEMBERED_SECONDS = 30.0  # the backend answered: not asked again for this long
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -48,6 +51,25 @@ class Health:
         if failed:
             return web.Response(status=503, text="not ready: " + ", ".join(failed) + "\n")
         return web.Response(text="ready\n")
+
+
+def remembered(check: Check, seconds: float) -> Check:
+    """`check`, whose success holds for `seconds` (a probe every few seconds then costs the
+    backend one request in `seconds`); a failure is asked again at the next probe."""
+    passed_at: float | None = None
+
+    async def cached() -> bool:
+        nonlocal passed_at
+        now = time.monotonic()
+        if passed_at is not None and now - passed_at < seconds:
+            return True
+        passed_at = None
+        if await check():
+            passed_at = now
+            return True
+        return False
+
+    return cached
 
 
 def refuse_events_while_stopping(health: Health, path: str) -> Middleware:

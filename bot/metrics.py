@@ -64,8 +64,8 @@ TOOL_CALLS = Counter(
 )
 TOKENS = Counter(
     "slackbot_tokens",
-    "Tokens used, by direction (in, out) and assistant",
-    ["direction", "assistant"],
+    "Tokens used, by direction (in, out), assistant and model",
+    ["direction", "assistant", "model"],
 )
 FILES = Counter(
     "slackbot_files", "Files shared with the bot: taken, or refused and why", ["result"]
@@ -135,9 +135,9 @@ def tool_called(tool: str, outcome: str) -> None:
     TOOL_CALLS.labels(code(tool), outcome).inc()
 
 
-def tokens_used(assistant: str, tokens_in: int, tokens_out: int) -> None:
-    TOKENS.labels("in", code(assistant)).inc(tokens_in)
-    TOKENS.labels("out", code(assistant)).inc(tokens_out)
+def tokens_used(assistant: str, model: str, tokens_in: int, tokens_out: int) -> None:
+    TOKENS.labels("in", code(assistant), code(model)).inc(tokens_in)
+    TOKENS.labels("out", code(assistant), code(model)).inc(tokens_out)
 
 
 def file_taken() -> None:

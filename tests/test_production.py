@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -69,6 +70,19 @@ async def test_readiness_fails_naming_the_database_when_it_stops_answering(bot: 
     status, body = await get(bot.bot.port, "/readyz")
     assert (status, body) == (503, "not ready: database\n")
     assert await get(bot.bot.port, "/healthz") == (200, "ok\n"), "the process itself is alive"
+
+
+async def test_readiness_names_the_backend_while_it_does_not_answer_and_recovers_with_it(
+    bot: Harness,
+) -> None:
+    assert bot.bot is not None and bot.bot.port is not None
+    bot.openai.fail_next("/v1/models", 503, times=2)
+    assert await get(bot.bot.port, "/readyz") == (503, "not ready: backend\n")
+    assert await get(bot.bot.port, "/readyz") == (503, "not ready: backend\n"), "asked again"
+    assert await get(bot.bot.port, "/readyz") == (200, "ready\n")
+    asked = len(bot.openai.requests)
+    assert await get(bot.bot.port, "/readyz") == (200, "ready\n")
+    assert len(bot.openai.requests) == asked, "a backend that answered is not asked at each probe"
 
 
 @pytest.mark.parametrize("engine", ["assistants"])
@@ -136,6 +150,13 @@ async def test_an_answer_a_failure_and_a_stop_move_the_metrics(bot: Harness) -> 
         name = f"slackbot_turn_{histogram}_seconds_count"
         assert moved(before, answered, name) == 1, name
     assert moved(before, answered, "slackbot_acks_slow_total", type="app_mention") == 0
+    tokens_out: dict[str, float] = {}  # by model, whatever the assistant
+    for (name, labels), count in answered.items():
+        if name == "slackbot_tokens_total" and ("direction", "out") in labels:
+            model = dict(labels)["model"]
+            spent = count - value(before, name, **dict(labels))
+            tokens_out[model] = tokens_out.get(model, 0.0) + spent
+    assert tokens_out["gpt-4o"] > 0 and sum(tokens_out.values()) == tokens_out["gpt-4o"]
 
     openai.fail_next(bot.conversation_path, 500, times=3, retry_after=0)
     failed_ts = await slack.mention(ALICE, GENERAL, "this one fails")
@@ -294,3 +315,26 @@ def test_the_compose_file_parses_and_sets_only_settings_the_bot_knows() -> None:
     assert volume[0] in compose["volumes"]
     database = bot["environment"]["DATABASE_URL"].removeprefix("sqlite:///")
     assert database.startswith(volume[1] + "/"), "the data persists"
+
+
+def test_the_two_replica_compose_file_runs_http_bots_behind_a_balancer_on_its_postgresql() -> None:
+    compose = yaml.safe_load((REPO / "compose.replicas.yaml").read_text())
+    services = compose["services"]
+    bots = {name: s for name, s in services.items() if s.get("build") == "."}
+    assert len(bots) == 2
+    for name, bot in bots.items():
+        environment = bot["environment"]
+        unknown = set(environment) - known_settings()
+        assert not unknown, f"{name} sets settings the bot does not read: {unknown}"
+        assert "env_file" in bot and environment["SLACK_APP_TOKEN"] == "", "HTTP mode"
+        database = sa.make_url(environment["DATABASE_URL"].replace("${", "{"))
+        assert database.drivername == "postgresql"
+        assert services[str(database.host)]["image"].startswith("postgres:")
+        assert str(database.host) in bot["depends_on"]
+    db_volume = services[str(database.host)]["volumes"][0].split(":")[0]
+    assert db_volume in compose["volumes"], "the data persists"
+    [proxy] = [s for s in services.values() if "configs" in s]
+    balancer = compose["configs"][proxy["configs"][0]["source"]]["content"]
+    for name, bot in bots.items():
+        assert f"{name}:{bot['environment']['PORT']}" in balancer
+    assert "health_uri /readyz" in balancer

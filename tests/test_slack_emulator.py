@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -518,6 +519,46 @@ async def test_event_builders_update_history(emu: SlackEmulator, bot: TinyBot) -
     await emu.deliver(deleted)
     await emu.wait_for(lambda: len(bot.events) == 4)
     assert [e.get("subtype") for e in bot.events[2:]] == ["message_changed", "message_deleted"]
+
+
+async def test_events_go_round_robin_over_replicas_and_one_not_acked_is_sent_to_the_next(
+    emu: SlackEmulator, http_bot: TinyBot
+) -> None:
+    second = make_bot(emu)
+    runner = web.AppRunner(second.app.web_app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    first_url = emu.events_url
+    assert first_url is not None
+    second_url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+    emu.events_urls = [first_url, second_url]
+    try:
+        for number in range(4):
+            await emu.deliver(emu.message_event(ALICE, GENERAL, f"hello {number}"))
+        assert (len(http_bot.events), len(second.events)) == (2, 2)
+        assert [d.url for d in emu.deliveries] == [first_url, second_url] * 2
+
+        emu.redeliveries = 3
+        gone = f"http://127.0.0.1:{unused_port()}/slack/events"  # a replica that died
+        emu.events_urls = [gone, second_url]
+        delivery = await emu.deliver(emu.message_event(ALICE, GENERAL, "anyone?"))
+        assert (delivery.status, delivery.retry_num, delivery.url) == (200, 1, second_url)
+        assert second.events[-1]["text"] == "anyone?"
+        refused = emu.deliveries[-2]
+        assert (refused.url, refused.status, refused.retry_num) == (gone, 0, None)
+
+        emu.events_urls = [gone]
+        delivery = await emu.deliver(emu.message_event(ALICE, GENERAL, "nobody?"))
+        assert [d.retry_num for d in emu.deliveries[-4:]] == [None, 1, 2, 3]
+        assert delivery.status == 0  # Slack gives up after three retries
+    finally:
+        await runner.cleanup()
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def test_socket_mode_reconnects_after_disconnect(emu: SlackEmulator) -> None:

@@ -317,6 +317,7 @@ class Backend:
     catalog: AssistantCatalog
     files: FileBackend
     release: Callable[[], Awaitable[None]]  # closes what they share (the API client)
+    answers: Callable[[], Awaitable[object]]  # a cheap request: raises unless the API answers
 
     async def close(self) -> None:
         await self.release()

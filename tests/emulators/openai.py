@@ -544,6 +544,7 @@ class OpenAIEmulator:
         r = "/v1"
         app.router.add_routes(
             [
+                web.get(f"{r}/models", self._list_models),
                 web.get(f"{r}/models/{{model}}", self._get_model),
                 web.post(f"{r}/assistants", self._create_assistant),
                 web.get(f"{r}/assistants", self._list_assistants),
@@ -603,6 +604,13 @@ class OpenAIEmulator:
                 ),
             ]
         )
+
+    async def _list_models(self, request: web.Request) -> web.StreamResponse:
+        data = [
+            {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+            for model in sorted(self.models)
+        ]
+        return self.json({"object": "list", "data": data}, "ListModelsResponse")
 
     async def _get_model(self, request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]

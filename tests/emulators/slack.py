@@ -4,7 +4,10 @@ Tests act like people in Slack (`mention`, `post`, `dm`, `slash_command`, ...) a
 person would see (`thread`, `bot_replies`, `ephemerals`, `statuses`, ...). The bot under test
 talks to it with the real `slack_sdk` AsyncWebClient through `base_url=emu.api_url`; events are
 delivered to `emu.events_url` (signed HTTP POSTs, like Slack) or, when that is None, over the
-Socket Mode WebSocket the bot opened through `apps.connections.open`.
+Socket Mode WebSocket the bot opened through `apps.connections.open`. Several replicas behind a
+load balancer: `emu.events_urls` lists their URLs, and each POST goes to the next one in turn;
+with `emu.redeliveries` set, an event not acked (refused, cut off, not 200 within `ack_timeout`)
+is sent again, as Slack does, with X-Slack-Retry-Num, and lands on the next URL.
 
 The emulator behaves as Slack does for the app described by a manifest (the project's
 `manifest.yml` unless another is given, or `use_manifest` installs another): the app's bot scopes
@@ -144,6 +147,7 @@ class Delivery:
     envelope_id: str | None = None
     retry_num: int | None = None
     timed_out: bool = False
+    url: str = ""  # HTTP mode: where it was POSTed
 
 
 @dataclass
@@ -427,7 +431,11 @@ class SlackEmulator:
         self.use_manifest(load_manifest() if manifest is None else manifest)
         self.host = "127.0.0.1"
         self.port = 0
-        self.events_url: str | None = None  # HTTP mode target; None: deliver over Socket Mode
+        # HTTP mode: each POST goes to the next of these in turn; none: deliver over Socket Mode.
+        self.events_urls: list[str] = []
+        self._next_url = 0
+        # Slack sends an event it did not see acked again, up to 3 times (we retry at once).
+        self.redeliveries: int = 0
         self.ack_timeout: float = 3.0  # Slack waits 3 seconds for an ack
         # wait_for also re-checks after this long without Slack activity (None: only on activity)
         self.recheck_interval: float | None = 0.2
@@ -629,6 +637,24 @@ class SlackEmulator:
             return
         async with self._cond:
             self._cond.notify_all()
+
+    @property
+    def events_url(self) -> str | None:
+        """Where events are POSTed (HTTP mode); None: over Socket Mode."""
+        return self.events_urls[0] if self.events_urls else None
+
+    @events_url.setter
+    def events_url(self, url: str | None) -> None:
+        self.events_urls = [] if url is None else [url]
+
+    def _pick_url(self, failed: str = "") -> str:
+        """The next URL in turn; a retry goes to the one after the URL that failed it (as a
+        load balancer tries the next upstream), so that it never lands on the same one."""
+        if failed in self.events_urls:
+            return self.events_urls[(self.events_urls.index(failed) + 1) % len(self.events_urls)]
+        url = self.events_urls[self._next_url % len(self.events_urls)]
+        self._next_url += 1
+        return url
 
     async def notify(self) -> None:
         """Re-check pending `wait_for` predicates now (for state that lives outside Slack)."""
@@ -958,16 +984,11 @@ class SlackEmulator:
     async def deliver_callback(
         self, body: dict[str, Any], *, retry_num: int | None = None, retry_reason: str | None = None
     ) -> Delivery:
-        """Deliver an already-wrapped `event_callback` body (e.g. to redeliver one as a retry)."""
-        delivery = Delivery("events_api", body, event_id=body.get("event_id"), retry_num=retry_num)
-        if self.events_url is not None:
-            raw = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **self.sign(raw)}
-            if retry_num is not None:
-                headers["X-Slack-Retry-Num"] = str(retry_num)
-                headers["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
-            await self._post_http(delivery, raw, headers)
-        else:
+        """Deliver an already-wrapped `event_callback` body (e.g. to redeliver one as a retry).
+
+        In HTTP mode with `redeliveries`, a delivery that was not acked is tried again, up to
+        that many times; the last try is returned (every try is in `deliveries`)."""
+        if self.events_url is None:
             envelope = {
                 "envelope_id": str(uuid.uuid4()),
                 "payload": body,
@@ -976,25 +997,63 @@ class SlackEmulator:
                 "retry_attempt": retry_num or 0,
                 "retry_reason": retry_reason or "",
             }
+            delivery = Delivery("events_api", body, event_id=body.get("event_id"))
+            delivery.retry_num = retry_num
             await self._send_socket(delivery, envelope)
-        return delivery
+            return delivery
+        raw = json.dumps(body).encode()
+        retries_left = self.redeliveries
+        failed_url = ""
+        while True:
+            delivery = Delivery(
+                "events_api", body, event_id=body.get("event_id"), retry_num=retry_num
+            )
+            headers = {"Content-Type": "application/json", **self.sign(raw)}
+            if retry_num is not None:
+                headers["X-Slack-Retry-Num"] = str(retry_num)
+                headers["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
+            failure = await self._post_http(
+                delivery, raw, headers, tolerate=self.redeliveries > 0, failed_url=failed_url
+            )
+            if delivery.status == 200 or retries_left <= 0:
+                return delivery
+            failed_url = delivery.url
+            retries_left -= 1
+            retry_num = (retry_num or 0) + 1
+            retry_reason = failure
 
-    async def _post_http(self, delivery: Delivery, raw: bytes, headers: dict[str, str]) -> None:
-        assert self._session is not None and self.events_url is not None
+    async def _post_http(
+        self,
+        delivery: Delivery,
+        raw: bytes,
+        headers: dict[str, str],
+        tolerate: bool = False,
+        failed_url: str = "",
+    ) -> str:
+        """POST to the next URL; Slack's reason to retry, should it not be acked. With
+        `tolerate`, a connection that fails is recorded as not acked instead of raised."""
+        assert self._session is not None and self.events_urls
+        url = delivery.url = self._pick_url(failed_url)
         self.deliveries.append(delivery)
         started = time.monotonic()
+        reason = "http_error"
         try:
             timeout = aiohttp.ClientTimeout(total=self.ack_timeout)
-            async with self._session.post(
-                self.events_url, data=raw, headers=headers, timeout=timeout
-            ) as resp:
+            async with self._session.post(url, data=raw, headers=headers, timeout=timeout) as resp:
                 text = await resp.text()
                 delivery.status = resp.status
                 delivery.body = _decode_body(text)
         except TimeoutError:
             delivery.timed_out = True
-        delivery.ack_seconds = time.monotonic() - started
-        await self._changed()
+            reason = "http_timeout"
+        except (aiohttp.ClientError, OSError):
+            if not tolerate:
+                raise
+            reason = "connection_failed"
+        finally:
+            delivery.ack_seconds = time.monotonic() - started
+            await self._changed()
+        return reason
 
     async def _send_socket(self, delivery: Delivery, envelope: dict[str, Any]) -> None:
         if not any(not ws.closed for ws in self._sockets):
