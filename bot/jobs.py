@@ -467,7 +467,7 @@ class JobTurnQueue:
                     await manager.retry_job(job)
                 except ConnectorException:
                     continue  # another replica was first
-                log.info("event=turn_taken_over job=%s lock=%s", job.id, job.lock)
+                log.info("event=stalled_turn_retried job=%s lock=%s", job.id, job.lock)
 
 
 def _message_data(message: IncomingMessage) -> dict[str, Any]:

@@ -43,7 +43,6 @@ from tests.emulators.model import Reply, ToolCallSpec
 from tests.emulators.slack import Message, SlackEmulator
 from tests.test_operations import process_env, run_bot
 
-READY_WITHIN = 5.0  # seconds from starting the process to serving events, Slack failing or not
 RESTARTED = "The bot restarted while answering this message"
 
 
@@ -160,6 +159,10 @@ async def test_a_bot_killed_mid_answer_gives_the_whole_answer_once_restarted_and
     harness: Harness, bot_process: BotProcess
 ) -> None:
     slack, openai = harness.slack, harness.openai
+    on_postgresql = str(harness.db).startswith("postgresql")
+    if on_postgresql:
+        # The turn is taken over once the dead process is found silent (its job's heartbeat).
+        bot_process.env["REPLICA_DEAD_AFTER_SECONDS"] = "5"
     openai.model.gate = asyncio.Event()
     await bot_process.start(slack)
     ts = await slack.mention(ALICE, GENERAL, "first")
@@ -171,9 +174,8 @@ async def test_a_bot_killed_mid_answer_gives_the_whole_answer_once_restarted_and
     # The run goes on without the bot, and has finished by the time the bot is back.
     await slack.wait_for(lambda: latest_run(harness)[1] == "completed")
 
-    took = await bot_process.start(slack)
-    assert took < READY_WITHIN
-    await wait_answers(slack, GENERAL, ts, 2)
+    await bot_process.start(slack)
+    await wait_answers(slack, GENERAL, ts, 2, timeout=60 if on_postgresql else 15)
     await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
     replies = slack.bot_replies(GENERAL, ts)
     assert len(replies) == 2
@@ -317,7 +319,7 @@ async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeat
     await recorded(bot_process, slack, f"ts={ts} status=done")
 
 
-async def test_a_bot_killed_while_a_tool_call_waits_for_approval_leaves_no_live_buttons(
+async def test_a_bot_killed_while_a_tool_call_waits_for_approval_asks_again_once_restarted(
     harness: Harness, bot_process: BotProcess
 ) -> None:
     slack, openai = harness.slack, harness.openai
@@ -327,23 +329,34 @@ async def test_a_bot_killed_while_a_tool_call_waits_for_approval_leaves_no_live_
     ts = await slack.mention(ALICE, GENERAL, "ship 2.4")
     question = "The assistant wants to use *launch_release*. Allow it?"
 
-    def card() -> Message | None:
-        return next(
-            (m for m in slack.bot_replies(GENERAL, ts) if m.text.startswith(question)), None
-        )
+    def cards() -> list[Message]:
+        return [m for m in slack.bot_replies(GENERAL, ts) if m.text.startswith(question)]
 
-    await slack.wait_for(lambda: card() is not None)
+    def buttons(card: Message) -> dict[str, str]:
+        return {
+            e["action_id"]: e["value"]
+            for b in card.blocks
+            for e in b.get("elements") or []
+            if e.get("type") == "button"
+        }
+
+    await slack.wait_for(lambda: len(cards()) == 1)
     await bot_process.kill()
 
     await bot_process.start(slack)
-    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
-    withdrawn = card()
-    assert withdrawn is not None
-    assert not any(
-        e.get("type") == "button" for b in withdrawn.blocks for e in b.get("elements") or []
-    )
+    # The dead process's card loses its buttons; the bot taking the answer over asks again.
+    await slack.wait_for(lambda: len(cards()) == 2 and not buttons(cards()[0]))
+    withdrawn, asking = cards()
     assert "Withdrawn: the bot restarted while this call waited" in withdrawn.text
-    assert any(RESTARTED in m.text for m in slack.bot_replies(GENERAL, ts))
+    approve = buttons(asking)["approve_tool_call"]
+    await slack.interaction(
+        slack.block_action_payload(ALICE, GENERAL, asking.ts, "approve_tool_call", approve)
+    )
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    answers = [m for m in slack.bot_replies(GENERAL, ts) if not m.text.startswith(question)]
+    assert len(answers) == 1 and not any(RESTARTED in m.text for m in answers), answers
+    assert openai.user_messages("ship 2.4") == 1, "the run that waited was followed"
+    assert "2.4 is live" in answers[0].text, answers[0].text
 
 
 async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_channel_is_gone(
@@ -366,9 +379,13 @@ async def test_recovery_never_holds_up_start_up_even_when_slack_fails_or_the_cha
         return ts
 
     async def restart_and_answer(text: str) -> None:
-        assert await bot_process.start(slack) < READY_WITHIN
+        # Slack does not answer the reading back of the old thread until the bot has started
+        # and answered a new message: start-up and new messages never wait for recovery.
+        slack.hold("conversations.replies")
+        await bot_process.start(slack)
         ts = await slack.mention(BOB, GENERAL, text)
         await wait_answers(slack, GENERAL, ts, 1)
+        slack.release("conversations.replies")
 
     await cut_off("C0DOOMED", "in a channel about to go")
     del slack.channels["C0DOOMED"]  # archived and deleted meanwhile
@@ -425,7 +442,7 @@ async def test_killed_at_random_moments_every_message_is_answered_once_and_nothi
     )
     moments = random.Random(f"kill-{engine}")
     sent: list[tuple[str, str, str]] = []  # (ts, text, moment)
-    slowest = await bot_process.start(slack)
+    await bot_process.start(slack)
     for number in range(ROUNDS):
         moment = moments.choice(MOMENTS)
         text = f"round {number}"
@@ -448,7 +465,7 @@ async def test_killed_at_random_moments_every_message_is_answered_once_and_nothi
         # Slack fails during the restart too: recovery reads threads back through this.
         slack.fail_next("conversations.replies", "internal_error", status=500)
         slack.fail_next("chat.delete", "ratelimited", retry_after=1)
-        slowest = max(slowest, await bot_process.start(slack))
+        await bot_process.start(slack)
         for body in not_acked:  # Slack sends again what was not acked
             await slack.deliver_callback(body, retry_num=1, retry_reason="http_error")
 
@@ -464,7 +481,6 @@ async def test_killed_at_random_moments_every_message_is_answered_once_and_nothi
         await slack.wait_for(lambda: set(outcomes()) == {"answered"}, timeout=20)
     assert set(outcomes()) == {"answered"}, outcomes()
     assert {moment for _, _, moment in sent} == set(MOMENTS)
-    assert slowest < READY_WITHIN
 
 
 # --- one bot per SQLite file ---------------------------------------------------------------------
@@ -495,4 +511,4 @@ async def test_a_second_bot_on_the_same_sqlite_file_refuses_to_start_in_one_line
     await wait_answers(slack, GENERAL, ts, 1)  # the first bot never noticed
 
     await bot_process.kill()  # the lock goes with its process, however it ends
-    assert await bot_process.start(slack) < READY_WITHIN
+    await bot_process.start(slack)

@@ -399,7 +399,7 @@ async def test_an_answer_written_while_the_database_is_away_is_answered_once(
             "You said: take your time (message 1 of this conversation)"
         ]
         assert len(slack.bot_replies(GENERAL, ts)) == 1
-        assert "event=turn_taken_over" not in caplog.text, "the living replica kept its turn"
+        assert "event=stalled_turn_retried" not in caplog.text, "the living replica kept its turn"
     finally:
         for name in list(replicas.bots):
             await replicas.stop(name)

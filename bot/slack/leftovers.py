@@ -98,6 +98,10 @@ class SlackLeftovers:
         for reply in replies:
             if float(reply["ts"]) <= float(reply_ref) or reply["ts"] in written or _controls(reply):
                 continue
+            if _asks_approval(reply):
+                # No one waits for this decision any more: the turn taken over asks anew.
+                await self._withdraw(channel, reply)
+                continue
             # A stream the dead process started (its ts may not have been kept): Slack says
             # which messages are still streaming only by refusing to stop the others. It is
             # kept before it is stopped: once stopped, it could not be found again.

@@ -465,6 +465,7 @@ class SlackEmulator:
         self._uploads: list[Upload] = []
         self._pending_uploads: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[str, int, float]]] = defaultdict(list)
+        self._holds: dict[str, asyncio.Event] = {}
         # Random Web API faults (see `Faults`); requests with OBSERVER_HEADER are spared.
         self.faults = Faults()
         self._response_targets: dict[str, _ResponseTarget] = {}
@@ -740,6 +741,15 @@ class SlackEmulator:
         """
         code = status if status is not None else (429 if error == "ratelimited" else 200)
         self._failures[method].extend([(error, code, retry_after)] * times)
+
+    def hold(self, method: str) -> None:
+        """Calls of `method` wait (Slack slow to answer) until `release(method)`."""
+        self._holds.setdefault(method, asyncio.Event())
+
+    def release(self, method: str) -> None:
+        held = self._holds.pop(method, None)
+        if held is not None:
+            held.set()
 
     def expire_streams(self) -> None:
         """End the streaming state of every streamed message, as Slack does after ~5 minutes."""
@@ -1808,6 +1818,9 @@ class SlackEmulator:
                 raise _ApiError("unknown_method")
             self._check_token(method, token)
             self._check_scopes(method, args)
+            held = self._holds.get(method)
+            if held is not None:
+                await held.wait()
             failures = self._failures.get(method)
             if failures:
                 error, status, retry_after = failures.pop(0)
