@@ -409,10 +409,12 @@ async def start(
 
 def replica_timings(dead_after: float) -> JobTimings:
     """A replica says it is alive four times within `dead_after` (at most every 5 s), so that
-    one slow beat on a busy machine is not taken for death."""
+    one slow beat on a busy machine is not taken for death. A turn whose placeholder is being
+    shown is held as long (renewed meanwhile): if that replica dies, another shows it and
+    answers within `dead_after`, as for the turns it was running."""
     from bot.jobs import JobTimings
 
-    return JobTimings(heartbeat=min(5.0, dead_after / 4), stalled_after=dead_after)
+    return JobTimings(heartbeat=min(5.0, dead_after / 4), stalled_after=dead_after, hold=dead_after)
 
 
 async def open_job_queue(
