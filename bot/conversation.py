@@ -558,7 +558,13 @@ class Conversations:
             # It had ended (and been recorded) before its process died: nothing is left to do.
             log.info("event=turn_already_ended turn=%s status=%s", turn.turn_id, progress.status)
             return
-        left = await self._left_behind(turn, reply.ref, progress.answer_ref or "")
+        try:
+            left = await self._left_behind(turn, reply.ref, progress.answer_ref or "")
+        except asyncio.CancelledError:
+            if stop_requested() and progress.run_id:
+                # Stopped before its run was followed: the run is cancelled on the backend too.
+                await asyncio.shield(self._cancel_run(turn.message.key, progress.run_id))
+            raise
         log.info(
             "event=turn_taken_over channel=%s ts=%s run=%s shown_whole=%s",
             turn.message.key.channel_id,
@@ -573,6 +579,11 @@ class Conversations:
         if left.answer_ref:
             reply = self.surface.reattach(turn.message, reply.ref, left.answer_ref)
         await self.take(turn, reply, stop_requested, progress)
+
+    async def _cancel_run(self, key: ConversationKey, run_id: str) -> None:
+        record = await self.store.get_conversation(key)
+        if record is not None and isinstance(self.engine, FollowsRuns):
+            await _quietly(self.engine.cancel_run(record.backend_id, run_id))
 
     async def _left_behind(self, turn: QueuedTurn, reply_ref: str, answer_ref: str) -> LeftBehind:
         """What the dead process left of the turn's answer in the chat; where it was being
@@ -655,6 +666,9 @@ class Conversations:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            if taking_over is not None and taking_over.run_id and outcome.run_id is None:
+                # Stopped before the run it took over was followed: cancel that run too.
+                await self._cancel_run(key, taking_over.run_id)
             await _quietly(reply.fail(Failure(STOPPED)))
             outcome.status, outcome.error = "stopped", "stopped by the user"
         await self.store.update_turn(

@@ -172,6 +172,9 @@ class AssistantsEngine:
         run.answer.run_id = run_id
         return drive(run, run_tools)
 
+    async def cancel_run(self, conversation_id: str, run_id: str) -> None:
+        await self._cancel_run(conversation_id, run_id)
+
     def run_again(
         self,
         conversation_id: str,

@@ -236,6 +236,11 @@ class ConversationEngine(Protocol):
 class FollowsRuns(Protocol):
     """An engine that can go on with a run another process started and lost (it died)."""
 
+    async def cancel_run(self, conversation_id: str, run_id: str) -> None:
+        """Cancel a run another process started (Stop pressed before it was followed); a run
+        that has ended, or that the backend no longer has, is left as it is."""
+        ...
+
     def follow(
         self,
         conversation_id: str,

@@ -124,6 +124,9 @@ class ResponsesEngine:
         run = _Run(self, conversation_id, assistant_id, "", files, following=run_id)
         return drive(run, run_tools)
 
+    async def cancel_run(self, conversation_id: str, run_id: str) -> None:
+        await self._cancel(run_id)
+
     def run_again(
         self,
         conversation_id: str,
