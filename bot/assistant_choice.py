@@ -15,7 +15,7 @@ from typing import Literal
 from bot.definitions import AssistantDefinition
 from bot.engine.base import AssistantCatalog
 from bot.messages import ConversationKey
-from bot.store import ChannelSetting, Store
+from bot.store import ChannelSetting, ConversationRecord, Store
 
 Reason = Literal["thread", "channel", "global"]
 
@@ -86,7 +86,12 @@ class AssistantChooser:
     async def for_thread(self, key: ConversationKey) -> Choice:
         """The thread's own assistant (also one chosen before the bot took part in it), else
         what a new conversation here gets."""
-        record = await self.store.get_conversation(key)
+        return await self.for_conversation(key, await self.store.get_conversation(key))
+
+    async def for_conversation(
+        self, key: ConversationKey, record: ConversationRecord | None
+    ) -> Choice:
+        """As `for_thread`, for a thread whose conversation (None: it has none) was just read."""
         if record is not None and record.engine == self.engine_name:
             return Choice(record.assistant_id, "thread")
         return await self.for_new_conversation(key.team_id, key.channel_id)

@@ -916,7 +916,7 @@ class Conversations:
         record = await self.store.get_conversation(key)
         if record is not None and record.engine == self.engine.name and record.backend_id:
             return record
-        choice = await self.chooser.for_thread(key)
+        choice = await self.chooser.for_conversation(key, record)
         backend_id = await self.engine.create_conversation()
         record = ConversationRecord(key, self.engine.name, backend_id, choice.assistant_id)
         await self.store.save_conversation(record)

@@ -204,14 +204,11 @@ class FileIngest:
         self, conversation: ConversationRecord, image_file_ids: Sequence[str] = ()
     ) -> TurnFiles:
         """What a turn of this conversation may use: its own and its channel's knowledge."""
-        key = conversation.key
-        own = await self.store.vector_store_for(key)
-        channel = await self.store.vector_store_for(_filed(channel_scope(key)))
-        stores = [store for store in (own, channel) if store]
-        code = [f.backend_file_id for f in await self.store.shared_files(key, "code")]
+        known = await self.store.turn_knowledge(conversation.key)
+        stores = [s for s in (known.vector_store_id, known.channel_vector_store_id) if s]
         return TurnFiles(
             vector_store_ids=tuple(stores[: self.vector_stores_per_conversation]),
-            code_file_ids=tuple(dict.fromkeys(code)),
+            code_file_ids=tuple(dict.fromkeys(known.code_file_ids)),
             image_file_ids=tuple(image_file_ids),
         )
 

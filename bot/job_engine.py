@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import procrastinate
 import psycopg
@@ -16,9 +16,10 @@ from procrastinate.exceptions import ConnectorException, UniqueViolation
 from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
-from psycopg_pool import PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TURN_QUEUE = "turns"
 # Any constants: they serialise the replicas that apply the schema, or sweep, at once.
@@ -65,11 +66,67 @@ TURNS_WITH_JOBS = (
 
 _HEARTBEAT = "SELECT procrastinate_update_heartbeat_v1(%(worker_id)s)"
 _WAKE = "SELECT pg_notify(%(channel)s, %(payload)s)"
-# Only when a turn of the same thread waits (else every answer would send every worker looking).
-_WAKE_IF_WAITING = (
-    _WAKE
-    + " WHERE EXISTS (SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'todo')"
-)
+# procrastinate's finish_job, and in the same trip the workers woken when a turn of the same
+# thread waits (only then: else every answer would send every worker looking).
+_FINISH_AND_WAKE = """
+SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, %(delete_job)s),
+    (SELECT pg_notify(%(channel)s, %(payload)s) WHERE EXISTS (
+        SELECT 1 FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'todo'))
+"""
+
+
+# The server ended the session (pg_terminate_backend, a restart): the statement did not run.
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+class TurnConnector(procrastinate.PsycopgConnector):
+    """procrastinate's connector with its connections in autocommit and handed out unchecked.
+
+    Each of its queries is one statement: in a transaction, BEGIN and COMMIT cost two more
+    round trips, and the pool's check before each query a third. Instead, a query whose
+    connection the server had ended (a restart, a fail-over, pg_terminate_backend) runs again
+    once, on connections checked then, as the store's statements do."""
+
+    def __init__(self, conninfo: str, timeout: float) -> None:
+        super().__init__(
+            conninfo=conninfo, timeout=timeout, configure=_autocommit, pool_factory=_unchecked
+        )
+
+    async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
+        await self._again_if_ended(super().execute_query_async, query, arguments)
+
+    async def execute_query_one_async(
+        self, query: LiteralString, **arguments: Any
+    ) -> dict[str, Any]:
+        return await self._again_if_ended(super().execute_query_one_async, query, arguments)
+
+    async def execute_query_all_async(
+        self, query: LiteralString, **arguments: Any
+    ) -> list[dict[str, Any]]:
+        return await self._again_if_ended(super().execute_query_all_async, query, arguments)
+
+    async def _again_if_ended(
+        self, execute: Callable[..., Awaitable[T]], query: LiteralString, arguments: dict[str, Any]
+    ) -> T:
+        try:
+            return await execute(query, **arguments)
+        except ConnectorException as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, psycopg.OperationalError) or (
+                cause.sqlstate is not None and cause.sqlstate not in _SESSION_ENDED
+            ):
+                raise
+        await self.pool.check()  # the others pooled are likely ended too
+        return await execute(query, **arguments)
+
+
+async def _autocommit(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.set_autocommit(True)
+
+
+def _unchecked(**settings: Any) -> AsyncConnectionPool[Any]:
+    settings.pop("check", None)
+    return AsyncConnectionPool(**settings)
 
 
 class TurnJobs(JobManager):
@@ -98,12 +155,23 @@ class TurnJobs(JobManager):
         self._beat: psycopg.AsyncConnection[Any] | None = None
 
     async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
-        await self._patiently(lambda: super(TurnJobs, self).finish_job(job, status, delete_job))
-        await self._wake_workers(job, _WAKE_IF_WAITING)
+        await self._patiently(
+            lambda: self.connector.execute_query_async(
+                _FINISH_AND_WAKE,
+                job_id=job.id,
+                status=status.value,
+                delete_job=delete_job,
+                lock=job.lock,
+                **self._wake(job),
+            )
+        )
 
     async def retry_job(self, job: Job, *args: Any, **kwargs: Any) -> None:
         await self._patiently(lambda: super(TurnJobs, self).retry_job(job, *args, **kwargs))
-        await self._wake_workers(job, _WAKE)
+        try:
+            await self.connector.execute_query_async(_WAKE, **self._wake(job))
+        except ConnectorException as exc:  # the workers' next poll finds the job
+            log.warning("event=job_wake_failed error=%s", error_text(exc))
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
         try:
@@ -160,16 +228,11 @@ class TurnJobs(JobManager):
                     raise
                 await asyncio.sleep(1.0)
 
-    async def _wake_workers(self, job: Job, query: LiteralString) -> None:
-        try:
-            await self.connector.execute_query_async(
-                query,
-                channel=f"procrastinate_queue_v1#{self.wake_queue}",
-                payload=json.dumps({"type": "job_inserted", "job_id": job.id}),
-                lock=job.lock,
-            )
-        except ConnectorException as exc:  # the workers' next poll finds the job
-            log.warning("event=job_wake_failed error=%s", error_text(exc))
+    def _wake(self, job: Job) -> dict[str, str]:
+        return {
+            "channel": f"procrastinate_queue_v1#{self.wake_queue}",
+            "payload": json.dumps({"type": "job_inserted", "job_id": job.id}),
+        }
 
 
 class HandBackAtShutdown(procrastinate.BaseRetryStrategy):

@@ -49,6 +49,7 @@ from bot.job_engine import (
     TURN_QUEUE,
     TURNS_WITH_JOBS,
     HandBackAtShutdown,
+    TurnConnector,
     TurnJobs,
     apply_job_schema,
     error_text,
@@ -108,7 +109,7 @@ class JobTurnQueue:
         self.name = name
         self.max_in_flight = max_in_flight
         self.take_jobs = take_jobs  # False: this process only posts jobs (no worker)
-        connector = procrastinate.PsycopgConnector(conninfo=conninfo, timeout=5.0)
+        connector = TurnConnector(conninfo, timeout=5.0)
         self.app = procrastinate.App(connector=connector)
         self.app.job_manager = manager = TurnJobs(connector, conninfo)
         manager.patience = timings.stalled_after / 2

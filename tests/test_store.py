@@ -17,7 +17,14 @@ from alembic.runtime.migration import MigrationContext
 
 from bot.definitions import AssistantDefinition
 from bot.messages import ConversationKey, SharedFile
-from bot.store import ConversationRecord, SharedFileRecord, Store, StoreError, TurnProgress
+from bot.store import (
+    ConversationRecord,
+    SharedFileRecord,
+    Store,
+    StoreError,
+    TurnKnowledge,
+    TurnProgress,
+)
 from bot.store.database import parse_url
 from bot.store.migrate import latest_revision
 from bot.store.schema import channel_settings, metadata
@@ -198,6 +205,11 @@ async def test_files_vector_stores_and_what_is_shared_where_are_remembered(store
     await store.save_shared_file(CHANNEL, shared("file_1", "search", "vs_channel", 3.0))
     assert [f.backend_file_id for f in await store.shared_files(THREAD)] == ["file_1", "file_2"]
     assert [f.backend_file_id for f in await store.shared_files(THREAD, "code")] == ["file_2"]
+    await store.save_shared_file(THREAD, shared("file_0", "code", None, 0.5))
+    assert await store.turn_knowledge(THREAD) == TurnKnowledge(
+        "vs_thread", "vs_channel", ("file_0", "file_2")
+    )
+    await store.forget_backend_file("file_0")
 
     # Channel knowledge is kept; a thread's store and files expire.
     assert await store.expired_vector_stores(before=2**40) == ["vs_thread"]

@@ -24,6 +24,7 @@ from bot.store.records import (
     Feedback,
     PendingTurn,
     SharedFileRecord,
+    TurnKnowledge,
     TurnProgress,
 )
 from bot.store.store import DatabaseState, Store
@@ -41,6 +42,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TurnKnowledge",
     "TurnProgress",
     "UsageRow",
     "describe_url",

@@ -9,7 +9,7 @@ import time
 import sqlalchemy as sa
 
 from bot.store.database import Database, Params, upsert
-from bot.store.records import Scope, SharedFileRecord
+from bot.store.records import Scope, SharedFileRecord, TurnKnowledge
 from bot.store.schema import conversations, files, shared_files, vector_stores
 
 _BACKEND_FILE = sa.select(files.c.backend_file_id).where(
@@ -61,6 +61,20 @@ _SHARED = (
     .order_by(shared_files.c.added_at)
 )
 _SHARED_FOR_USE = _SHARED.where(shared_files.c.use == sa.bindparam("wanted_use"))
+# What a thread's turn may use, in one trip: its vector store, its channel's ("thread" ""), and
+# the files shared in it for code (oldest first).
+_KNOWLEDGE = sa.union_all(
+    sa.select(
+        vector_stores.c.thread_ts.label("scope"), vector_stores.c.id, sa.literal(0.0).label("at")
+    ).where(
+        vector_stores.c.team_id == sa.bindparam("team_id"),
+        vector_stores.c.channel_id == sa.bindparam("channel_id"),
+        vector_stores.c.thread_ts.in_([sa.bindparam("thread_ts"), ""]),
+    ),
+    sa.select(
+        sa.literal("code").label("scope"), shared_files.c.backend_file_id, shared_files.c.added_at
+    ).where(_IN_SCOPE, shared_files.c.use == "code"),
+).order_by(sa.text("at"))
 _UNSHARE = sa.delete(shared_files).where(
     _IN_SCOPE, shared_files.c.backend_file_id == sa.bindparam("file")
 )
@@ -151,6 +165,19 @@ class FileTables:
         """The vector store the bot made for a thread, or (thread_ts "") a channel's knowledge."""
         row = await self._db.first(_VECTOR_STORE, scope_params(scope))
         return str(row[0]) if row else None
+
+    async def turn_knowledge(self, key: Scope) -> TurnKnowledge:
+        """The thread's vector store, its channel's, and the files shared in it for code."""
+        own = channel = None
+        code: list[str] = []
+        for scope, found, _ in await self._db.all(_KNOWLEDGE, scope_params(key)):
+            if scope == "code":
+                code.append(str(found))
+            elif scope:
+                own = str(found)
+            else:
+                channel = str(found)
+        return TurnKnowledge(own, channel, tuple(code))
 
     async def save_vector_store(self, vector_store_id: str, scope: Scope) -> None:
         def save(connection: sa.Connection) -> None:

@@ -78,6 +78,15 @@ class SharedFileRecord:
 
 
 @dataclass(frozen=True)
+class TurnKnowledge:
+    """What a thread's turn may search and run code on."""
+
+    vector_store_id: str | None  # the thread's own
+    channel_vector_store_id: str | None  # its channel's knowledge
+    code_file_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Approval:
     """A tool call's approval: who may decide (the asker, or an admin) and what was decided."""
 
