@@ -296,6 +296,54 @@ async def test_stop_pressed_while_a_restarted_bot_takes_an_answer_over_stops_it(
     openai.model.gate.set()
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
+async def test_stop_pressed_while_a_restarted_bot_reads_back_the_answer_it_takes_over_stops_the_run(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    if str(harness.db).startswith("postgresql"):
+        # The turn is taken over once the dead process is found silent (its job's heartbeat).
+        bot_process.env["REPLICA_DEAD_AFTER_SECONDS"] = "5"
+    openai.model.gate = asyncio.Event()
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "never mind")
+    await recorded(bot_process, slack, "event=run_started")
+    await bot_process.kill()
+
+    # Slack is slow to show the thread the restarted bot reads back, to see what the dead one
+    # left of the answer; meanwhile the person presses Stop.
+    slack.hold("conversations.replies")
+    await bot_process.start(slack)
+    await slack.wait_for(
+        lambda: any(call["ts"] == ts for call in slack.withheld("conversations.replies")),
+        timeout=30,
+    )
+    [placeholder] = slack.bot_replies(GENERAL, ts)
+    [stop] = [
+        element
+        for block in placeholder.blocks
+        for element in block.get("elements") or []
+        if isinstance(element, dict) and element.get("action_id") == STOP_ACTION
+    ]
+    await slack.interaction(
+        slack.block_action_payload(ALICE, GENERAL, placeholder.ts, STOP_ACTION, stop["value"])
+    )
+    await slack.wait_for(lambda: latest_run(harness)[1] == "cancelled")  # on the backend too
+    runs = harness.backend_runs()
+    slack.release("conversations.replies")
+    openai.model.gate.set()
+
+    # The thread's next message is answered after the stopped one has ended: by then, anything
+    # the stopped turn would write has been written.
+    await slack.post(ALICE, GENERAL, "and now?", thread_ts=ts)
+    await wait_answers(slack, GENERAL, ts, 2, timeout=30)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    shown = [m.text for m in slack.bot_replies(GENERAL, ts)]
+    assert shown[0] == failure(Failure(STOPPED)), shown
+    assert len(shown) == 2 and shown[1].startswith("You said: and now?"), shown
+    assert harness.backend_runs() == runs + 1, "the stopped one is not run again"
+
+
 async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeating_the_message(
     harness: Harness, bot_process: BotProcess, tmp_path: Path
 ) -> None:
