@@ -582,6 +582,12 @@ class Conversations:
             reply = self.surface.reattach(turn.message, reply.ref, left.answer_ref)
         await self.take(turn, reply, stop_requested, progress)
 
+    async def _cancel_left_run(self, key: ConversationKey, left: TurnProgress | None) -> None:
+        """A turn stopped while being taken over, before the run its dead process started was
+        followed: that run is cancelled on the backend too (no one else would)."""
+        if left is not None and left.run_id:
+            await self._cancel_run(key, left.run_id)
+
     async def _cancel_run(self, key: ConversationKey, run_id: str) -> None:
         record = await self.store.get_conversation(key)
         if record is not None and isinstance(self.engine, FollowsRuns):
@@ -624,6 +630,9 @@ class Conversations:
         metrics.turn_finished("stopped", None)
         if reply is not None:
             await _quietly(reply.fail(Failure(STOPPED)))
+        # A turn whose process died while answering it, stopped before it was taken over (it
+        # waited for a free worker): the run that process left is cancelled too.
+        await self._cancel_left_run(turn.message.key, await self.store.turn_progress(turn.turn_id))
         await self.store.update_turn(turn.turn_id, "stopped")
 
     async def handed_back(self, turn: QueuedTurn, reply: Reply | None) -> None:
@@ -675,15 +684,14 @@ class Conversations:
         outcome: _Outcome,
         taking_over: TurnProgress | None,
     ) -> None:
-        """Stop was pressed (this task cancelled for it): the turn ends as stopped, and says so.
-        A turn being taken over whose backend run was not followed yet (not even reached:
-        the answer left behind was still being read back) has that run cancelled too: the
-        process that started it is gone, and no one else would."""
+        """Stop was pressed (this task cancelled for it): the turn ends as stopped, and says so;
+        one being taken over (`taking_over`), whose run was not followed yet (the answer left
+        behind may still have been read back), has that run cancelled too."""
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
-        if taking_over is not None and taking_over.run_id and outcome.run_id is None:
-            await self._cancel_run(turn.message.key, taking_over.run_id)
+        if outcome.run_id is None:
+            await self._cancel_left_run(turn.message.key, taking_over)
         await _quietly(reply.fail(Failure(STOPPED)))
         outcome.status, outcome.error = "stopped", "stopped by the user"
 
