@@ -561,10 +561,12 @@ class Conversations:
         try:
             left = await self._left_behind(turn, reply.ref, progress.answer_ref or "")
         except asyncio.CancelledError:
-            if stop_requested() and progress.run_id:
-                # Stopped before its run was followed: the run is cancelled on the backend too.
-                await asyncio.shield(self._cancel_run(turn.message.key, progress.run_id))
-            raise
+            if not stop_requested():
+                raise  # shutdown: it is left to be taken over again (after a restart, or elsewhere)
+            outcome = _Outcome(taken_at=turn.taken_at)
+            await self._stopped_by_user(turn, reply, outcome, progress)
+            await self._record(turn, outcome)
+            return
         log.info(
             "event=turn_taken_over channel=%s ts=%s run=%s shown_whole=%s",
             turn.message.key.channel_id,
@@ -579,6 +581,12 @@ class Conversations:
         if left.answer_ref:
             reply = self.surface.reattach(turn.message, reply.ref, left.answer_ref)
         await self.take(turn, reply, stop_requested, progress)
+
+    async def _cancel_left_run(self, key: ConversationKey, left: TurnProgress | None) -> None:
+        """A turn stopped while being taken over, before the run its dead process started was
+        followed: that run is cancelled on the backend too (no one else would)."""
+        if left is not None and left.run_id:
+            await self._cancel_run(key, left.run_id)
 
     async def _cancel_run(self, key: ConversationKey, run_id: str) -> None:
         record = await self.store.get_conversation(key)
@@ -622,6 +630,9 @@ class Conversations:
         metrics.turn_finished("stopped", None)
         if reply is not None:
             await _quietly(reply.fail(Failure(STOPPED)))
+        # A turn whose process died while answering it, stopped before it was taken over (it
+        # waited for a free worker): the run that process left is cancelled too.
+        await self._cancel_left_run(turn.message.key, await self.store.turn_progress(turn.turn_id))
         await self.store.update_turn(turn.turn_id, "stopped")
 
     async def handed_back(self, turn: QueuedTurn, reply: Reply | None) -> None:
@@ -663,14 +674,30 @@ class Conversations:
                 if not self.queue.hands_back_cut_turns:
                     await asyncio.shield(self._interrupted(turn.turn_id, reply))
                 raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            if taking_over is not None and taking_over.run_id and outcome.run_id is None:
-                # Stopped before the run it took over was followed: cancel that run too.
-                await self._cancel_run(key, taking_over.run_id)
-            await _quietly(reply.fail(Failure(STOPPED)))
-            outcome.status, outcome.error = "stopped", "stopped by the user"
+            await self._stopped_by_user(turn, reply, outcome, taking_over)
+        await self._record(turn, outcome)
+
+    async def _stopped_by_user(
+        self,
+        turn: QueuedTurn,
+        reply: Reply,
+        outcome: _Outcome,
+        taking_over: TurnProgress | None,
+    ) -> None:
+        """Stop was pressed (this task cancelled for it): the turn ends as stopped, and says so;
+        one being taken over (`taking_over`), whose run was not followed yet (the answer left
+        behind may still have been read back), has that run cancelled too."""
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        if outcome.run_id is None:
+            await self._cancel_left_run(turn.message.key, taking_over)
+        await _quietly(reply.fail(Failure(STOPPED)))
+        outcome.status, outcome.error = "stopped", "stopped by the user"
+
+    async def _record(self, turn: QueuedTurn, outcome: _Outcome) -> None:
+        """The turn's end, in the store, the metrics and the log."""
+        message = turn.message
         await self.store.update_turn(
             turn.turn_id,
             outcome.status,

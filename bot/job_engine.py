@@ -58,6 +58,11 @@ OPEN_JOBS = """
 SELECT id FROM procrastinate_jobs
 WHERE queue_name = ANY(%(queues)s) AND status IN ('todo', 'doing') LIMIT 1
 """
+# How many jobs wait (held for their placeholder, behind their thread, or for a free worker).
+WAITING_JOBS = """
+SELECT count(*) AS waiting FROM procrastinate_jobs
+WHERE queue_name = ANY(%(queues)s) AND status = 'todo'
+"""
 # Those of a list of turns that a job carries.
 TURNS_WITH_JOBS = (
     "SELECT (args->>'turn_id')::bigint FROM procrastinate_jobs"

@@ -48,6 +48,7 @@ from bot.job_engine import (
     SWEEP_LOCK,
     TURN_QUEUE,
     TURNS_WITH_JOBS,
+    WAITING_JOBS,
     HandBackAtShutdown,
     TurnConnector,
     TurnJobs,
@@ -124,6 +125,7 @@ class JobTurnQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._posting: dict[asyncio.Task[None], ConversationKey] = {}
         self._running = 0
+        self._waiting = 0  # the jobs waiting in the database (any replica's), as last counted
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -141,6 +143,7 @@ class JobTurnQueue:
             self._tasks = [
                 asyncio.create_task(self._work(), name="turn worker"),
                 asyncio.create_task(self._take_over_stalled(), name="stalled turns"),
+                asyncio.create_task(self._count_waiting(), name="waiting turns"),
             ]
             if self.timings.sweep_every is not None:
                 self._tasks.append(asyncio.create_task(self._sweep_often(), name="sweep"))
@@ -289,8 +292,25 @@ class JobTurnQueue:
         return await manager.cancel_job_by_id_async(job.id, abort=True)
 
     def turn_counts(self) -> tuple[int, int]:
-        # The waiting turns are jobs in the shared database, counted by no one replica.
-        return 0, self._running
+        # The waiting turns are jobs in the shared database: the whole queue's, whichever
+        # replica took them, as counted every `heartbeat` seconds (never when scraped).
+        return self._waiting, self._running
+
+    async def _count_waiting(self) -> None:
+        """Count the jobs waiting in the database every `heartbeat` seconds; a count that
+        fails leaves the last one standing (said once, until one succeeds again)."""
+        queues = [self.queue_name, held_queue(self.queue_name)]
+        failing = False
+        while True:
+            try:
+                row = await self.app.connector.execute_query_one_async(WAITING_JOBS, queues=queues)
+                self._waiting = int(row["waiting"])
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("event=waiting_turns_count_failed error=%s", error_text(exc))
+                failing = True
+            await asyncio.sleep(self.timings.heartbeat)
 
     async def idle(self) -> None:
         """Return once no turn is being shown or runs here, and no job waits or runs in the

@@ -45,7 +45,11 @@ ANSWERED = Histogram(
     "From taking a message to its finished answer",
     buckets=LATENCY_BUCKETS,
 )
-TURNS_WAITING = Gauge("slackbot_turns_waiting", "Turns taken but not yet running")
+TURNS_WAITING = Gauge(
+    "slackbot_turns_waiting",
+    "Turns taken but not yet running; on PostgreSQL the whole shared queue's, the same on every"
+    " replica (do not sum it over replicas)",
+)
 TURNS_RUNNING = Gauge("slackbot_turns_running", "Turns running now")
 BACKEND_ERRORS = Counter("slackbot_backend_errors", "Errors from the OpenAI backend", ["code"])
 SLACK_ERRORS = Counter(

@@ -296,6 +296,98 @@ async def test_stop_pressed_while_a_restarted_bot_takes_an_answer_over_stops_it(
     openai.model.gate.set()
 
 
+@pytest.mark.parametrize("database", BOTH_DATABASES, indirect=True)
+async def test_stop_pressed_while_a_restarted_bot_reads_back_the_answer_it_takes_over_stops_the_run(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    if str(harness.db).startswith("postgresql"):
+        # The turn is taken over once the dead process is found silent (its job's heartbeat).
+        bot_process.env["REPLICA_DEAD_AFTER_SECONDS"] = "5"
+    openai.model.gate = asyncio.Event()
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "never mind")
+    await recorded(bot_process, slack, "event=run_started")
+    await bot_process.kill()
+
+    # Slack is slow to show the thread the restarted bot reads back, to see what the dead one
+    # left of the answer; meanwhile the person presses Stop.
+    slack.hold("conversations.replies")
+    await bot_process.start(slack)
+    await slack.wait_for(
+        lambda: any(call["ts"] == ts for call in slack.withheld("conversations.replies")),
+        timeout=30,
+    )
+    [placeholder] = slack.bot_replies(GENERAL, ts)
+    [stop] = [
+        element
+        for block in placeholder.blocks
+        for element in block.get("elements") or []
+        if isinstance(element, dict) and element.get("action_id") == STOP_ACTION
+    ]
+    await slack.interaction(
+        slack.block_action_payload(ALICE, GENERAL, placeholder.ts, STOP_ACTION, stop["value"])
+    )
+    await slack.wait_for(lambda: latest_run(harness)[1] == "cancelled")  # on the backend too
+    runs = harness.backend_runs()
+    slack.release("conversations.replies")
+    openai.model.gate.set()
+
+    # The thread's next message is answered after the stopped one has ended: by then, anything
+    # the stopped turn would write has been written.
+    await slack.post(ALICE, GENERAL, "and now?", thread_ts=ts)
+    await wait_answers(slack, GENERAL, ts, 2, timeout=30)
+    await slack.wait_for(lambda: stale(slack.bot_replies(GENERAL, ts)) == [])
+    shown = [m.text for m in slack.bot_replies(GENERAL, ts)]
+    assert shown[0] == failure(Failure(STOPPED)), shown
+    assert len(shown) == 2 and shown[1].startswith("You said: and now?"), shown
+    assert harness.backend_runs() == runs + 1, "the stopped one is not run again"
+
+
+def run_status(harness: Harness, run_id: str) -> str:
+    if harness.engine == "assistants":
+        return harness.openai.runs[run_id].status
+    return harness.openai.responses_api.responses[run_id].status
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+async def test_stop_pressed_while_a_taken_over_answer_waits_for_a_free_replica_stops_its_run(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    """On PostgreSQL a turn taken over waits in the queue like any other until a replica is
+    free; stopped there, it never runs, and the run its dead process left is cancelled."""
+    slack, openai = harness.slack, harness.openai
+    bot_process.env |= {"REPLICA_DEAD_AFTER_SECONDS": "5", "MAX_TURNS_IN_FLIGHT": "1"}
+    openai.model.gate = asyncio.Event()
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, "never mind")
+    await recorded(bot_process, slack, "event=run_started")
+    left_running, _ = latest_run(harness)
+    await bot_process.kill()
+
+    await bot_process.start(slack)
+    # The restarted bot is busy with another thread before it finds the dead process gone.
+    busy = await slack.mention(BOB, GENERAL, "keep me busy")
+    await recorded(bot_process, slack, f"event=run_started channel={GENERAL} ts={busy}")
+    await recorded(bot_process, slack, "event=stalled_turn_retried")
+    [placeholder] = slack.bot_replies(GENERAL, ts)
+    [stop] = [
+        element
+        for block in placeholder.blocks
+        for element in block.get("elements") or []
+        if isinstance(element, dict) and element.get("action_id") == STOP_ACTION
+    ]
+    await slack.interaction(
+        slack.block_action_payload(ALICE, GENERAL, placeholder.ts, STOP_ACTION, stop["value"])
+    )
+    await slack.wait_for(lambda: run_status(harness, left_running) == "cancelled")
+    assert [m.text for m in slack.bot_replies(GENERAL, ts)] == [failure(Failure(STOPPED))]
+    openai.model.gate.set()
+    await wait_answers(slack, GENERAL, busy, 1)
+    assert [m.text for m in slack.bot_replies(GENERAL, ts)] == [failure(Failure(STOPPED))]
+    assert not bot_process.logged("event=turn_taken_over"), "it never ran"
+
+
 async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeating_the_message(
     harness: Harness, bot_process: BotProcess, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import aiohttp
 import psycopg
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot import app
 from bot.config import load_settings
@@ -29,6 +30,7 @@ from bot.slack import words
 from bot.slack.blocks import STOP_ACTION
 from bot.slack.words import THINKING
 from bot.startup import StartupError
+from tests.bot_replicas import until
 from tests.conftest import ALICE, GENERAL, answers, bot_env, has_stop_button, texts
 from tests.db_proxy import DatabaseProxy
 from tests.emulators.openai import OpenAIEmulator
@@ -197,6 +199,52 @@ async def test_stop_pressed_on_one_replica_stops_the_answer_another_replica_writ
     await slack.post(ALICE, GENERAL, "and now?", thread_ts=ts)
     await replicas.idle()
     assert answers(slack, GENERAL, ts)[-1].text.startswith("You said: and now?")
+
+
+async def metric(bot: app.Bot, name: str) -> float:
+    """A sample of the replica's /metrics, as Prometheus scrapes it."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{bot.port}/metrics") as response,
+    ):
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+async def test_the_turns_waiting_in_the_shared_queue_show_on_metrics(replicas: Replicas) -> None:
+    bot = await replicas.start("a")
+    slack, openai = replicas.slack, replicas.openai
+    openai.model.gate = asyncio.Event()
+    replicas.deliver_to("a")
+    ts = await slack.mention(ALICE, GENERAL, "one")
+    await slack.wait_for(lambda: len(openai.model.turns) == 1)
+    # The thread's next two messages wait behind the one being answered.
+    await slack.post(ALICE, GENERAL, "two", thread_ts=ts)
+    await slack.post(ALICE, GENERAL, "three", thread_ts=ts)
+
+    async def two_waiting() -> bool:
+        return await metric(bot, "slackbot_turns_waiting") == 2
+
+    await until(two_waiting, timeout=30)
+    assert await metric(bot, "slackbot_turns_running") == 1
+
+    openai.model.gate.set()
+    await replicas.idle()
+    assert [m.text.split(" (")[0] for m in answers(slack, GENERAL, ts)] == [
+        "You said: one",
+        "You said: two",
+        "You said: three",
+    ]
+
+    async def none_waiting() -> bool:
+        return await metric(bot, "slackbot_turns_waiting") == 0
+
+    await until(none_waiting, timeout=30)
 
 
 async def test_a_worker_answers_what_the_listening_replicas_take(replicas: Replicas) -> None:

@@ -466,6 +466,7 @@ class SlackEmulator:
         self._pending_uploads: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[tuple[str, int, float]]] = defaultdict(list)
         self._holds: dict[str, asyncio.Event] = {}
+        self._withheld: list[tuple[str, dict[str, Any]]] = []  # calls waiting on a hold
         # Random Web API faults (see `Faults`); requests with OBSERVER_HEADER are spared.
         self.faults = Faults()
         self._response_targets: dict[str, _ResponseTarget] = {}
@@ -750,6 +751,10 @@ class SlackEmulator:
         held = self._holds.pop(method, None)
         if held is not None:
             held.set()
+
+    def withheld(self, method: str) -> list[dict[str, Any]]:
+        """The arguments of the calls of `method` waiting on `hold(method)` now."""
+        return [args for name, args in self._withheld if name == method]
 
     def expire_streams(self) -> None:
         """End the streaming state of every streamed message, as Slack does after ~5 minutes."""
@@ -1820,7 +1825,12 @@ class SlackEmulator:
             self._check_scopes(method, args)
             held = self._holds.get(method)
             if held is not None:
-                await held.wait()
+                waiting = (method, args)
+                self._withheld.append(waiting)
+                try:
+                    await held.wait()
+                finally:
+                    self._withheld.remove(waiting)
             failures = self._failures.get(method)
             if failures:
                 error, status, retry_after = failures.pop(0)
