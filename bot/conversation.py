@@ -43,8 +43,10 @@ from bot.engine.base import (
 from bot.file_ingest import FileIngest
 from bot.messages import ConversationKey, IncomingMessage
 from bot.outcomes import (
+    GAVE_UP,
     INTERNAL_ERROR,
     INTERRUPTED,
+    MAX_ATTEMPTS,
     NO_USABLE_FILES,
     RESTARTING,
     STOPPED,
@@ -664,9 +666,14 @@ class Conversations:
 
         reply.track(answer_moved)
         try:
-            await self.store.update_turn(turn.turn_id, "running")
-            await _quietly(reply.started())
-            await self._run_turn(turn.turn_id, message, reply, outcome, taking_over)
+            attempts = await self.store.start_turn(turn.turn_id)
+            if attempts > MAX_ATTEMPTS:
+                # Each time it was tried, the process died with it (run out of memory, say):
+                # it is not tried again, or the bot would do nothing else.
+                await self._give_up(turn, reply, outcome, attempts, taking_over)
+            else:
+                await _quietly(reply.started())
+                await self._run_turn(turn.turn_id, message, reply, outcome, taking_over)
         except asyncio.CancelledError:
             if not stop_requested():
                 # Shutdown ran out of grace: say so instead of leaving "Thinking…" behind,
@@ -723,6 +730,30 @@ class Conversations:
             outcome.run_id,
             outcome.error,  # the backend's own words, which people are not shown
         )
+
+    async def _give_up(
+        self,
+        turn: QueuedTurn,
+        reply: Reply,
+        outcome: _Outcome,
+        attempts: int,
+        taking_over: TurnProgress | None,
+    ) -> None:
+        message = turn.message
+        # `starts`: this one too, and any give-up the process died in before it was recorded.
+        log.error(
+            "event=turn_given_up channel=%s ts=%s attempts=%d starts=%d",
+            message.key.channel_id,
+            message.ts,
+            MAX_ATTEMPTS,
+            attempts,
+        )
+        outcome.status = "failed"
+        outcome.error = f"{GAVE_UP}: gave up after {MAX_ATTEMPTS} attempts"
+        if taking_over is not None and taking_over.run_id:
+            # The run left going would keep the thread's conversation busy.
+            await self._cancel_run(message.key, taking_over.run_id)
+        await _quietly(reply.fail(Failure(GAVE_UP)))
 
     async def _run_turn(
         self,

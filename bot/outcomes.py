@@ -16,6 +16,10 @@ RESTARTING = "restarting"  # the bot is going down; it answers the message once 
 TIMEOUT = "timeout"  # TURN_TIMEOUT_SECONDS passed
 NO_USABLE_FILES = "no_usable_files"  # the message was only files, and none could be used
 INTERNAL_ERROR = "internal_error"  # a bug: the turn crashed
+GAVE_UP = "gave_up"  # the bot died each of the MAX_ATTEMPTS times it tried to answer
+# A message is tried this many times at most (its first try, then a take-over after each crash):
+# one whose answering kills the bot every time is given up, not taken over forever.
+MAX_ATTEMPTS = 3
 # Why a message is turned away before the model is asked.
 OVER_BUDGET = "over_budget"
 RATE_LIMITED = "rate_limited"

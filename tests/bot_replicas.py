@@ -107,8 +107,9 @@ class Replica:
         if self._reader is not None:
             await self._reader
 
-    async def metric(self, name: str) -> float:
-        """A sample of its /metrics, as Prometheus reads it."""
+    async def metric(self, name: str, **labels: str) -> float:
+        """A sample of its /metrics, as Prometheus reads it (summed over the samples that have
+        these `labels`)."""
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{self.port}/metrics") as response,
@@ -118,7 +119,7 @@ class Replica:
             sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name == name
+            if sample.name == name and labels.items() <= sample.labels.items()
         )
 
     def logged(self, text: str) -> list[str]:

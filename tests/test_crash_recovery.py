@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from bot.messages import ConversationKey
-from bot.outcomes import STOPPED, Failure
+from bot.outcomes import GAVE_UP, MAX_ATTEMPTS, STOPPED, Failure
 from bot.slack.blocks import STOP_ACTION
 from bot.slack.words import THINKING, failure
 from bot.store import Store
@@ -388,6 +388,45 @@ async def test_stop_pressed_while_a_taken_over_answer_waits_for_a_free_replica_s
     assert not bot_process.logged("event=turn_taken_over"), "it never ran"
 
 
+async def test_a_message_whose_answering_kills_the_bot_each_time_is_given_up_after_three_tries(
+    harness: Harness, bot_process: BotProcess
+) -> None:
+    slack, openai = harness.slack, harness.openai
+    openai.model.gate = asyncio.Event()  # the answer is never written: the bot dies over it
+    poison = "the message that runs the bot out of memory"
+    await bot_process.start(slack)
+    ts = await slack.mention(ALICE, GENERAL, poison)
+    await recorded(bot_process, slack, f"event=run_started channel={GENERAL} ts={ts}")
+    run_id = latest_run(harness)[0]
+
+    def asked_about_the_answer() -> int:
+        return sum(run_id in request.path for request in openai.requests)
+
+    for _ in range(MAX_ATTEMPTS - 1):
+        await bot_process.kill()
+        asked = asked_about_the_answer()
+        await bot_process.start(slack)  # takes the answer over, and dies over it again
+        await slack.wait_for(lambda asked=asked: asked_about_the_answer() > asked)
+    await bot_process.kill()
+
+    await bot_process.start(slack)  # the third restart: the bot gives the message up
+    gave_up = failure(Failure(GAVE_UP))
+    await slack.wait_for(lambda: [m.text for m in slack.bot_replies(GENERAL, ts)] == [gave_up])
+    assert stale(slack.bot_replies(GENERAL, ts)) == []  # no Thinking…, no Stop button
+    assert "each of the three times" in gave_up
+    await recorded(bot_process, slack, f"ts={ts} status=failed")
+    assert len(bot_process.logged("event=turn_given_up")) == 1
+    await slack.wait_for(lambda: latest_run(harness)[1] == "cancelled")  # not left going
+    model_asked = [turn for turn in openai.model.turns if turn.user_texts[-1] == poison]
+    assert len(model_asked) == 1  # each take-over followed the one run; none asked the model again
+
+    # The bot serves everyone else again.
+    openai.model.gate.set()
+    other = await slack.mention(BOB, GENERAL, "are you back?")
+    [answer] = await wait_answers(slack, GENERAL, other, 1)
+    assert answer.text.startswith("You said: are you back?")
+
+
 async def test_a_run_the_backend_lost_meanwhile_is_run_again_once_without_repeating_the_message(
     harness: Harness, bot_process: BotProcess, tmp_path: Path
 ) -> None:
@@ -534,8 +573,18 @@ async def test_killed_at_random_moments_every_message_is_answered_once_and_nothi
     )
     moments = random.Random(f"kill-{engine}")
     sent: list[tuple[str, str, str]] = []  # (ts, text, moment)
+
+    def answered(ts: str, text: str) -> bool:
+        replies = slack.bot_replies(GENERAL, ts)
+        return not stale(replies) and verdict(replies, f"You said: {text}.") == "answered"
+
     await bot_process.start(slack)
     for number in range(ROUNDS):
+        # A message is tried at most MAX_ATTEMPTS times, then given up: the bot is killed again
+        # only once the messages before the last one are answered, so that each is cut off by
+        # two kills at most (its own round's and, while it is taken over, the next one's).
+        settled = sent[: max(0, len(sent) - (MAX_ATTEMPTS - 2))]
+        await slack.wait_for(lambda settled=settled: all(answered(t, x) for t, x, _ in settled))
         moment = moments.choice(MOMENTS)
         text = f"round {number}"
         ts, bodies = mention_bodies(slack, text)

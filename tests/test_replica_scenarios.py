@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from bot.outcomes import GAVE_UP, MAX_ATTEMPTS, Failure
 from bot.slack.blocks import STOP_ACTION
-from bot.slack.words import THINKING
+from bot.slack.words import THINKING, failure
 from tests.bot_replicas import Replicas, replica_database_url
 from tests.conftest import ALICE, BOB, GENERAL, bot_env, has_stop_button, wait_answers
 from tests.emulators.model import Reply
@@ -167,6 +168,52 @@ async def test_the_replica_writing_an_answer_is_killed_and_the_answer_still_arri
     replies = slack.bot_replies(GENERAL, ts)
     assert [m.text.strip() for m in replies] == [whole.strip()], "the whole answer, once"
     assert replicas.logged("event=turn_taken_over"), "the living replica took it over"
+
+
+@pytest.mark.parametrize("engine", ["responses"])
+async def test_a_message_whose_answering_kills_each_replica_that_takes_it_is_given_up_after_three(
+    replicas: Replicas,
+) -> None:
+    slack, openai = replicas.slack, replicas.openai
+    replicas.env["REPLICA_DEAD_AFTER_SECONDS"] = f"{DEAD_AFTER:g}"
+    await replicas.start(2)
+    openai.model.gate = asyncio.Event()  # the answer is never written: a replica dies over it
+    poison = "the message that runs the bot out of memory"
+    ts = await slack.mention(ALICE, GENERAL, poison)
+    started = f"event=run_started channel={GENERAL} ts={ts}"
+    await slack.wait_for(lambda: bool(replicas.logged(started)), timeout=30)
+    run_id = openai.responses_api.response_list()[-1].id
+
+    def asked_about_the_answer() -> int:
+        return sum(run_id in request.path for request in openai.requests)
+
+    for attempt in range(MAX_ATTEMPTS):
+        dying = await replicas.running_a_turn()
+        await dying.kill()  # as an OOM kill: no goodbye
+        asked = asked_about_the_answer()
+        await dying.start()  # as its orchestrator starts it again
+        if attempt < MAX_ATTEMPTS - 1:  # a living replica takes the answer over, and dies too
+            await slack.wait_for(
+                lambda asked=asked: asked_about_the_answer() > asked, timeout=DEAD_AFTER + 60
+            )
+
+    gave_up = failure(Failure(GAVE_UP))
+    await slack.wait_for(
+        lambda: [m.text for m in slack.bot_replies(GENERAL, ts)] == [gave_up],
+        timeout=DEAD_AFTER + 60,
+    )
+    await replicas.until_no_turn_is_open()
+    assert stale(slack.bot_replies(GENERAL, ts)) == []
+    [giver] = [replica for replica in replicas.members if replica.logged("event=turn_given_up")]
+    assert len(giver.logged("event=turn_given_up")) == 1
+    assert await giver.metric("slackbot_turns_total", outcome="failed", code=GAVE_UP) == 1
+    model_asked = [turn for turn in openai.model.turns if turn.user_texts[-1] == poison]
+    assert len(model_asked) == 1  # each take-over followed the one run
+
+    openai.model.gate.set()
+    other = await slack.mention(BOB, GENERAL, "are you back?")
+    [answer] = await wait_answers(slack, GENERAL, other, 1, timeout=30)
+    assert answer.text.startswith("You said: are you back?")
 
 
 @pytest.mark.parametrize("engine", ["responses"])

@@ -104,6 +104,24 @@ async def test_a_turn_keeps_its_run_and_where_its_answer_shows_for_whoever_takes
 
 
 @both
+async def test_each_start_of_a_turn_is_counted_so_that_one_that_keeps_killing_the_bot_ends(
+    store: Store, database_url: str
+) -> None:
+    turn = await store.add_turn(THREAD, "100.1", ALICE, "hello", False)
+    assert turn is not None
+    assert await store.start_turn(turn) == 1  # the first try
+    [running] = await store.open_turns()
+    assert running.status == "running"
+    again = await Store.open(database_url)  # the bot after a crash, or another replica
+    try:
+        assert await again.start_turn(turn) == 2
+        assert await again.start_turn(turn) == 3
+    finally:
+        await again.close()
+    assert await store.start_turn(turn + 1) == 0  # not a turn
+
+
+@both
 async def test_switching_a_thread_to_another_engine_starts_a_new_backend_conversation(
     store: Store,
 ) -> None:

@@ -18,7 +18,9 @@ from bot.outcomes import (
     APPROVED,
     DENIED,
     EXPIRED,
+    GAVE_UP,
     INTERRUPTED,
+    MAX_ATTEMPTS,
     RATE_LIMITED,
     RESTARTING,
     STOPPED,
@@ -204,8 +206,18 @@ def failure(failed: Failure) -> str:
             ":warning: The bot restarted while answering this message, so the answer was lost. "
             "Please send it again."
         )
+    if failed.code == GAVE_UP:
+        return (
+            f":warning: The bot stopped each of the {_count(MAX_ATTEMPTS)} times it tried to "
+            "answer this message, so it gave up. Please rephrase it, or tell whoever runs the bot."
+        )
     words = failure_words(failed.code)
     return f":warning: {words} Your next message in this thread will work as usual."
+
+
+def _count(number: int) -> str:
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[number] if 0 <= number < len(words) else str(number)
 
 
 # --- budgets and the rate limit -------------------------------------------------------------

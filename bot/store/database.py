@@ -308,8 +308,12 @@ class Database:
     # server). The column types (text, integer, float, boolean) go to and come from the
     # drivers as they are; SQLite gives booleans as 0 and 1.
 
-    async def first(self, statement: sa.Executable, params: Params) -> AnyRow | None:
-        rows = (await self._execute(statement, params))[1]
+    async def first(
+        self, statement: sa.Executable, params: Params, patience: float = 0.0
+    ) -> AnyRow | None:
+        """The first row a statement returns (a change's RETURNING too); `patience` as for
+        `write`."""
+        rows = (await self._patiently(statement, params, patience))[1]
         return rows[0] if rows else None
 
     async def all(self, statement: sa.Executable, params: Params | None = None) -> list[AnyRow]:
@@ -318,11 +322,16 @@ class Database:
     async def write(self, statement: sa.Executable, params: Params, patience: float = 0.0) -> int:
         """Execute one change; how many rows it changed. `patience`: seconds to try again for
         while the database does not answer (for a change that may safely be made twice)."""
+        return (await self._patiently(statement, params, patience))[0]
+
+    async def _patiently(
+        self, statement: sa.Executable, params: Params, patience: float
+    ) -> tuple[int, list[Any]]:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + patience
         while True:
             try:
-                return (await self._execute(statement, params))[0]
+                return await self._execute(statement, params)
             except StoreUnavailable:
                 if loop.time() >= give_up:
                     raise

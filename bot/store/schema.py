@@ -61,6 +61,8 @@ turns = sa.Table(
     sa.Column("assistant_id", sa.Text),
     sa.Column("model", sa.Text),
     sa.Column("cached_input_tokens", sa.Integer),
+    # How many times the turn was started (its first try, then each take-over after a crash).
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("team_id", "channel_id", "message_ts"),
     sa.Index("turns_created", "created_at"),
     sa.Index("turns_conversation", "team_id", "channel_id", "thread_ts"),

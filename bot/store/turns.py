@@ -42,6 +42,18 @@ _SET_STATUS = {
     ),
     "updated_at": sa.bindparam("now", type_=sa.Float),
 }
+# A turn starts (or starts again, taken over after a crash): running, and one more attempt.
+_START = (
+    sa.update(turns)
+    .where(turns.c.id == sa.bindparam("turn"))
+    .values(
+        status="running",
+        error=None,
+        attempts=turns.c.attempts + 1,
+        updated_at=sa.bindparam("now", type_=sa.Float),
+    )
+    .returning(turns.c.attempts)
+)
 _UPDATE = sa.update(turns).where(turns.c.id == sa.bindparam("turn")).values(_SET_STATUS)
 # A finished turn forgets the message text and files: they were kept only to resume after a crash.
 _FINISH = _UPDATE.values(text="", files="[]")
@@ -235,6 +247,19 @@ class TurnTables:
             },
             patience=TURN_WRITE_PATIENCE,
         )
+
+    async def start_turn(self, turn_id: int) -> int:
+        """Mark a turn running and count the attempt, in one statement: how many times it has
+        been started now (1 the first time; 0 for a turn that is not known).
+
+        Tried again while the database is away (TURN_WRITE_PATIENCE), as `update_turn`: a change
+        that landed but whose answer was lost is then counted twice, which only brings the
+        give-up of a turn that keeps killing the bot one attempt nearer.
+        """
+        row = await self._db.first(
+            _START, {"turn": turn_id, "now": time.time()}, patience=TURN_WRITE_PATIENCE
+        )
+        return int(row[0]) if row else 0
 
     async def open_turns(self, created_before: float | None = None) -> list[PendingTurn]:
         """Turns left queued or running by a previous process, oldest first; with
