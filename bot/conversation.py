@@ -457,7 +457,7 @@ class Conversations:
         cut_off = [turn for turn in started if turn not in taken_over]
         error = "interrupted by restart"
         try:
-            if self.leftovers is not None:
+            if self.leftovers is not None and (waiting or cut_off):
                 async with asyncio.timeout(RECOVERY_TIMEOUT):
                     await self.leftovers.tidy(
                         key,
@@ -680,9 +680,18 @@ class Conversations:
                 # unless the queue hands the turn to another process, which takes it over.
                 if not self.queue.hands_back_cut_turns:
                     await asyncio.shield(self._interrupted(turn.turn_id, reply))
+                else:
+                    # Handed back whole: a rolling deploy must not bring a give-up nearer.
+                    await asyncio.shield(self._not_an_attempt(turn.turn_id))
                 raise
             await self._stopped_by_user(turn, reply, outcome, taking_over)
         await self._record(turn, outcome)
+
+    async def _not_an_attempt(self, turn_id: int) -> None:
+        try:
+            await self.store.attempt_handed_back(turn_id)
+        except Exception as exc:  # a give-up only comes one try sooner
+            log.warning("event=hand_back_not_recorded turn=%s error=%s", turn_id, _error_name(exc))
 
     async def _stopped_by_user(
         self,
@@ -750,9 +759,7 @@ class Conversations:
         )
         outcome.status = "failed"
         outcome.error = f"{GAVE_UP}: gave up after {MAX_ATTEMPTS} attempts"
-        if taking_over is not None and taking_over.run_id:
-            # The run left going would keep the thread's conversation busy.
-            await self._cancel_run(message.key, taking_over.run_id)
+        await self._cancel_left_run(message.key, taking_over)  # it would keep the thread busy
         await _quietly(reply.fail(Failure(GAVE_UP)))
 
     async def _run_turn(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from bot import app
 from bot.config import load_settings
 from bot.jobs import JobTimings
 from bot.messages import ConversationKey
+from bot.outcomes import GAVE_UP, MAX_ATTEMPTS, Failure
 from bot.slack import words
 from bot.slack.blocks import STOP_ACTION
-from bot.slack.words import THINKING
+from bot.slack.words import THINKING, failure
 from bot.startup import StartupError
 from tests.bot_replicas import until
 from tests.conftest import ALICE, GENERAL, answers, bot_env, has_stop_button, texts
@@ -318,6 +320,30 @@ async def test_a_replica_shutting_down_hands_its_running_answer_to_another(
     answers = [text for text in shown if text.startswith("You said: ")]
     assert [a.split(" ", 3)[2] for a in answers] == ["one", "two"], shown
     assert not any("cancel" in text for text in shown), "its run, cut short, was run afresh"
+
+
+async def test_an_answer_handed_on_by_every_replica_of_a_rolling_deploy_is_still_answered(
+    replicas: Replicas,
+) -> None:
+    """Handed back at shutdown is not a crash: however many replicas hand an answer on, it is
+    never given up as one that kills the bot."""
+    slack, openai = replicas.slack, replicas.openai
+    openai.model.gate = asyncio.Event()
+    names = [f"deploy{n}" for n in range(MAX_ATTEMPTS + 2)]
+    await replicas.start(names[0], SHUTDOWN_GRACE_SECONDS="0.2")
+    replicas.deliver_to(names[0])
+    ts = await slack.mention(ALICE, GENERAL, "long one")
+    await slack.wait_for(lambda: len(openai.model.turns) == 1)
+    for taken, (leaving, coming) in enumerate(itertools.pairwise(names), start=2):
+        await replicas.start(coming, SHUTDOWN_GRACE_SECONDS="0.2")
+        await replicas.stop(leaving)
+        await slack.wait_for(lambda taken=taken: len(openai.model.turns) == taken)
+    openai.model.gate.set()
+    await replicas.idle()
+    assert texts(answers(slack, GENERAL, ts)) == [
+        "You said: long one (message 1 of this conversation)"
+    ]
+    assert failure(Failure(GAVE_UP)) not in [m.text for m in slack.bot_replies(GENERAL, ts)]
 
 
 async def test_while_draining_a_replica_turns_events_away_for_another_to_take(

@@ -119,6 +119,8 @@ async def test_each_start_of_a_turn_is_counted_so_that_one_that_keeps_killing_th
     finally:
         await again.close()
     assert await store.start_turn(turn + 1) == 0  # not a turn
+    await store.attempt_handed_back(turn)  # handed back whole at shutdown: not counted
+    assert await store.start_turn(turn) == 3
 
 
 @both

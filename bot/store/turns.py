@@ -54,6 +54,12 @@ _START = (
     )
     .returning(turns.c.attempts)
 )
+# A turn cut off at shutdown and handed back whole to another process: not an attempt.
+_HANDED_BACK = (
+    sa.update(turns)
+    .where(turns.c.id == sa.bindparam("turn"), turns.c.attempts > 0)
+    .values(attempts=turns.c.attempts - 1)
+)
 _UPDATE = sa.update(turns).where(turns.c.id == sa.bindparam("turn")).values(_SET_STATUS)
 # A finished turn forgets the message text and files: they were kept only to resume after a crash.
 _FINISH = _UPDATE.values(text="", files="[]")
@@ -260,6 +266,10 @@ class TurnTables:
             _START, {"turn": turn_id, "now": time.time()}, patience=TURN_WRITE_PATIENCE
         )
         return int(row[0]) if row else 0
+
+    async def attempt_handed_back(self, turn_id: int) -> None:
+        """The turn's last start does not count: its process handed it back at shutdown."""
+        await self._db.write(_HANDED_BACK, {"turn": turn_id})
 
     async def open_turns(self, created_before: float | None = None) -> list[PendingTurn]:
         """Turns left queued or running by a previous process, oldest first; with
