@@ -385,7 +385,7 @@ async def _terminate_backends(server: str, application_name: str) -> int:
 
 
 async def test_the_bot_answers_on_when_its_database_connections_are_cut(
-    replicas: Replicas, database_url: str, postgres_url: str
+    replicas: Replicas, database_url: str, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     name = f"bot_{database_url[-12:]}"
     replicas.database_url = (
@@ -399,14 +399,18 @@ async def test_the_bot_answers_on_when_its_database_connections_are_cut(
     first = await slack.mention(ALICE, GENERAL, "before")
     await replicas.idle()
     assert await _terminate_backends(postgres_url, name) > 0
-    await slack.post(ALICE, GENERAL, "after", thread_ts=first)
-    assert all(d.status == 200 for d in slack.deliveries)
-    await replicas.idle()
+    with caplog.at_level(logging.WARNING, logger="bot.jobs"):
+        await slack.post(ALICE, GENERAL, "after", thread_ts=first)
+        assert all(d.status == 200 for d in slack.deliveries)
+        await replicas.idle()
     assert texts(answers(slack, GENERAL, first)) == [
         "You said: before (message 1 of this conversation)",
         "You said: after (message 2 of this conversation)",
     ]
     assert words.NOT_RECORDED not in slack.ephemerals(GENERAL, ALICE)
+    # Its job went on new connections at once: not deferred after the ack, nor held for long.
+    assert "event=turn_defer_failed" not in caplog.text
+    assert "event=turn_release_failed" not in caplog.text
 
 
 async def test_a_message_that_cannot_be_recorded_is_acked_and_its_writer_told_and_the_bot_recovers(
