@@ -632,10 +632,15 @@ class Conversations:
         metrics.turn_finished("stopped", None)
         if reply is not None:
             await _quietly(reply.fail(Failure(STOPPED)))
+        await self.store.update_turn(turn.turn_id, "stopped")
         # A turn whose process died while answering it, stopped before it was taken over (it
         # waited for a free worker): the run that process left is cancelled too.
-        await self._cancel_left_run(turn.message.key, await self.store.turn_progress(turn.turn_id))
-        await self.store.update_turn(turn.turn_id, "stopped")
+        try:
+            left = await self.store.turn_progress(turn.turn_id)
+        except Exception as exc:  # recorded as stopped all the same
+            log.warning("event=left_run_unknown turn=%s error=%s", turn.turn_id, _error_name(exc))
+            return
+        await self._cancel_left_run(turn.message.key, left)
 
     async def handed_back(self, turn: QueuedTurn, reply: Reply | None) -> None:
         if reply is not None:

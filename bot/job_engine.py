@@ -18,6 +18,8 @@ from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from bot.store.database import SESSION_ENDED
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -80,10 +82,6 @@ SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, %(delete_job)s),
 """
 
 
-# The server ended the session (pg_terminate_backend, a restart): the statement did not run.
-_SESSION_ENDED = ("57P01", "57P02", "57P03")
-
-
 class TurnConnector(procrastinate.PsycopgConnector):
     """procrastinate's connector with its connections in autocommit and handed out unchecked.
 
@@ -118,7 +116,7 @@ class TurnConnector(procrastinate.PsycopgConnector):
         except ConnectorException as exc:
             cause = exc.__cause__
             if not isinstance(cause, psycopg.OperationalError) or (
-                cause.sqlstate is not None and cause.sqlstate not in _SESSION_ENDED
+                cause.sqlstate is not None and cause.sqlstate not in SESSION_ENDED
             ):
                 raise
         await self.pool.check()  # the others pooled are likely ended too

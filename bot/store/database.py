@@ -53,7 +53,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 ACQUIRE_TIMEOUT_SECONDS = 2.0
 RETRY_SECONDS = 0.5  # a patient write tries again this often while the database is away
 # The server ended the session (pg_terminate_backend, a restart): the statement did not run.
-_SESSION_ENDED = ("57P01", "57P02", "57P03")
+SESSION_ENDED = ("57P01", "57P02", "57P03")
 # SQLite: SQLAlchemy connections kept for reuse, all on the one sqlite3 connection.
 SQLITE_SESSIONS = 20
 
@@ -357,7 +357,7 @@ class Database:
             try:
                 return await self._on_pool(sql, named)
             except psycopg.OperationalError as exc:
-                if exc.sqlstate not in _SESSION_ENDED:
+                if exc.sqlstate not in SESSION_ENDED:
                     raise
                 # Other pooled connections are likely ended too: drop them, and run it again.
                 await self._statements.check()
